@@ -1,0 +1,35 @@
+import json
+import pathlib
+
+import pytest
+
+from omni_jax import tokenizer as tk
+
+
+def test_tiny_tokenizer_round_trips_any_text():
+    tok = tk.load_tokenizer("tiny")
+    text = "<|im_start|>user\n<|vision_bos|><|VIDEO|><|vision_eos|>The woman smiles. é 漢字 \x00\t 123"
+    ids = tok(text).input_ids
+    assert tok.decode(ids) == text
+    # Special tokens are single ids, never split.
+    assert ids.count(tok.convert_tokens_to_ids("<|VIDEO|>")) == 1
+
+
+def test_special_ids_are_distinct_and_named():
+    ids = tk.special_token_ids(tk.load_tokenizer("tiny"))
+    assert len(set(ids.values())) == len(ids)
+    tok = tk.load_tokenizer("tiny")
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    assert ids["eos_token_id"] == tok.eos_token_id
+
+
+def test_rebuild_is_deterministic(tmp_path):
+    out = tk.build_tiny_tokenizer(tmp_path)
+    shipped = json.loads((tk.TINY_TOKENIZER_DIR / "tokenizer.json").read_text())
+    rebuilt = json.loads((pathlib.Path(out) / "tokenizer.json").read_text())
+    assert shipped == rebuilt
+
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tk.load_tokenizer(str(tmp_path / "nope"))
