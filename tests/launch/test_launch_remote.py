@@ -1,0 +1,237 @@
+"""The worker scripts, executed here under dash (`sh`) and bash with a fake $HOME and fake
+interpreters: what reaches the training process must be exactly what the user typed."""
+
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from launch import remote
+from launch.slices import LaunchError
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SHELLS = [s for s in ("sh", "bash") if shutil.which(s)]
+
+# A stand-in for ~/omni_jax_venv/bin/python: records its argv (NUL-separated) and two env vars,
+# then runs until SIGTERM, which it records.
+FAKE_TRAINER = r"""#!/bin/sh
+printf '%s\0' "$@" > "$HOME/argv"
+printf '%s' "${XLA_FLAGS-unset}|${PYTHONUNBUFFERED-unset}" > "$HOME/env"
+trap 'echo term > "$HOME/got_term"; exit 0' TERM
+while :; do sleep 0.05; done
+"""
+FAKE_CRASHING_TRAINER = """#!/bin/sh
+echo "Traceback: bad config" >&2
+exit 3
+"""
+
+HOSTILE_CONFIG = "configs/my config.py:model=7b,num_generations=8"
+HOSTILE_WORKDIR = "gs://bucket/run $(touch PWNED) 'single' \"double\" `touch PWNED2`; touch PWNED3"
+HOSTILE_OVERRIDES = ["--config.note=it's $HOME & ${PATH}", "--config.multi=a\nb", "--", "*"]
+
+
+def requirements_jax_pin() -> str:
+    """Oracle: the jax pin read from the real requirements.txt, line by line."""
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        if line.startswith("jax=="):
+            return line[len("jax=="):].strip()
+    raise AssertionError("requirements.txt has no jax== line")
+
+
+def write_exe(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+def run_on_worker(shell: str, script: str, home: pathlib.Path, fake_bin=None, timeout=30):
+    path = os.environ["PATH"] if fake_bin is None else f"{fake_bin}:{os.environ['PATH']}"
+    return subprocess.run([shell, "-c", script], env={"HOME": str(home), "PATH": path},
+                          capture_output=True, text=True, timeout=timeout, cwd=home)
+
+
+@pytest.fixture
+def worker(tmp_path):
+    """A set-up worker's home: code dir with a COMMIT, venv with the fake trainer."""
+    home = tmp_path / "home"
+    (home / "omni_jax").mkdir(parents=True)
+    (home / "omni_jax" / "COMMIT").write_text("0123456789abcdef\n")
+    write_exe(home / "omni_jax_venv" / "bin" / "python", FAKE_TRAINER)
+    yield home
+    pid_file = home / "omni_jax_logs" / "train.pid"
+    if pid_file.exists() and pid_file.read_text().strip():
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (this sandbox's init may not reap orphans)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for(path: pathlib.Path, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_run_passes_hostile_arguments_verbatim_and_stop_terminates(shell, worker):
+    argv = remote.train_argv(HOSTILE_CONFIG, HOSTILE_WORKDIR, HOSTILE_OVERRIDES)
+    env = {"XLA_FLAGS": "--xla_a=1 --xla_b='two words' $(touch PWNED4)"}
+    proc = run_on_worker(shell, remote.run_script(argv, env, check_after_seconds=0.3), worker)
+    assert proc.returncode == 0, proc.stderr
+    wait_for(worker / "argv")
+    wait_for(worker / "env")
+    recorded = (worker / "argv").read_text().split("\0")[:-1]
+    assert recorded == ["-m", "omni_jax.train", "--config", HOSTILE_CONFIG,
+                        "--workdir", HOSTILE_WORKDIR, *HOSTILE_OVERRIDES]
+    assert (worker / "env").read_text() == env["XLA_FLAGS"] + "|1"
+    assert not list(worker.rglob("PWNED*")), "a $(...) or `...` in a value was executed"
+    pid = int((worker / "omni_jax_logs" / "train.pid").read_text())
+    assert f"pid {pid}" in proc.stdout
+    assert os.getpgid(pid) == pid, "the trainer must lead its own process group"
+    log = (worker / "omni_jax_logs" / "train.log").read_text()
+    assert "commit 0123456789abcdef" in log
+
+    status = run_on_worker(shell, remote.status_script(), worker)
+    assert f"{socket.gethostname()}: training running, pid {pid}, commit 0123456789ab" in status.stdout
+
+    again = run_on_worker(shell, remote.run_script(argv, env, check_after_seconds=0.1), worker)
+    assert again.returncode == 1 and "already running" in again.stderr
+    tolerated = run_on_worker(
+        shell, remote.run_script(argv, env, already_running_ok=True, check_after_seconds=0.1),
+        worker)
+    assert tolerated.returncode == 0 and "already running" in tolerated.stderr
+
+    stop = run_on_worker(shell, remote.stop_script(grace_seconds=10), worker)
+    assert stop.returncode == 0, stop.stderr
+    assert f"stopped pid {pid}" in stop.stdout
+    assert (worker / "got_term").read_text().strip() == "term"
+    assert not alive(pid)
+    status = run_on_worker(shell, remote.status_script(), worker)
+    assert "no training running" in status.stdout
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_stop_kills_a_trainer_that_ignores_sigterm(shell, worker):
+    write_exe(worker / "omni_jax_venv" / "bin" / "python",
+              "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 0.05; done\n")
+    proc = run_on_worker(shell, remote.run_script(["-m", "x"], {}, check_after_seconds=0.2),
+                         worker)
+    assert proc.returncode == 0, proc.stderr
+    pid = int((worker / "omni_jax_logs" / "train.pid").read_text())
+    stop = run_on_worker(shell, remote.stop_script(grace_seconds=1), worker)
+    assert "sending SIGKILL" in stop.stdout
+    time.sleep(0.2)
+    assert not alive(pid)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_run_reports_a_trainer_that_dies_at_once(shell, worker):
+    write_exe(worker / "omni_jax_venv" / "bin" / "python", FAKE_CRASHING_TRAINER)
+    proc = run_on_worker(shell, remote.run_script(["-m", "x"], {}, check_after_seconds=0.5),
+                         worker)
+    assert proc.returncode == 1
+    assert "exited at once" in proc.stderr and "Traceback: bad config" in proc.stderr
+
+
+def test_run_refuses_a_worker_that_was_never_set_up(tmp_path):
+    proc = run_on_worker("sh", remote.run_script(["-m", "x"], {}), tmp_path)
+    assert proc.returncode == 1 and "launch.tpu setup" in proc.stderr
+
+
+def test_logs_prints_the_last_lines_with_the_hostname(worker):
+    (worker / "omni_jax_logs").mkdir()
+    (worker / "omni_jax_logs" / "train.log").write_text("one\ntwo\nthree\n")
+    proc = run_on_worker("sh", remote.logs_script(lines=2, follow=False), worker)
+    host = socket.gethostname()
+    assert proc.stdout.splitlines() == [f"[{host}] two", f"[{host}] three"]
+    missing = run_on_worker("sh", remote.logs_script(lines=2, follow=False), worker.parent)
+    assert missing.returncode == 1 and "no log yet" in missing.stderr
+
+
+FAKE_SYSTEM_PYTHON = r"""#!/bin/sh
+echo "python3 $*" >> "$HOME/calls"
+if [ "$1 $2 $3" = "-m uv venv" ]; then
+  for last; do :; done
+  mkdir -p "$last/bin"
+  printf '#!/bin/sh\necho "venv-python $*" >> "$HOME/calls"\n' > "$last/bin/python"
+  chmod +x "$last/bin/python"
+fi
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_setup_unpacks_the_commit_and_installs_the_pinned_jax_tpu(shell, tmp_path):
+    # A tiny repository whose requirements.txt is the real one; git archive as `setup` runs it.
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / "requirements.txt", repo / "requirements.txt")
+    (repo / "train.py").write_text("print('hi')\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    commit = subprocess.run([*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run([*git[:3], "archive", "--format=tar.gz", f"--output={home}/code.tar.gz",
+                    commit], check=True)
+    write_exe(tmp_path / "bin" / "python3", FAKE_SYSTEM_PYTHON)
+
+    pin = requirements_jax_pin()
+    assert remote.jax_version((repo / "requirements.txt").read_text()) == pin
+    script = remote.setup_script("code.tar.gz", commit, pin, "3.11")
+    proc = run_on_worker(shell, script, home, fake_bin=tmp_path / "bin")
+    assert proc.returncode == 0, proc.stderr
+    calls = (home / "calls").read_text().splitlines()
+    assert calls[:3] == [
+        f"python3 -m pip install --user --quiet uv=={remote.UV_VERSION}",
+        f"python3 -m uv venv --seed --python 3.11 {home}/omni_jax_venv",
+        f"venv-python -m pip install --quiet -r {home}/omni_jax/requirements.txt "
+        f"jax[tpu]=={pin}",
+    ]
+    assert calls[3].startswith("venv-python -c import importlib.metadata")
+    assert (home / "omni_jax" / "train.py").read_text() == "print('hi')\n"
+    assert (home / "omni_jax" / "COMMIT").read_text().strip() == commit
+    assert not (home / "code.tar.gz").exists()
+    assert f"ready at commit {commit[:12]}" in proc.stdout
+
+    # Setting up again (new code) reuses the venv: no second uv, the install runs again.
+    (home / "calls").unlink()
+    subprocess.run([*git[:3], "archive", "--format=tar.gz", f"--output={home}/code.tar.gz",
+                    commit], check=True)
+    proc = run_on_worker(shell, script, home, fake_bin=tmp_path / "bin")
+    assert proc.returncode == 0, proc.stderr
+    calls = (home / "calls").read_text().splitlines()
+    assert [c for c in calls if c.startswith("python3")] == []
+    assert calls[0].endswith(f"jax[tpu]=={pin}")
+
+
+def test_jax_version_reads_the_pin_and_checks_jaxlib():
+    assert remote.jax_version("numpy==2.0\njax==1.2.3  # pinned\njaxlib==1.2.3\n") == "1.2.3"
+    assert remote.jax_version("jax == 0.9.1\n") == "0.9.1"
+    with pytest.raises(LaunchError, match="no `jax==X`"):
+        remote.jax_version("jaxlib==1.2.3\njax-foo==1.0\n")
+    with pytest.raises(LaunchError, match="jaxlib==1.2.4"):
+        remote.jax_version("jax==1.2.3\njaxlib==1.2.4\n")
+
+
+def test_print_versions_snippet_is_valid_python():
+    compile(remote._PRINT_VERSIONS, "<setup>", "exec")
+    assert not re.search(r"import jax\b", remote._PRINT_VERSIONS)
