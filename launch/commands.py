@@ -34,7 +34,7 @@ def create(target: Target, accelerator_type: str, runtime_version: str, spot: bo
 
 
 def describe_state(target: Target) -> list[str]:
-    """Prints one word: the queued resource's state (ACTIVE, WAITING_FOR_RESOURCES, SUSPENDED...)."""
+    """Prints one word, the queued resource's state: ACTIVE, WAITING_FOR_RESOURCES, SUSPENDED..."""
     return [*QUEUED, "describe", target.name, *target.flags(), "--format=value(state.state)"]
 
 

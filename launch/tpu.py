@@ -112,8 +112,9 @@ def setup_commands(target: Target, repo: str, commit: str, requirements_text: st
 
 
 class Shell:
-    """Runs commands, echoing each to stderr; with `dry_run`, prints them to stdout instead, one
-    shell-ready line per command (notes start with '#'), and runs nothing."""
+    """Runs commands, echoing each to stderr. With `dry_run` it runs nothing and prints each
+    command to stdout, ready to paste into a shell (a worker script spans several lines inside
+    its quotes); notes start with '#'."""
 
     def __init__(self, dry_run: bool, assume_state: str = "ACTIVE"):
         self.dry_run = dry_run
@@ -139,7 +140,7 @@ class Shell:
         proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode == 0 and proc.stdout.strip():
             return proc.stdout.strip()
-        if NOT_FOUND in proc.stderr:
+        if NOT_FOUND in proc.stderr or "not found" in proc.stderr.lower():
             return NOT_FOUND
         raise LaunchError(f"`{shlex.join(argv)}` failed:\n{proc.stderr.strip()}")
 

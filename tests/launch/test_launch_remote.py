@@ -2,10 +2,8 @@
 interpreters: what reaches the training process must be exactly what the user typed."""
 
 import os
-import pathlib
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -14,79 +12,11 @@ import pytest
 
 from launch import remote
 from launch.slices import LaunchError
+from launch_worker_fakes import (FAKE_CRASHING_TRAINER, HOSTILE_CONFIG, HOSTILE_OVERRIDES,
+                                 HOSTILE_WORKDIR, REPO, alive, requirements_jax_pin,
+                                 run_on_worker, wait_for, write_exe)
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 SHELLS = [s for s in ("sh", "bash") if shutil.which(s)]
-
-# A stand-in for ~/omni_jax_venv/bin/python: records its argv (NUL-separated) and two env vars,
-# then runs until SIGTERM, which it records.
-FAKE_TRAINER = r"""#!/bin/sh
-printf '%s\0' "$@" > "$HOME/argv"
-printf '%s' "${XLA_FLAGS-unset}|${PYTHONUNBUFFERED-unset}" > "$HOME/env"
-trap 'echo term > "$HOME/got_term"; exit 0' TERM
-while :; do sleep 0.05; done
-"""
-FAKE_CRASHING_TRAINER = """#!/bin/sh
-echo "Traceback: bad config" >&2
-exit 3
-"""
-
-HOSTILE_CONFIG = "configs/my config.py:model=7b,num_generations=8"
-HOSTILE_WORKDIR = "gs://bucket/run $(touch PWNED) 'single' \"double\" `touch PWNED2`; touch PWNED3"
-HOSTILE_OVERRIDES = ["--config.note=it's $HOME & ${PATH}", "--config.multi=a\nb", "--", "*"]
-
-
-def requirements_jax_pin() -> str:
-    """Oracle: the jax pin read from the real requirements.txt, line by line."""
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        if line.startswith("jax=="):
-            return line[len("jax=="):].strip()
-    raise AssertionError("requirements.txt has no jax== line")
-
-
-def write_exe(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    path.chmod(0o755)
-
-
-def run_on_worker(shell: str, script: str, home: pathlib.Path, fake_bin=None, timeout=30):
-    path = os.environ["PATH"] if fake_bin is None else f"{fake_bin}:{os.environ['PATH']}"
-    return subprocess.run([shell, "-c", script], env={"HOME": str(home), "PATH": path},
-                          capture_output=True, text=True, timeout=timeout, cwd=home)
-
-
-@pytest.fixture
-def worker(tmp_path):
-    """A set-up worker's home: code dir with a COMMIT, venv with the fake trainer."""
-    home = tmp_path / "home"
-    (home / "omni_jax").mkdir(parents=True)
-    (home / "omni_jax" / "COMMIT").write_text("0123456789abcdef\n")
-    write_exe(home / "omni_jax_venv" / "bin" / "python", FAKE_TRAINER)
-    yield home
-    pid_file = home / "omni_jax_logs" / "train.pid"
-    if pid_file.exists() and pid_file.read_text().strip():
-        try:
-            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie (this sandbox's init may not reap orphans)."""
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_for(path: pathlib.Path, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_run_passes_hostile_arguments_verbatim_and_stop_terminates(shell, worker):
@@ -108,7 +38,8 @@ def test_run_passes_hostile_arguments_verbatim_and_stop_terminates(shell, worker
     assert "commit 0123456789abcdef" in log
 
     status = run_on_worker(shell, remote.status_script(), worker)
-    assert f"{socket.gethostname()}: training running, pid {pid}, commit 0123456789ab" in status.stdout
+    host = socket.gethostname()
+    assert f"{host}: training running, pid {pid}, commit 0123456789ab" in status.stdout
 
     again = run_on_worker(shell, remote.run_script(argv, env, check_after_seconds=0.1), worker)
     assert again.returncode == 1 and "already running" in again.stderr
