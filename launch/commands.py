@@ -26,10 +26,14 @@ class Target:
         return [f"--zone={self.zone}"] + ([f"--project={self.project}"] if self.project else [])
 
 
-def create(target: Target, accelerator_type: str, runtime_version: str, spot: bool) -> list[str]:
-    """Queue a request for the slice; it becomes ACTIVE when Cloud TPU can provision it."""
+def create(target: Target, accelerator_type: str, runtime_version: str, spot: bool,
+           service_account: str | None = None) -> list[str]:
+    """Queue a request for the slice; it becomes ACTIVE when Cloud TPU can provision it. The VMs
+    act as `service_account` (default: the project's Compute Engine default account)."""
     argv = [*QUEUED, "create", target.name, f"--node-id={target.name}", *target.flags(),
             f"--accelerator-type={accelerator_type}", f"--runtime-version={runtime_version}"]
+    if service_account:
+        argv.append(f"--service-account={service_account}")
     return argv + (["--spot"] if spot else [])
 
 

@@ -49,7 +49,8 @@ def jax_version(requirements_text: str, source: str = "requirements.txt") -> str
 
 def setup_script(tarball: str, commit: str, jax_version: str, python_version: str) -> str:
     """Unpack `~/<tarball>` as ~/omni_jax (replacing the old code), make the venv once, and install
-    requirements.txt together with `jax[tpu]==<jax_version>` in one resolver pass."""
+    requirements.txt together with `jax[tpu]==<jax_version>` in one resolver pass (no pip cache:
+    recent TPU VMs boot from a small disk)."""
     q = shlex.quote
     return f"""set -eu
 rm -rf {CODE}.new && mkdir -p {CODE}.new
@@ -60,7 +61,8 @@ if [ ! -x {VENV}/bin/python ]; then
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user --quiet {q("uv==" + UV_VERSION)}
   python3 -m uv venv --seed --python {q(python_version)} {VENV}
 fi
-{VENV}/bin/python -m pip install --quiet -r {CODE}/requirements.txt {q("jax[tpu]==" + jax_version)}
+{VENV}/bin/python -m pip install --quiet --no-cache-dir -r {CODE}/requirements.txt \
+  {q("jax[tpu]==" + jax_version)}
 {VENV}/bin/python -c {q(_PRINT_VERSIONS)}
 echo {_HOST}: ready at commit {q(commit[:12])}
 """
@@ -152,13 +154,14 @@ exit 0
 
 
 def logs_script(lines: int, follow: bool) -> str:
-    """Print (and with `follow`, keep printing) the training log, each line prefixed by the
-    worker's hostname so that `--worker=all` output stays readable."""
-    tail = f"tail -n {int(lines)} -F" if follow else f"tail -n {int(lines)}"
-    return f"""set -u
-if [ ! -f {LOG} ] && [ {str(follow).lower()} = false ]; then
+    """Print (with `follow`, keep printing, waiting for the log to appear) the training log, each
+    line prefixed by the worker's hostname so that `--worker=all` output stays readable."""
+    prefix = 'sed -u "s/^/[$(hostname)] /"'
+    if follow:
+        return f"tail -n {int(lines)} -F {LOG} 2>/dev/null | {prefix}\n"
+    return f"""if [ ! -f {LOG} ]; then
   echo {_HOST}": no log yet (~/omni_jax_logs/train.log)" >&2
   exit 1
 fi
-{tail} {LOG} 2>/dev/null | sed -u "s/^/[$(hostname)] /"
+tail -n {int(lines)} {LOG} | {prefix}
 """

@@ -17,6 +17,7 @@ Authentication is gcloud's own (`gcloud auth login`); nothing here reads or stor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shlex
@@ -42,6 +43,7 @@ _PROJECT = r"([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]"
 _RUNTIME = r"[a-z0-9][-a-z0-9.]*"
 _WORKER = r"all|\d+([-,]\d+)*"
 _ENV_KEY = r"[A-Za-z_][A-Za-z0-9_]*"
+_SERVICE_ACCOUNT = r"[a-z0-9][-a-z0-9.]*@[-a-z0-9.]+"
 
 
 def _check(value: str, pattern: str, what: str, hint: str) -> str:
@@ -96,8 +98,9 @@ def resume_phases(state: str) -> list[str]:
     raise LaunchError(f"the queued resource is {state}; run resume again once that has finished")
 
 
-def tarball_path(commit: str) -> str:
-    return os.path.join(tempfile.gettempdir(), f"omni_jax-{commit[:12]}.tar.gz")
+def tarball_path(name: str, commit: str) -> str:
+    """Named after the slice too, so that setting up two slices at once cannot mix the files."""
+    return os.path.join(tempfile.gettempdir(), f"omni_jax-{name}-{commit[:12]}.tar.gz")
 
 
 def setup_commands(target: Target, repo: str, commit: str, requirements_text: str,
@@ -177,13 +180,14 @@ def do_setup(shell: Shell, target: Target, ref: str, python_version: str, repo: 
     if ref == "HEAD" and _git(repo, "status", "--porcelain", "--untracked-files=no").strip():
         print("warning: uncommitted changes are not shipped; the workers get commit "
               f"{commit[:12]} as committed", file=sys.stderr)
-    local_path = tarball_path(commit)
+    local_path = tarball_path(target.name, commit)
     try:
         for argv in setup_commands(target, repo, commit, requirements, python_version, local_path):
             shell.run(argv)
     finally:
-        if not shell.dry_run and os.path.exists(local_path):
-            os.remove(local_path)
+        if not shell.dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(local_path)
 
 
 def _run_argv(target: Target, args: argparse.Namespace, overrides: list[str],
@@ -204,9 +208,12 @@ def _create_argv(target: Target, args: argparse.Namespace, shell: Shell) -> list
     tpu = parse_accelerator_type(args.accelerator_type)
     runtime = _check(args.runtime_version or tpu.runtime_version, _RUNTIME, "--runtime-version",
                      "a TPU software version such as v2-alpha-tpuv5")
+    if args.service_account:
+        _check(args.service_account, _SERVICE_ACCOUNT, "--service-account",
+               "an email such as trainer@my-project.iam.gserviceaccount.com")
     shell.note(f"{tpu.accelerator_type}: {tpu.chips} chips on {tpu.workers} TPU VM(s), runtime "
                f"{runtime}{', spot' if args.spot else ''}")
-    return commands.create(target, tpu.accelerator_type, runtime, args.spot)
+    return commands.create(target, tpu.accelerator_type, runtime, args.spot, args.service_account)
 
 
 def handle(args: argparse.Namespace, extra: list[str], shell: Shell) -> None:
@@ -270,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--runtime-version", "--version", dest="runtime_version",
                         help="TPU software version (default: the docs' JAX image for the type)")
     create.add_argument("--spot", action="store_true", help="spot capacity: cheaper, preemptible")
+    create.add_argument("--service-account",
+                        help="what the VMs act as, e.g. for the gs:// bucket (default: the "
+                             "project's Compute Engine default service account)")
     setup = argparse.ArgumentParser(add_help=False)
     setup.add_argument("--ref", default="HEAD", help="git commit or branch to ship (committed)")
     setup.add_argument("--python", default="3.11", help="Python version of the workers' venv")

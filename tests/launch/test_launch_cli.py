@@ -144,7 +144,7 @@ def test_status_dry_run_plans_for_the_assumed_state(gcloud, capsys):
 def test_setup_dry_run_ships_head_and_pins_jax_tpu_from_requirements(gcloud, capsys):
     commit = REAL_RUN(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                       text=True, check=True).stdout.strip()
-    tarball = f"omni_jax-{commit[:12]}.tar.gz"
+    tarball = f"omni_jax-my-tpu-{commit[:12]}.tar.gz"
     local = os.path.join(tempfile.gettempdir(), tarball)
     assert cli("setup", *WHERE, "--dry-run") == 0
     commands = printed_commands(capsys.readouterr().out)
@@ -200,6 +200,8 @@ REFUSALS = [
       "--accelerator-type", "v5p-8"], "--project"),
     (["create", "--name", "t", "--zone", "us-east5-a", "--accelerator-type", "v5p-8",
       "--runtime-version", "v2 alpha"], "--runtime-version"),
+    (["create", "--name", "t", "--zone", "us-east5-a", "--accelerator-type", "v5p-8",
+      "--service-account", "me; id"], "--service-account"),
     (["run", "--name", "t", "--zone", "us-east5-a", "--accelerator-type", "v5p-16",
       "--config", "c.py", "--workdir", "/home/me/run"], "gs://"),
     (["run", "--name", "t", "--zone", "us-west4-a", "--accelerator-type", "v5litepod-16",

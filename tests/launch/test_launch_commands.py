@@ -16,6 +16,9 @@ def test_create_queued_resource():
         "gcloud", "compute", "tpus", "queued-resources", "create", "my-tpu",
         "--node-id=my-tpu", "--zone=us-central2-b",
         "--accelerator-type=v4-8", "--runtime-version=tpu-ubuntu2204-base"]
+    assert commands.create(T_NO_PROJECT, "v6e-8", "v2-alpha-tpuv6e", spot=False,
+                           service_account="sa@p.iam.gserviceaccount.com")[-1] == (
+        "--service-account=sa@p.iam.gserviceaccount.com")
 
 
 def test_describe_and_delete():

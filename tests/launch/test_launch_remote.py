@@ -4,8 +4,10 @@ interpreters: what reaches the training process must be exactly what the user ty
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -134,7 +136,7 @@ def test_setup_unpacks_the_commit_and_installs_the_pinned_jax_tpu(shell, tmp_pat
     assert calls[:3] == [
         f"python3 -m pip install --user --quiet uv=={remote.UV_VERSION}",
         f"python3 -m uv venv --seed --python 3.11 {home}/omni_jax_venv",
-        f"venv-python -m pip install --quiet -r {home}/omni_jax/requirements.txt "
+        f"venv-python -m pip install --quiet --no-cache-dir -r {home}/omni_jax/requirements.txt "
         f"jax[tpu]=={pin}",
     ]
     assert calls[3].startswith("venv-python -c import importlib.metadata")
@@ -166,3 +168,24 @@ def test_jax_version_reads_the_pin_and_checks_jaxlib():
 def test_print_versions_snippet_is_valid_python():
     compile(remote._PRINT_VERSIONS, "<setup>", "exec")
     assert not re.search(r"import jax\b", remote._PRINT_VERSIONS)
+
+
+def test_logs_follow_waits_for_the_log_and_streams_new_lines(worker):
+    follower = subprocess.Popen(
+        ["sh", "-c", remote.logs_script(lines=5, follow=True)], text=True, cwd=worker,
+        env={"HOME": str(worker), "PATH": os.environ["PATH"]}, stdout=subprocess.PIPE,
+        start_new_session=True)
+    watchdog = threading.Timer(20, os.killpg, (follower.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        time.sleep(0.3)  # the log does not exist yet: tail -F waits for it
+        (worker / "omni_jax_logs").mkdir()
+        (worker / "omni_jax_logs" / "train.log").write_text("step 1 loss 0.5\n")
+        assert follower.stdout.readline() == f"[{socket.gethostname()}] step 1 loss 0.5\n"
+        with open(worker / "omni_jax_logs" / "train.log", "a") as log:
+            log.write("step 2 loss 0.4\n")
+        assert follower.stdout.readline() == f"[{socket.gethostname()}] step 2 loss 0.4\n"
+    finally:
+        watchdog.cancel()
+        os.killpg(follower.pid, signal.SIGKILL)
+        follower.wait()
