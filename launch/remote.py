@@ -51,6 +51,8 @@ def setup_script(tarball: str, commit: str, jax_version: str, python_version: st
     """Unpack `~/<tarball>` as ~/omni_jax (replacing the old code), make the venv once, and install
     requirements.txt together with `jax[tpu]==<jax_version>` in one resolver pass (no pip cache:
     recent TPU VMs boot from a small disk)."""
+    # PIP_BREAK_SYSTEM_PACKAGES lets the --user install of uv pass on images whose system Python
+    # is marked externally managed (PEP 668); pip versions without that option ignore it.
     q = shlex.quote
     return f"""set -eu
 rm -rf {CODE}.new && mkdir -p {CODE}.new

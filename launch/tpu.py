@@ -262,7 +262,9 @@ def handle(args: argparse.Namespace, extra: list[str], shell: Shell) -> None:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--name", required=True, help="queued resource id and TPU node id")
-    common.add_argument("--zone", required=True, help="e.g. us-central2-b (v4), us-east5-a (v5p)")
+    common.add_argument("--zone", required=True,
+                        help="e.g. us-central2-b; what a zone offers: gcloud compute tpus "
+                             "accelerator-types list --zone=Z")
     common.add_argument("--project", help="Google Cloud project (default: gcloud's core/project)")
     common.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     common.add_argument("--assume-state", default="ACTIVE", metavar="STATE",
