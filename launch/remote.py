@@ -63,7 +63,7 @@ if [ ! -x {VENV}/bin/python ]; then
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user --quiet {q("uv==" + UV_VERSION)}
   python3 -m uv venv --seed --python {q(python_version)} {VENV}
 fi
-{VENV}/bin/python -m pip install --quiet --no-cache-dir -r {CODE}/requirements.txt \
+{VENV}/bin/python -m pip install --quiet --no-cache-dir -r {CODE}/requirements.txt \\
   {q("jax[tpu]==" + jax_version)}
 {VENV}/bin/python -c {q(_PRINT_VERSIONS)}
 echo {_HOST}: ready at commit {q(commit[:12])}
