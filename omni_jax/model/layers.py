@@ -13,7 +13,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 Axes = tuple[str | None, ...]
 
@@ -119,19 +119,38 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos[..., None, :] + rotate_half(x) * sin[..., None, :]
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, query_chunk: int = 0) -> jax.Array:
+@struct.dataclass
+class CausalMask:
+    """A causal + padding mask given by indices, built block by block inside `attention`.
+
+    Query t of row b (at absolute position q_index[b, t] of the key sequence) sees key s when
+    s <= q_index[b, t] and kv_valid[b, s]. Never materialises [B, T, S] for long prompts.
+    q_index: int32[B, T]; kv_valid: bool[B, S].
+    """
+
+    q_index: jax.Array
+    kv_valid: jax.Array
+
+    def block(self, q_index: jax.Array) -> jax.Array:
+        s = jnp.arange(self.kv_valid.shape[-1])
+        return self.kv_valid[:, None, :] & (s[None, None, :] <= q_index[:, :, None])
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, *, query_chunk: int = 0) -> jax.Array:
     """Softmax attention with grouped kv heads.
 
-    q: [B, T, N, H]; k, v: [B, S, K, H] with N % K == 0; mask: bool[B, T, S] (True = attend).
-    Returns [B, T, N, H] in q's dtype; logits and softmax in float32. With `query_chunk` > 0 and
-    T larger than it, queries are processed in blocks of that size so the [T, S] score matrix is
-    never materialised whole (long video prompts).
+    q: [B, T, N, H]; k, v: [B, S, K, H] with N % K == 0; mask: bool[B, T, S] (True = attend) or
+    a CausalMask. Returns [B, T, N, H] in q's dtype; logits and softmax in float32. With
+    `query_chunk` > 0 and T larger than it, queries are processed in blocks of that size so the
+    [T, S] score matrix is never materialised whole (long video prompts).
     """
     b, t, n, h = q.shape
     kvh = k.shape[2]
     scale = h ** -0.5
 
     def block(q_blk, mask_blk):
+        if isinstance(mask, CausalMask):
+            mask_blk = mask.block(mask_blk)
         qg = q_blk.reshape(b, q_blk.shape[1], kvh, n // kvh, h)
         logits = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
         logits = jnp.where(mask_blk[:, None, None], logits, jnp.finfo(jnp.float32).min)
@@ -139,13 +158,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, quer
         out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
         return out.reshape(b, q_blk.shape[1], n, h)
 
+    # What is split into query blocks: the dense mask's rows, or the causal mask's query indices.
+    rows = mask.q_index if isinstance(mask, CausalMask) else mask
     if query_chunk <= 0 or t <= query_chunk:
-        return block(q, mask)
+        return block(q, rows)
     nblk = -(-t // query_chunk)
-    pad = nblk * query_chunk - t  # padded query rows attend to nothing useful and are dropped
+    pad = nblk * query_chunk - t  # padded query rows are computed and dropped
     q_p = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    m_p = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
+    r_p = jnp.pad(rows, ((0, 0), (0, pad)) + ((0, 0),) * (rows.ndim - 2))
     q_blocks = q_p.reshape(b, nblk, query_chunk, n, h).swapaxes(0, 1)
-    m_blocks = m_p.reshape(b, nblk, query_chunk, mask.shape[-1]).swapaxes(0, 1)
-    out = jax.lax.map(lambda args: block(*args), (q_blocks, m_blocks))
+    r_blocks = r_p.reshape(b, nblk, query_chunk, *rows.shape[2:]).swapaxes(0, 1)
+    out = jax.lax.map(lambda args: block(*args), (q_blocks, r_blocks))
     return out.swapaxes(0, 1).reshape(b, nblk * query_chunk, n, h)[:, :t]

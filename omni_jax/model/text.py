@@ -3,7 +3,8 @@
 Layers are stacked on a leading "layers" axis (created with `nnx.vmap`) and run with
 `jax.lax.scan`, so a 28-layer model compiles one layer body. An optional KV cache is a plain
 pytree `{"k": [L, B, S, K, H], "v": [L, B, S, K, H]}` written at `cache_index` (the same write
-position for every row: prompts are left padded and all rows advance together).
+position for every row: prompts are left padded and all rows advance together) and carried
+through the layer scan, so decoding updates it in place.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from flax import nnx
 
 from omni_jax import parallel
 from omni_jax.model.config import TextConfig
-from omni_jax.model.layers import Dense, GatedMLP, RMSNorm, apply_rotary, attention, param
+from omni_jax.model.layers import CausalMask, Dense, GatedMLP, RMSNorm, apply_rotary, attention, param
 
 KVCache = dict[str, jax.Array]
 
@@ -30,11 +31,12 @@ class TextAttention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
         self.query_chunk = query_chunk
 
-    def __call__(self, x, cos, sin, mask, cache_k=None, cache_v=None, cache_index=None):
-        """x: [B, T, D]; cos/sin: [B, T, H]; mask: bool[B, T, S].
+    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None):
+        """x: [B, T, D]; cos/sin: [B, T, H]; mask: a CausalMask (or bool[B, T, S]).
 
-        Without a cache S == T. With one, k/v: [B, S, K, H] and the new keys are written at
-        cache_index. Returns (out [B, T, D], new_k, new_v).
+        Without a cache S == T. With one (k, v: [L, B, S, K, H]) this layer's new keys and values
+        are written in place at [layer, :, cache_index] and attention reads the layer's whole
+        cache. Returns (out [B, T, D], cache).
         """
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
@@ -42,12 +44,14 @@ class TextAttention(nnx.Module):
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         cos, sin = cos.astype(q.dtype), sin.astype(q.dtype)  # HF casts the tables to the compute dtype
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if cache_k is not None:
-            k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache_index, 0, 0))
+        if cache is not None:
+            at = (layer, 0, cache_index, 0, 0)
+            cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k[None].astype(cache["k"].dtype), at),
+                     "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), at)}
+            k, v = cache["k"][layer], cache["v"][layer]
         q = parallel.constrain(q, ("batch", "length", "act_heads", None))
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, query_chunk=self.query_chunk)
-        return self.o_proj(out.reshape(b, t, -1)), k, v
+        return self.o_proj(out.reshape(b, t, -1)), cache
 
 
 class DecoderLayer(nnx.Module):
@@ -58,11 +62,11 @@ class DecoderLayer(nnx.Module):
         self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), bias=False,
                             act=cfg.hidden_act, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
-    def __call__(self, x, cos, sin, mask, cache_k=None, cache_v=None, cache_index=None):
-        h, k, v = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache_k, cache_v, cache_index)
+    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None):
+        h, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, cache_index)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
-        return parallel.constrain(x, ("batch", "length", "act_embed")), k, v
+        return parallel.constrain(x, ("batch", "length", "act_embed")), cache
 
 
 _REMAT_POLICIES = {
@@ -91,24 +95,25 @@ class TextModel(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, inputs_embeds, cos, sin, mask, cache: KVCache | None = None, cache_index=None):
-        """inputs_embeds: [B, T, D]; cos/sin: float32[B, T, H]; mask: bool[B, T, S].
+        """inputs_embeds: [B, T, D]; cos/sin: float32[B, T, H]; mask: a CausalMask over S keys.
 
         Returns (hidden [B, T, D] after the final norm, the updated cache or None).
         """
         graphdef, layer_state = nnx.split(self.layers)
 
-        def body(x, xs):
-            state, ck, cv = xs
-            x, k, v = nnx.merge(graphdef, state)(x, cos, sin, mask, ck, cv, cache_index)
-            return x, ((k, v) if cache is not None else None)
+        # The cache rides in the scan carry so each layer updates it in place (no copy per step).
+        def body(carry, xs):
+            x, cache = carry
+            state, layer = xs
+            x, cache = nnx.merge(graphdef, state)(x, cos, sin, mask, cache, layer, cache_index)
+            return (x, cache), None
 
         if self.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT_POLICIES[self.remat], prevent_cse=False)
         x = parallel.constrain(inputs_embeds.astype(self.dtype), ("batch", "length", "act_embed"))
-        xs = (layer_state, *((cache["k"], cache["v"]) if cache is not None else (None, None)))
-        x, new_kv = jax.lax.scan(body, x, xs)
-        new_cache = {"k": new_kv[0], "v": new_kv[1]} if cache is not None else None
-        return self.norm(x), new_cache
+        n_layers = jax.tree.leaves(layer_state)[0].shape[0]
+        (x, cache), _ = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(n_layers)))
+        return self.norm(x), cache
 
 
 class Embed(nnx.Module):
@@ -123,13 +128,12 @@ class Embed(nnx.Module):
         return jnp.dot(x, self.embedding[...].astype(x.dtype).T)
 
 
-def causal_mask(kv_valid: jax.Array, q_index: jax.Array) -> jax.Array:
-    """bool[B, T, S]: query t (at absolute index q_index[b, t]) sees key s if s <= q_index and s is valid.
+def causal_mask(kv_valid: jax.Array, q_index: jax.Array) -> CausalMask:
+    """Query t (at absolute index q_index[b, t]) sees key s if s <= q_index and s is valid.
 
     kv_valid: bool[B, S] (False on left padding and unwritten cache slots); q_index: int[B, T].
     """
-    s = jnp.arange(kv_valid.shape[-1])
-    return kv_valid[:, None, :] & (s[None, None, :] <= q_index[:, :, None])
+    return CausalMask(q_index.astype(jnp.int32), kv_valid.astype(bool))
 
 
 def init_cache(cfg: TextConfig, batch: int, length: int, dtype=jnp.bfloat16) -> KVCache:
