@@ -146,10 +146,10 @@ class TfdsSource:
 
     def __getitem__(self, i):
         ex = dict(self._ds[i])
-        if "video_path" in ex and not _media(ex.get("video")):
-            ex["video"] = ex["video_path"]
-        if "audio_path" in ex and not _media(ex.get("audio")):
-            ex["audio"] = ex["audio_path"]
+        for field in ("video", "audio"):  # by_path records: a path string, never bytes of a file
+            path = ex.pop(f"{field}_path", None)
+            if path and not _media(ex.get(field)):
+                ex[field] = path.decode("utf-8") if isinstance(path, bytes) else path
         ex["options"] = list(ex.get("options", []))
         return ex
 

@@ -205,6 +205,10 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder):
     SOURCE = ""
     SPLITS = ("train",)
 
+    def __init_subclass__(cls, **kwargs):
+        cls.MANUAL_DOWNLOAD_INSTRUCTIONS = cls.__doc__  # the docstring describes the manual_dir layout
+        super().__init_subclass__(**kwargs)
+
     def _info(self):
         return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=features())
 

@@ -28,9 +28,9 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
         text = tfds.features.Text()
         return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=tfds.features.FeaturesDict({
             "id": text, "source": text, "data_type": text,
-            "video": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8),
+            "video": tfds.features.Tensor(shape=(None, None, None, 3), dtype=np.uint8, encoding="zlib"),
             "video_fps": np.float32,
-            "audio": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+            "audio": tfds.features.Tensor(shape=(None,), dtype=np.float32, encoding="zlib"),
             "problem": text, "problem_type": text, "options": tfds.features.Sequence(text),
             "solution": text, "answer": text,
         }))
