@@ -119,11 +119,12 @@ def make_record(index: int, seed: int = 0, *, size: int = 56, num_frames: int = 
     if kind == "colour":
         problem = "What colour is the shirt of the person in the video?"
         options, letter = _options(rng, shirt_name, list(COLOURS))
-        reason = f"The person's shirt is {shirt_name}."
+        whose = "The person's shirt is" if n_people == 1 else "Every person's shirt is"
+        reason = f"{whose} {shirt_name}."
     elif kind == "direction":
         problem = "In which direction is the person moving?"
         options, letter = _options(rng, direction, DIRECTIONS)
-        reason = f"Across the frames the person moves {direction}."
+        reason = f"Across the frames the {'person moves' if n_people == 1 else 'people move'} {direction}."
     elif kind == "count":
         problem = "How many people are in the video?"
         options, letter = _options(rng, NUMBER_WORDS[n_people - 1], NUMBER_WORDS)
