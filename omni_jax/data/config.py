@@ -77,6 +77,12 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
     # video_r1 "sample" (a seeded 6,000-row sample, embedded).
     c.tfds_configs = ml_collections.ConfigDict(
         {"social_iq2": "embedded", "emer": "embedded", "video_r1": "sample", "intentbench": "embedded"})
+    # Read a source straight from a HumanOmniV2 json/jsonl manifest instead of a prepared TFDS
+    # dataset: manifests.<source> = the file; manifest_roots.<source> = the media root its paths
+    # are relative to (HumanOmniV2's data_root; "" = the manifest's folder).
+    names = ("social_iq2", "emer", "video_r1", "intentbench")
+    c.manifests = ml_collections.ConfigDict({k: "" for k in names})
+    c.manifest_roots = ml_collections.ConfigDict({k: "" for k in names})
     # The generated source (omni_jax.data.synthetic): 8 frames of 56x56 at 4 fps, 2 s of audio.
     c.synthetic = ml_collections.ConfigDict({"num_examples": 2048, "seed": 0, "size": 56, "num_frames": 8,
                                              "fps": 4.0})

@@ -126,3 +126,20 @@ def test_json_source_reads_manifest_at_run_time(media_dir, tmp_path):
     src = common.JsonSource("social_iq2", str(tmp_path / "m.jsonl"), str(tmp_path))
     rec = sources.validate_record(src[0])
     assert rec["video"] == str(tmp_path / "v.mp4") and rec["answer"] == "B"
+
+
+def test_open_source_by_config(media_dir, tmp_path):
+    from omni_jax.data import synthetic
+    from omni_jax.data.sources import open_source
+
+    cfg = config.data_defaults()
+    shutil.copy(media_dir / "av.mp4", tmp_path / "v.mp4")
+    (tmp_path / "emer.json").write_text(json.dumps([humanomni_row("v.mp4")]))
+    cfg.manifests.emer = str(tmp_path / "emer.json")
+    assert sources.validate_record(open_source("emer", cfg)[0])["video"] == str(tmp_path / "v.mp4")
+    assert isinstance(open_source("synthetic", cfg), synthetic.SyntheticSource)
+    cfg.data_dir = str(tmp_path / "nothing_here")
+    with pytest.raises(DataError, match="build it first"):
+        open_source("social_iq2", cfg)
+    with pytest.raises(DataError, match="unknown source"):
+        open_source("nope", cfg)

@@ -20,8 +20,13 @@ def builders() -> dict:
 
 
 def open_named(name: str, cfg):
-    """A source by name: "synthetic" is generated in memory; others read a prepared TFDS dataset
-    from cfg.data_dir with the builder config cfg.tfds_configs[name] and split cfg.split."""
+    """A source by name: "synthetic" is generated in memory; a source with cfg.manifests[name] set
+    reads that HumanOmniV2 json at run time; others read a prepared TFDS dataset from
+    cfg.data_dir with the builder config cfg.tfds_configs[name] and split cfg.split."""
+    import os
+
+    from omni_jax.data.sources.common import JsonSource
+
     from omni_jax.data import synthetic
     from omni_jax.data.errors import DataError
     from omni_jax.data.sources import TfdsSource
@@ -29,6 +34,10 @@ def open_named(name: str, cfg):
     if name == "synthetic":
         s = cfg.synthetic
         return synthetic.SyntheticSource(s.num_examples, s.seed, size=s.size, num_frames=s.num_frames, fps=s.fps)
+    manifest = dict(cfg.manifests).get(name)
+    if manifest:
+        root = dict(cfg.manifest_roots).get(name) or os.path.dirname(os.path.abspath(manifest))
+        return JsonSource(name, manifest, root)
     table = builders()
     if name not in table:
         raise DataError(f"unknown source {name!r}; known: {sorted(table) + ['synthetic']}")
