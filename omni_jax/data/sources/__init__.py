@@ -1,0 +1,161 @@
+"""Record sources: the datasets as random-access sequences of records in one schema.
+
+Record schema (every source yields dicts with these keys; `validate_record` checks them):
+
+    id            str    unique within its source
+    source        str    source name: social_iq2 | emer | video_r1 | intentbench | synthetic | ...
+    data_type     str    "video" or "image"
+    video         bytes | str | uint8[T, H, W, 3] | None
+                         the container file's bytes (TFDS records embed them, so a prepared
+                         dataset is self-contained on local disk or GCS), a local path (manifests,
+                         TFDS "by_path" config), or decoded frames (synthetic)
+    video_fps     float | None   frame rate of decoded frames (arrays only)
+    image         bytes | str | uint8[H, W, 3] | None    for data_type "image"
+    audio         bytes | str | float32[S] | None
+                         a separate audio file or a 16 kHz mono waveform; None means "the video's
+                         own track, if it has one"
+    problem       str    the question
+    problem_type  str    "multiple choice" | "emer_ov_mc" | "numerical" | "free-form" | "OCR" |
+                         "regression" | "emer_ov" | "judge" (HumanOmniV2's set)
+    options       list[str]   "A. text" strings for multiple choice / emer_ov_mc, else []
+    solution      str    HumanOmniV2's target, "...<answer>X</answer>"
+    answer        str    the text inside <answer> (derived from solution when a row lacks it)
+
+A source is anything with `__len__`, `__getitem__(i) -> dict` and a `name`: `ListSource` (in
+memory), `TfdsSource` (a prepared TFDS dataset, read with random access through array_record),
+`JsonSource` (a HumanOmniV2 json/jsonl manifest plus a media root), `SyntheticSource`.
+`open_source(name, cfg)` opens one by name for the mixture.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from omni_jax.data.errors import BadRecord, DataError
+from omni_jax.data.prompt import TYPE_TEMPLATE
+
+TEXT_FIELDS = ("id", "source", "data_type", "problem", "problem_type", "solution", "answer")
+MC_TYPES = ("multiple choice", "emer_ov_mc")
+_ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
+
+
+def _text(value, field: str, rid) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRecord("non_utf8_text", f"record {rid!r}: field {field!r} is not valid UTF-8") from None
+    if not isinstance(value, str):
+        raise BadRecord("malformed_row", f"record {rid!r}: field {field!r} must be text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")  # lone surrogates: bytes that were not UTF-8, escaped on reading
+    except UnicodeEncodeError:
+        raise BadRecord("non_utf8_text", f"record {rid!r}: field {field!r} is not valid UTF-8") from None
+    return value
+
+
+def _media(value):
+    """Empty bytes / empty string mean "absent" in TFDS records."""
+    if value is None or (isinstance(value, (bytes, str)) and len(value) == 0):
+        return None
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return _media(value.item())
+    return value
+
+
+def validate_record(raw: dict) -> dict:
+    """A checked record in the schema above, text decoded. Raises BadRecord (malformed_row / non_utf8_text)."""
+    if not isinstance(raw, dict):
+        raise BadRecord("malformed_row", f"a record must be a dict, got {type(raw).__name__}")
+    rid = raw.get("id")
+    rec = {}
+    for field in TEXT_FIELDS:
+        value = raw.get(field)
+        if value is None and field == "answer":
+            continue
+        if value is None and field in ("source", "data_type"):
+            value = "video" if field == "data_type" else ""
+        if value is None:
+            raise BadRecord("malformed_row", f"record {rid!r}: missing field {field!r}")
+        rec[field] = _text(value, field, rid)
+    if rec["problem_type"] not in TYPE_TEMPLATE:
+        raise BadRecord("malformed_row", f"record {rid!r}: unknown problem_type {rec['problem_type']!r} "
+                        f"(expected one of {sorted(TYPE_TEMPLATE)})")
+    options = raw.get("options")
+    options = [] if options is None else list(options)
+    rec["options"] = [_text(o, "options", rid) for o in options]
+    if rec["problem_type"] in MC_TYPES and not rec["options"]:
+        raise BadRecord("malformed_row", f"record {rid!r}: a {rec['problem_type']} question without options")
+    if "answer" not in rec:
+        m = _ANSWER.search(rec["solution"])
+        if m is None:
+            raise BadRecord("malformed_row", f"record {rid!r}: no answer field and no <answer> in the solution")
+        rec["answer"] = m.group(1)
+    for field in ("video", "image", "audio"):
+        rec[field] = _media(raw.get(field))
+    rec["video_fps"] = None if raw.get("video_fps") is None else float(raw["video_fps"])
+    kind = rec["data_type"]
+    if kind not in ("video", "image") or rec[kind] is None:
+        raise BadRecord("malformed_row", f"record {rid!r}: data_type {kind!r} without its media")
+    other = "image" if kind == "video" else "video"
+    rec[other] = None
+    return rec
+
+
+def metadata(rec: dict) -> dict:
+    """What rewards and logs need of a record (no media)."""
+    return {k: rec[k] for k in ("id", "source", "problem_type", "problem", "options", "solution", "answer")}
+
+
+class ListSource:
+    """Records held in memory (tests, small manifests)."""
+
+    def __init__(self, name: str, records: list):
+        self.name, self._records = name, list(records)
+
+    def __len__(self):
+        return len(self._records)
+
+    def __getitem__(self, i):
+        return self._records[i]
+
+
+class TfdsSource:
+    """A prepared TFDS dataset (array_record) with random access; TFDS bytes become schema values."""
+
+    def __init__(self, name: str, builder_name: str, data_dir: str | None, split: str = "train", config=None):
+        import tensorflow_datasets as tfds
+
+        from omni_jax.data.sources import registry
+
+        registry.builders()  # registers the builder classes with TFDS
+        full = builder_name if config is None else f"{builder_name}/{config}"
+        try:
+            builder = tfds.builder(full, data_dir=data_dir or None, file_format="array_record")
+            self._ds = builder.as_data_source(split=split)
+        except Exception as e:
+            raise DataError(f"source {name!r}: cannot open the prepared TFDS dataset {full!r} in "
+                            f"{data_dir or 'the TFDS default data_dir'} ({e}); build it first with "
+                            f"`python -m omni_jax.data.build {builder_name} --manual_dir ...`") from e
+        self.name = name
+
+    def __len__(self):
+        return len(self._ds)
+
+    def __getitem__(self, i):
+        ex = dict(self._ds[i])
+        for field in ("video", "audio"):  # by_path records: a path string, never bytes of a file
+            path = ex.pop(f"{field}_path", None)
+            if path and not _media(ex.get(field)):
+                ex[field] = path.decode("utf-8") if isinstance(path, bytes) else path
+        ex["options"] = list(ex.get("options", []))
+        return ex
+
+
+def open_source(name: str, cfg):
+    """The source called `name` under the data config: "synthetic" (generated), else a TFDS dataset."""
+    from omni_jax.data.sources import registry
+
+    return registry.open_named(name, cfg)
