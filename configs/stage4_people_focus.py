@@ -38,7 +38,8 @@ def get_config(arg=None):
     c.model.param_dtype = "float32"
     c.model.reference_dtype = "bfloat16"
     c.model.remat = "full"
-    c.model.attention_query_chunk = 2048
+    c.model.attention_query_chunk = 1024
+    c.model.attention_key_chunk = 1024  # flash attention: [1024 × 1024] score tiles, forward and backward
     c.model.train_towers = False
     c.rollout.num_generations = v.num_generations
     c.rollout.max_new_tokens = 1024
@@ -60,6 +61,10 @@ def get_config(arg=None):
     c.data = data_defaults()
     c.data.max_frames = 64
     c.data.max_pixels = 602112
+    # Prompt + completion must fit the model's 32,768 positions (`generate` refuses more), so the
+    # last bucket is 32,768 - 1,024; 64 frames at max_pixels + 60 s of audio is ~26.5k tokens.
+    c.data.prompt_buckets = (256, 512, 1024, 2048, 4096, 8192, 16384, 24576, 28672, 31744)
+    c.data.max_prompt_tokens = 31744
     c.data.mixture.social_iq2 = 0.5
     c.data.mixture.emer = 0.3
     c.data.mixture.video_r1 = 0.2

@@ -114,6 +114,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.reference_dtype = "bfloat16"  # the frozen reference copy
     c.model.remat = "none"  # none | full | dots
     c.model.attention_query_chunk = 2048
+    c.model.attention_key_chunk = 0  # > 0: flash attention, keys in blocks of this size (long prompts)
     c.model.train_towers = False  # vision and audio towers frozen (no optimizer state)
 
     c.rollout = ml_collections.ConfigDict()

@@ -37,6 +37,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("heads", "tp"),
     ("kv_heads", None),
     ("norm", None),
+    ("vision_tokens", ("data", "fsdp")),  # the ViT's patch axis: patches are its batch
     ("vision_embed", "fsdp"),
     ("vision_mlp", "tp"),
     ("vision_heads", "tp"),

@@ -76,13 +76,16 @@ def collect(model, inputs: ModelInputs, records: list[dict], *, rollout_cfg, sca
     return Experience(batch, out.logprobs, rewards, texts, lengths, stats, seconds)
 
 
+def row_shardings(tree: Any, mesh, rules=parallel.DEFAULT_RULES):
+    """NamedShardings putting the rows of a GRPOBatch / Sequences over the batch mesh axes (positions: axis 1)."""
+    def one(path, x):
+        name = getattr(path[-1], "name", "")
+        axes = [None] * len(x.shape)
+        axes[1 if name == "prompt_positions" else 0] = "batch"
+        return parallel.named_sharding(tuple(axes), x.shape, mesh, rules)
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
 def shard_rows(tree: Any, mesh, rules=parallel.DEFAULT_RULES):
     """Place a GRPOBatch / Sequences with rows over the batch mesh axes (positions: axis 1)."""
-    def place(path, x):
-        if x is None:
-            return None
-        name = getattr(path[-1], "name", "")
-        axes = [None] * x.ndim
-        axes[1 if name == "prompt_positions" else 0] = "batch"
-        return jax.device_put(x, parallel.named_sharding(tuple(axes), x.shape, mesh, rules))
-    return jax.tree_util.tree_map_with_path(place, tree)
+    return jax.device_put(tree, row_shardings(tree, mesh, rules))

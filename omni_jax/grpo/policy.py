@@ -19,7 +19,8 @@ from omni_jax.model.thinker import Thinker, abstract_thinker
 
 def model_options(config) -> dict:
     m = config.model
-    return dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention_query_chunk=m.attention_query_chunk)
+    return dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention_query_chunk=m.attention_query_chunk,
+                attention_key_chunk=m.attention_key_chunk)
 
 
 def build_model(config, tokenizer, mesh, rules=parallel.DEFAULT_RULES) -> Thinker:
@@ -30,7 +31,7 @@ def build_model(config, tokenizer, mesh, rules=parallel.DEFAULT_RULES) -> Thinke
         m = config.model
         return load_thinker(m.init, m.dtype, param_dtype=m.param_dtype, mesh=mesh, rules=rules,
                             remat=m.remat, attention_query_chunk=m.attention_query_chunk,
-                            progress=jax.process_index() == 0)
+                            attention_key_chunk=m.attention_key_chunk, progress=jax.process_index() == 0)
     cfg = presets.architecture_config(config.model.architecture, tokenizer, **model_options(config))
     graphdef, abstract = nnx.split(abstract_thinker(cfg))
     shardings = param_shardings(abstract, mesh, rules)

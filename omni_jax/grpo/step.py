@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx, struct
+from jax.sharding import NamedSharding, PartitionSpec
 
 from omni_jax.grpo import loss as loss_lib
 from omni_jax.grpo.logprobs import Sequences, completion_logprobs
@@ -75,6 +76,27 @@ def make_optimizer(*, learning_rate: float, total_steps: int, warmup_steps: int 
         if warmup_steps else after
     return optax.chain(optax.clip_by_global_norm(max_grad_norm),
                        optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+
+
+def opt_state_shardings(optimizer: optax.GradientTransformation, params):
+    """Shardings of `optimizer.init(params)`: each moment takes its parameter's sharding, counters are replicated.
+
+    A plain `jax.jit(optimizer.init)` leaves the choice to the compiler, which puts the whole
+    state on one device (zeros do not depend on the parameters' values). None when `params`
+    carry no mesh shardings (single device).
+    """
+    shardings = jax.tree.map(lambda x: x.sharding, params)
+    first = jax.tree.leaves(shardings)
+    if not first or not isinstance(first[0], NamedSharding):
+        return None
+    replicated = NamedSharding(first[0].mesh, PartitionSpec())
+    return optax.tree_map_params(optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, params), shardings,
+                                 transform_non_params=lambda _: replicated)
+
+
+def init_opt_state(optimizer: optax.GradientTransformation, params):
+    """`optimizer.init(params)` born sharded like the parameters (see `opt_state_shardings`)."""
+    return jax.jit(optimizer.init, out_shardings=opt_state_shardings(optimizer, params))(params)
 
 
 def _split_micro(x, grad_accum: int, axis: int = 0):
@@ -142,6 +164,28 @@ def build_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransfo
         return new_state, metrics
 
     return train_step
+
+
+def jit_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransformation):
+    """The train step as the run compiles it (and `omni_jax.aot` checks it): jitted, TrainState donated."""
+    return jax.jit(build_train_step(graphdef, cfg, optimizer), donate_argnums=0)
+
+
+def optimizer_from_config(config) -> optax.GradientTransformation:
+    """`make_optimizer` with a training config's `optim` block and total_steps."""
+    o = config.optim
+    return make_optimizer(learning_rate=o.learning_rate, total_steps=config.total_steps, warmup_steps=o.warmup_steps,
+                          schedule=o.schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+                          max_grad_norm=o.max_grad_norm)
+
+
+def step_config_from_config(config) -> StepConfig:
+    """StepConfig from a training config's grpo / optim / rollout blocks."""
+    g = config.grpo
+    loss_cfg = loss_lib.LossConfig(epsilon_low=g.epsilon_low, epsilon_high=g.epsilon_high, beta=g.beta,
+                                   kl_estimator=g.kl_estimator, beta_decay=g.beta_decay, aggregation=g.aggregation)
+    return StepConfig(loss=loss_cfg, grad_accum=config.optim.grad_accum, total_steps=config.total_steps,
+                      temperature=float(config.rollout.temperature) or 1.0, logits_chunk=g.logits_chunk)
 
 
 def build_logprob_fn(graphdef, temperature: float, logits_chunk: int = 256):

@@ -26,12 +26,11 @@ from tqdm import tqdm
 
 from omni_jax import config_utils, metrics as metrics_lib, parallel
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
-from omni_jax.grpo import loss as loss_lib
 from omni_jax.grpo import warmstart as warmstart_lib
 from omni_jax.grpo.experience import collect, next_positions, shard_rows
 from omni_jax.grpo.policy import build_model, reference_params
-from omni_jax.grpo.step import StepConfig, TrainState, build_logprob_fn, build_train_step, make_optimizer, \
-    trainable_filter
+from omni_jax.grpo.step import TrainState, build_logprob_fn, init_opt_state, jit_train_step, make_optimizer, \
+    optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model.inputs import prepare_inputs
 from omni_jax.tokenizer import load_tokenizer
 
@@ -91,19 +90,10 @@ def run(config, workdir: str) -> dict:
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
     graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
-    optimizer = make_optimizer(
-        learning_rate=config.optim.learning_rate, total_steps=config.total_steps,
-        warmup_steps=config.optim.warmup_steps, schedule=config.optim.schedule, b1=config.optim.b1,
-        b2=config.optim.b2, eps=config.optim.eps, weight_decay=config.optim.weight_decay,
-        max_grad_norm=config.optim.max_grad_norm)
-    loss_cfg = loss_lib.LossConfig(
-        epsilon_low=config.grpo.epsilon_low, epsilon_high=config.grpo.epsilon_high, beta=config.grpo.beta,
-        kl_estimator=config.grpo.kl_estimator, beta_decay=config.grpo.beta_decay,
-        aggregation=config.grpo.aggregation)
-    temperature = float(config.rollout.temperature) or 1.0
-    step_cfg = StepConfig(loss=loss_cfg, grad_accum=config.optim.grad_accum, total_steps=config.total_steps,
-                          temperature=temperature, logits_chunk=config.grpo.logits_chunk)
-    state = TrainState(jnp.int32(0), params, jax.jit(optimizer.init)(params), jnp.int32(0))
+    optimizer = optimizer_from_config(config)
+    step_cfg = step_config_from_config(config)
+    temperature = step_cfg.temperature
+    state = TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0))
     data = _data_stream(config, tokenizer)
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     meta = thinker_meta(cfg)
@@ -135,7 +125,7 @@ def run(config, workdir: str) -> dict:
         start = 0
         if config.warmstart.steps > 0:
             params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg)
-            state = TrainState(jnp.int32(0), params, jax.jit(optimizer.init)(params), jnp.int32(0))
+            state = TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0))
         if use_reference:
             reference = reference_params(params, config.model.reference_dtype)
         _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
@@ -144,7 +134,7 @@ def run(config, workdir: str) -> dict:
                                                trainable_filter(config.model.train_towers), ...)[1],
                                      config.model.reference_dtype)
 
-    train_step = jax.jit(build_train_step(graphdef, step_cfg, optimizer), donate_argnums=0)
+    train_step = jit_train_step(graphdef, step_cfg, optimizer)
     logprob_fn = jax.jit(build_logprob_fn(graphdef, temperature, config.grpo.logits_chunk))
     reward_fn = _reward_fn(config, tokenizer)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
@@ -247,7 +237,7 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg):
     stream = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
     opt = make_optimizer(learning_rate=config.warmstart.learning_rate, total_steps=config.warmstart.steps,
                          warmup_steps=min(10, config.warmstart.steps // 10), schedule="cosine")
-    opt_state = jax.jit(opt.init)(params)
+    opt_state = init_opt_state(opt, params)
     sft_step = warmstart_lib.build_sft_step(graphdef, opt, config.grpo.logits_chunk)
     bar = tqdm(range(config.warmstart.steps), desc="warm-start (SFT)", disable=jax.process_index() != 0,
                dynamic_ncols=True)

@@ -95,6 +95,7 @@ class ThinkerConfig:
     param_dtype: str = "float32"  # storage dtype of the parameters
     remat: str = "none"  # none | full | dots (what jax.checkpoint keeps per decoder layer)
     attention_query_chunk: int = 2048  # queries per block in long-sequence attention
+    attention_key_chunk: int = 0  # > 0: blockwise (flash) attention over keys in blocks of this size
     # Original HF dict, kept for export (config.json is written back from it).
     hf_config: dict[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -143,7 +144,7 @@ def _vision_config(d: dict) -> VisionConfig:
 def from_hf_dict(config: dict[str, Any], **options) -> ThinkerConfig:
     """ThinkerConfig from a parsed HF config.json (full Omni or thinker-only).
 
-    `options` set the numerics fields (dtype, param_dtype, remat, attention_query_chunk).
+    `options` set the numerics fields (dtype, param_dtype, remat, attention_query_chunk, attention_key_chunk).
     """
     model_type = config.get("model_type")
     if model_type == "qwen2_5_omni":

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from omni_jax.model.flash import flash_attention
+
 Axes = tuple[str | None, ...]
 
 
@@ -136,20 +138,41 @@ class CausalMask:
         return self.kv_valid[:, None, :] & (s[None, None, :] <= q_index[:, :, None])
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, *, query_chunk: int = 0) -> jax.Array:
+@struct.dataclass
+class PaddingMask:
+    """Every valid key is visible to every query (encoders: attention inside padded groups).
+
+    kv_valid: bool[B, S]. Never materialises [B, T, S].
+    """
+
+    kv_valid: jax.Array
+
+    def block(self, rows: jax.Array) -> jax.Array:
+        b, s = self.kv_valid.shape
+        return jnp.broadcast_to(self.kv_valid[:, None, :], (b, rows.shape[1], s))
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, *, query_chunk: int = 0,
+              key_chunk: int = 0) -> jax.Array:
     """Softmax attention with grouped kv heads.
 
-    q: [B, T, N, H]; k, v: [B, S, K, H] with N % K == 0; mask: bool[B, T, S] (True = attend) or
-    a CausalMask. Returns [B, T, N, H] in q's dtype; logits and softmax in float32. With
-    `query_chunk` > 0 and T larger than it, queries are processed in blocks of that size so the
-    [T, S] score matrix is never materialised whole (long video prompts).
+    q: [B, T, N, H]; k, v: [B, S, K, H] with N % K == 0; mask: bool[B, T, S] (True = attend), a
+    CausalMask or a PaddingMask. Returns [B, T, N, H] in q's dtype; logits and softmax in float32.
+    With `query_chunk` > 0 and T larger than it, queries are processed in blocks of that size so
+    the [T, S] score matrix is never materialised whole (long video prompts). With `key_chunk` > 0
+    and S larger than it (index masks only), `flash.flash_attention` also splits the keys and keeps
+    a running softmax: the scores exist one [query_chunk, key_chunk] tile at a time, in the
+    backward pass too.
     """
     b, t, n, h = q.shape
     kvh = k.shape[2]
     scale = h ** -0.5
+    if key_chunk > 0 and k.shape[1] > key_chunk and isinstance(mask, (CausalMask, PaddingMask)):
+        q_index = mask.q_index if isinstance(mask, CausalMask) else None
+        return flash_attention(q, k, v, mask.kv_valid, q_index, query_chunk=query_chunk, key_chunk=key_chunk)
 
     def block(q_blk, mask_blk):
-        if isinstance(mask, CausalMask):
+        if isinstance(mask, (CausalMask, PaddingMask)):
             mask_blk = mask.block(mask_blk)
         qg = q_blk.reshape(b, q_blk.shape[1], kvh, n // kvh, h)
         logits = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
@@ -159,7 +182,12 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, *, query_chunk: in
         return out.reshape(b, q_blk.shape[1], n, h)
 
     # What is split into query blocks: the dense mask's rows, or the causal mask's query indices.
-    rows = mask.q_index if isinstance(mask, CausalMask) else mask
+    if isinstance(mask, CausalMask):
+        rows = mask.q_index
+    elif isinstance(mask, PaddingMask):
+        rows = jnp.zeros((b, t), jnp.int32)  # only its shape is used
+    else:
+        rows = mask
     if query_chunk <= 0 or t <= query_chunk:
         return block(q, rows)
     nblk = -(-t // query_chunk)

@@ -21,7 +21,7 @@ KVCache = dict[str, jax.Array]
 
 
 class TextAttention(nnx.Module):
-    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int):
+    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int, key_chunk: int = 0):
         d, n, k, h = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.kv_head_dim
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.q_proj = Dense(d, n * h, ("embed", "heads"), bias=True, **kw)
@@ -29,7 +29,7 @@ class TextAttention(nnx.Module):
         self.v_proj = Dense(d, k * h, ("embed", "kv_heads"), bias=True, **kw)
         self.o_proj = Dense(n * h, d, ("heads", "embed"), bias=False, **kw)
         self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
-        self.query_chunk = query_chunk
+        self.query_chunk, self.key_chunk = query_chunk, key_chunk
 
     def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None):
         """x: [B, T, D]; cos/sin: [B, T, H]; mask: a CausalMask (or bool[B, T, S]).
@@ -50,14 +50,16 @@ class TextAttention(nnx.Module):
                      "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), at)}
             k, v = cache["k"][layer], cache["v"][layer]
         q = parallel.constrain(q, ("batch", "length", "act_heads", None))
-        out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, query_chunk=self.query_chunk)
+        out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, query_chunk=self.query_chunk,
+                        key_chunk=self.key_chunk)
         return self.o_proj(out.reshape(b, t, -1)), cache
 
 
 class DecoderLayer(nnx.Module):
-    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int):
+    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int, key_chunk: int = 0):
         self.input_layernorm = RMSNorm(cfg.hidden_size, "norm", eps=cfg.rms_norm_eps, param_dtype=param_dtype)
-        self.self_attn = TextAttention(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, query_chunk=query_chunk)
+        self.self_attn = TextAttention(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, query_chunk=query_chunk,
+                                       key_chunk=key_chunk)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, "norm", eps=cfg.rms_norm_eps, param_dtype=param_dtype)
         self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), bias=False,
                             act=cfg.hidden_act, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -79,13 +81,14 @@ class TextModel(nnx.Module):
     """HF's Qwen2_5OmniThinkerTextModel: embed_tokens, layers, norm."""
 
     def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
-                 remat: str = "none", query_chunk: int = 0):
+                 remat: str = "none", query_chunk: int = 0, key_chunk: int = 0):
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs, param_dtype=param_dtype)
 
         @nnx.split_rngs(splits=cfg.num_hidden_layers)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
         def make_layers(rngs):
-            return DecoderLayer(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, query_chunk=query_chunk)
+            return DecoderLayer(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, query_chunk=query_chunk,
+                                key_chunk=key_chunk)
 
         self.layers = make_layers(rngs)
         self.norm = RMSNorm(cfg.hidden_size, "norm", eps=cfg.rms_norm_eps, param_dtype=param_dtype)

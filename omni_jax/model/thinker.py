@@ -31,10 +31,12 @@ class Thinker(nnx.Module):
     def __init__(self, cfg: ThinkerConfig, *, rngs: nnx.Rngs):
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.model = TextModel(cfg.text, remat=cfg.remat, query_chunk=cfg.attention_query_chunk, **kw)
+        self.model = TextModel(cfg.text, remat=cfg.remat, query_chunk=cfg.attention_query_chunk,
+                               key_chunk=cfg.attention_key_chunk, **kw)
         self.lm_head = None if cfg.text.tie_word_embeddings else Dense(
             cfg.text.hidden_size, cfg.text.vocab_size, ("embed", "vocab"), bias=False, **kw)
-        self.visual = VisionEncoder(cfg.vision, query_chunk=cfg.attention_query_chunk, **kw)
+        self.visual = VisionEncoder(cfg.vision, query_chunk=cfg.attention_query_chunk,
+                                    key_chunk=cfg.attention_key_chunk, **kw)
         self.audio_tower = AudioEncoder(cfg.audio, **kw)
         self.cfg = cfg
 

@@ -12,19 +12,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from omni_jax import parallel
 from omni_jax.model.config import VisionConfig
-from omni_jax.model.layers import Dense, GatedMLP, RMSNorm, activation, apply_rotary, attention
+from omni_jax.model.layers import Dense, GatedMLP, PaddingMask, RMSNorm, activation, apply_rotary, attention
 from omni_jax.model.rope import vision_cos_sin
 
 
-def grouped_attention(q, k, v, index, valid, inverse, query_chunk: int = 0):
+def grouped_attention(q, k, v, index, valid, inverse, query_chunk: int = 0, key_chunk: int = 0):
     """Attention inside ragged groups of one sequence.
 
     q, k, v: [N, heads, hd]; index/valid: [G, S]; inverse: int[N]. Returns [N, heads, hd].
+    Groups are independent, so they are spread over the batch mesh axes like rows of a batch.
     """
-    qg, kg, vg = (x[index] for x in (q, k, v))  # [G, S, heads, hd]
-    mask = jnp.broadcast_to(valid[:, None, :], (valid.shape[0], valid.shape[1], valid.shape[1]))
-    out = attention(qg, kg, vg, mask, query_chunk=query_chunk)
+    qg, kg, vg = (parallel.constrain(x[index], ("batch", None, "act_heads", None)) for x in (q, k, v))
+    out = attention(qg, kg, vg, PaddingMask(valid), query_chunk=query_chunk, key_chunk=key_chunk)
     return out.reshape(-1, *out.shape[2:])[inverse]
 
 
@@ -38,13 +39,13 @@ class VisionAttention(nnx.Module):
         self.proj = Dense(d, d, ("vision_heads", "vision_embed"), bias=True, **kw)
         self.num_heads = cfg.num_heads
 
-    def __call__(self, x, cos, sin, groups, query_chunk):
+    def __call__(self, x, cos, sin, groups, query_chunk, key_chunk):
         n, d = x.shape
         q, k, v = (f(x).reshape(n, self.num_heads, -1) for f in (self.q, self.k, self.v))
         # HF rotates in float32 and casts back.
         q = apply_rotary(q.astype(jnp.float32), cos, sin).astype(x.dtype)
         k = apply_rotary(k.astype(jnp.float32), cos, sin).astype(x.dtype)
-        out = grouped_attention(q, k, v, *groups, query_chunk=query_chunk)
+        out = grouped_attention(q, k, v, *groups, query_chunk=query_chunk, key_chunk=key_chunk)
         return self.proj(out.reshape(n, d))
 
 
@@ -56,9 +57,9 @@ class VisionBlock(nnx.Module):
         self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, ("vision_embed", "vision_mlp"), bias=True,
                             act=cfg.hidden_act, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
-    def __call__(self, x, cos, sin, groups, query_chunk):
-        x = x + self.attn(self.norm1(x), cos, sin, groups, query_chunk)
-        return x + self.mlp(self.norm2(x))
+    def __call__(self, x, cos, sin, groups, query_chunk, key_chunk):
+        x = x + self.attn(self.norm1(x), cos, sin, groups, query_chunk, key_chunk)
+        return parallel.constrain(x + self.mlp(self.norm2(x)), ("vision_tokens", "act_embed"))
 
 
 class PatchMerger(nnx.Module):
@@ -79,7 +80,7 @@ class VisionEncoder(nnx.Module):
     """HF's Qwen2_5OmniVisionEncoder (`thinker.visual`)."""
 
     def __init__(self, cfg: VisionConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
-                 query_chunk: int = 0):
+                 query_chunk: int = 0, key_chunk: int = 0):
         self.patch_embed = Dense(cfg.patch_dim, cfg.hidden_size, ("vision_patch", "vision_embed"), bias=False,
                                  rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
@@ -92,7 +93,7 @@ class VisionEncoder(nnx.Module):
         self.merger = PatchMerger(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.full_attention = tuple(bool(i in cfg.fullatt_block_indexes) for i in range(cfg.depth))
         self.cfg = cfg
-        self.query_chunk = query_chunk
+        self.query_chunk, self.key_chunk = query_chunk, key_chunk
 
     def __call__(self, pixel_values: jax.Array, layout) -> jax.Array:
         """pixel_values: [N, C·T·P·P]; layout: a VisionLayout of device arrays.
@@ -103,19 +104,22 @@ class VisionEncoder(nnx.Module):
         unit = cfg.spatial_merge_size**2
         x = self.patch_embed(pixel_values)
         n, d = x.shape
-        x = x.reshape(n // unit, unit, d)[layout.window_index].reshape(n, d)
-        cos, sin = vision_cos_sin(layout.hw_positions, d // cfg.num_heads, cfg.rope_theta)
+        # Patches are independent outside attention: spread them over the batch mesh axes.
+        x = parallel.constrain(x.reshape(n // unit, unit, d)[layout.window_index].reshape(n, d),
+                               ("vision_tokens", "act_embed"))
+        cos, sin = (parallel.constrain(a, ("vision_tokens", None))
+                    for a in vision_cos_sin(layout.hw_positions, d // cfg.num_heads, cfg.rope_theta))
         windows = (layout.windows.index, layout.windows.valid, layout.windows.inverse)
         frames = (layout.frames.index, layout.frames.valid, layout.frames.inverse)
         graphdef, state = nnx.split(self.blocks)
-        query_chunk = self.query_chunk
+        chunks = (self.query_chunk, self.key_chunk)
 
         def body(h, xs):
             block_state, full = xs
             block = nnx.merge(graphdef, block_state)
             h = jax.lax.cond(full,
-                             lambda h: block(h, cos, sin, frames, query_chunk),
-                             lambda h: block(h, cos, sin, windows, query_chunk), h)
+                             lambda h: block(h, cos, sin, frames, *chunks),
+                             lambda h: block(h, cos, sin, windows, *chunks), h)
             return h, None
 
         x, _ = jax.lax.scan(body, x, (state, jnp.asarray(self.full_attention)))

@@ -56,21 +56,25 @@ def _batch_spec(ndim: int, batch_axis: int = 0):
 
 
 def _input_logical_axes(inputs: ModelInputs):
-    """Logical axes for each ModelInputs leaf: batch-major arrays over 'batch', the rest replicated."""
+    """Logical axes for each ModelInputs leaf: batch-major arrays over 'batch', the pixels over the
+    vision encoder's patch axis, the rest (small index arrays, mel chunks) replicated."""
     def spec(path, x):
-        name = path[0].name if hasattr(path[0], "name") else None
-        if name in ("input_ids", "attention_mask", "feature_index", "rope_deltas"):
+        names = [getattr(p, "name", None) for p in path]
+        if names[0] in ("input_ids", "attention_mask", "feature_index", "rope_deltas"):
             return _batch_spec(np.ndim(x))
-        if name == "position_ids":
+        if names[0] == "position_ids":
             return _batch_spec(np.ndim(x), 1)
+        if names == ["vision", "pixel_values"]:
+            return ("vision_tokens", None)
         return (None,) * np.ndim(x)
     return jax.tree_util.tree_map_with_path(spec, inputs)
 
 
-def _place(tree, logical, mesh, rules):
-    shardings = jax.tree.map(lambda x, axes: parallel.named_sharding(axes, np.shape(x), mesh, rules), tree, logical,
-                             is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x))
-    return jax.device_put(tree, shardings)
+def input_shardings(inputs: ModelInputs, mesh, rules=parallel.DEFAULT_RULES):
+    """NamedSharding for every leaf of `inputs` (arrays or ShapeDtypeStructs), as `generate` places them."""
+    return jax.tree.map(lambda x, axes: parallel.named_sharding(axes, np.shape(x), mesh, rules), inputs,
+                        _input_logical_axes(inputs),
+                        is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
@@ -145,6 +149,18 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, prompt_length: in
             final.all_logits, final.cache)
 
 
+def check_cache_length(cfg, prompt_length: int, max_new_tokens: int, max_cache_length: int | None = None) -> int:
+    """The KV cache length prompt + completion; ValueError when it exceeds the model's positions."""
+    limit = max_cache_length or cfg.text.max_position_embeddings
+    if prompt_length + max_new_tokens > limit:
+        raise ValueError(
+            f"prompt of {prompt_length} tokens + max_new_tokens {max_new_tokens} does not fit the cache of "
+            f"{limit} positions; shorten the prompt (fewer frames / pixels, a smaller prompt bucket) or "
+            "max_new_tokens"
+        )
+    return prompt_length + max_new_tokens
+
+
 def generate(
     model: Thinker,
     inputs: dict | ModelInputs,
@@ -176,12 +192,7 @@ def generate(
     if not isinstance(inputs, ModelInputs):
         inputs = prepare_inputs(cfg, **inputs)
     prompt_length = int(np.shape(inputs.input_ids)[1])
-    limit = max_cache_length or cfg.text.max_position_embeddings
-    if prompt_length + max_new_tokens > limit:
-        raise ValueError(
-            f"prompt of {prompt_length} tokens + max_new_tokens {max_new_tokens} does not fit the cache of "
-            f"{limit} positions; shorten the prompt (fewer frames / pixels) or max_new_tokens"
-        )
+    check_cache_length(cfg, prompt_length, max_new_tokens, max_cache_length)
     cache_dtype = jnp.dtype(cache_dtype or cfg.dtype)
     graphdef, state = nnx.split(model)
     rng = jax.random.key(seed) if isinstance(seed, int) else seed
@@ -189,7 +200,7 @@ def generate(
     ctx = parallel.use_mesh(mesh, rules) if mesh is not None else _nullcontext()
     with ctx:
         if mesh is not None:
-            inputs = _place(inputs, _input_logical_axes(inputs), mesh, rules)
+            inputs = jax.device_put(inputs, input_shardings(inputs, mesh, rules))
         else:
             inputs = jax.device_put(inputs)
         cache, logits, kv_valid, next_pos, embeds = _prefill(

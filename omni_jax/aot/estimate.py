@@ -1,0 +1,116 @@
+"""The fit check's arithmetic by hand: parameter counts and the big buffers of each step, per chip.
+
+Independent of XLA: from the architecture's dimensions and the config alone. `omni_jax.aot`
+prints it next to `compiled.memory_analysis()`, so a surprise (an array replicated that should be
+sharded, a dtype doubled) shows as a gap between the two columns.
+
+Assumptions, matching the run: parameters are stored in `param_dtype` and sharded over every chip
+(FSDP on the embed axis × TP); AdamW keeps two moments in `param_dtype` for the trainable
+parameters only; the reference is a copy of the trainable parameters in `reference_dtype`; rows are
+sharded over data × fsdp; the KV cache is [L, rows, prompt + completion, kv heads, head dim].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from omni_jax.model.config import AudioConfig, TextConfig, ThinkerConfig, VisionConfig
+
+
+def text_params(t: TextConfig) -> tuple[int, int]:
+    """(decoder + final norm + embeddings, lm_head) parameter counts of the text model."""
+    d, f, hd = t.hidden_size, t.intermediate_size, t.kv_head_dim
+    q, kv = t.num_attention_heads * hd, t.num_key_value_heads * hd
+    layer = (d * q + q) + 2 * (d * kv + kv) + q * d + 3 * d * f + 2 * d
+    model = t.num_hidden_layers * layer + t.vocab_size * d + d
+    return model, 0 if t.tie_word_embeddings else t.vocab_size * d
+
+
+def vision_params(v: VisionConfig) -> int:
+    d, f = v.hidden_size, v.intermediate_size
+    block = 2 * d + 4 * (d * d + d) + 2 * (d * f + f) + (f * d + d)
+    wide = d * v.spatial_merge_size**2
+    merger = d + (wide * wide + wide) + (wide * v.out_hidden_size + v.out_hidden_size)
+    return v.patch_dim * d + v.depth * block + merger
+
+
+def audio_params(a: AudioConfig) -> int:
+    d, f = a.d_model, a.encoder_ffn_dim
+    convs = (3 * a.num_mel_bins * d + d) + (3 * d * d + d)
+    layer = 4 * d + (d * d + d) + d * d + 2 * (d * d + d) + (d * f + f) + (f * d + d)
+    return convs + a.encoder_layers * layer + 2 * d + (d * a.output_dim + a.output_dim) + 2 * a.output_dim
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """The sizes of one optimizer step of a config on a mesh."""
+
+    prompts: int  # B, prompts per step
+    generations: int  # G, candidates per prompt
+    prompt_length: int  # T, padded
+    max_new_tokens: int  # M
+    grad_accum: int
+    patches: int  # vision patches of the whole batch (0: no video)
+    audio_chunks: int  # audio encoder chunks of the whole batch
+    param_shards: int  # chips a parameter is split over (fsdp × tp)
+    row_shards: int  # chips the rows are split over (data × fsdp)
+    train_towers: bool
+    with_reference: bool
+    cache_dtype: str
+    reference_dtype: str
+
+
+def _item(dtype: str) -> int:
+    return np.dtype(dtype).itemsize
+
+
+def parameter_counts(cfg: ThinkerConfig, train_towers: bool) -> dict[str, int]:
+    """{"trainable": n, "frozen": n}: the text decoder + lm_head train; the towers unless train_towers."""
+    model, head = text_params(cfg.text)
+    towers = vision_params(cfg.vision) + audio_params(cfg.audio)
+    return {"trainable": model + head + (towers if train_towers else 0), "frozen": 0 if train_towers else towers}
+
+
+def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
+    """Per step ("prefill", "decode", "train", "reference"): bytes per chip of the big buffers.
+
+    Each step maps "params" (policy, towers, reference), "optimizer", "activations" (inputs,
+    KV cache, GRPO batch, outputs: the step's arguments and results other than weights) and
+    "temporaries" (what is known for sure: gradient accumulators and remat checkpoints in train).
+    """
+    t = cfg.text
+    counts = parameter_counts(cfg, s.train_towers)
+    p_item, c_item, a_item = _item(cfg.param_dtype), _item(s.cache_dtype), _item(cfg.dtype)
+    trainable = counts["trainable"] * p_item / s.param_shards
+    frozen = counts["frozen"] * p_item / s.param_shards
+    reference = counts["trainable"] * _item(s.reference_dtype) / s.param_shards if s.with_reference else 0.0
+    optimizer = 2 * trainable  # AdamW mu and nu, in param_dtype, trainable only
+    params = trainable + frozen + reference
+    b, rows, T, M = s.prompts, s.prompts * s.generations, s.prompt_length, s.max_new_tokens
+    S = T + M
+
+    def per_row(n_rows: float) -> float:  # rows are sharded; fewer rows than shards still cost one row
+        return max(n_rows / s.row_shards, 1.0)
+
+    kv = 2 * t.num_hidden_layers * S * t.num_key_value_heads * t.kv_head_dim * c_item  # one row of the cache
+    # Model inputs: ids, mask, 3 position rows, feature index; pixels and mel chunks replicated.
+    prompt_inputs = per_row(b) * T * (4 + 1 + 12 + 4) + s.patches * cfg.vision.patch_dim * 4 \
+        + s.audio_chunks * cfg.audio.num_mel_bins * 2 * cfg.audio.n_window * 4
+    prompt_embeds = per_row(b) * T * t.hidden_size * a_item
+    next_logits = per_row(rows) * t.vocab_size * 4
+    batch = per_row(rows) * (T * (t.hidden_size * a_item + 12 + 1) + M * (4 + 1 + 4 * s.with_reference) + 8)
+    micro = rows / s.grad_accum
+    checkpoints = t.num_hidden_layers * per_row(micro) * (T + M) * t.hidden_size * a_item
+    grads = 2 * trainable  # the accumulator and one micro-batch's gradients, in param_dtype
+    return {
+        "prefill": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
+                    "activations": prompt_inputs + per_row(b) * kv + per_row(rows) * kv + next_logits + prompt_embeds},
+        "decode": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
+                   "activations": prompt_inputs + prompt_embeds + per_row(rows) * (kv + M * 8) + next_logits},
+        "train": {"params": params, "optimizer": optimizer, "temporaries": grads + checkpoints,
+                  "activations": batch},
+        "reference": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
+                      "activations": batch + per_row(rows) * M * 4},
+    }

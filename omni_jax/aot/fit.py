@@ -1,0 +1,319 @@
+"""Will it fit? Compile the run's own steps for a TPU slice, deviceless, and add up HBM per chip.
+
+    report = check_fit(config, "v5p-8")
+    for step in report.steps: print(step.name, step.bytes_per_chip, step.fits, step.flops)
+
+The steps are the very functions the run jits, lowered under the same mesh, logical-axis rules
+and shardings: the rollout's `_prefill` and `_decode` (`omni_jax.rollout.sampler`, inputs placed
+by `input_shardings` as `generate` places them), the donated GRPO train step
+(`grpo.step.jit_train_step`) and, with β > 0, the reference log-prob pass (`build_logprob_fn`),
+on the config's worst-case batch (`aot.inputs`). Parameters, optimizer state and the reference
+stay in HBM for the whole run, so each step's total is its compiled footprint (arguments +
+outputs − donated aliases + XLA temporaries + code) plus those resident buffers it does not take
+as arguments (and, for decode, the prefill's outputs and inputs that `generate` still holds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from omni_jax import config_utils, parallel
+from omni_jax.aot import estimate as estimate_lib
+from omni_jax.aot import inputs as inputs_lib
+from omni_jax.aot import topology as topology_lib
+from omni_jax.aot.flops import jaxpr_flops
+from omni_jax.grpo.experience import row_shardings
+from omni_jax.grpo.policy import model_options
+from omni_jax.grpo.step import TrainState, build_logprob_fn, jit_train_step, opt_state_shardings, \
+    optimizer_from_config, step_config_from_config, trainable_filter
+from omni_jax.model import presets
+from omni_jax.model.loading import param_shardings
+from omni_jax.model.thinker import abstract_thinker
+from omni_jax.rollout import sampler
+from omni_jax.rollout.sampling import Sampling
+
+STEPS = ("prefill", "decode", "train", "reference")
+
+
+@dataclasses.dataclass
+class StepReport:
+    """HBM per chip of one compiled step (bytes) and its cost.
+
+    params: policy + frozen towers + reference; optimizer: AdamW state; activations: the step's
+    other arguments and outputs (inputs, KV cache, GRPO batch) and live buffers of the run;
+    temporaries: XLA's temp buffers (intermediate activations, gradients, attention blocks).
+    flops: whole program over all chips (matmuls, loops counted); roofline_seconds: the larger of
+    flops / (chips × peak) and the step's minimum HBM traffic / (chips' bandwidth).
+    """
+
+    name: str
+    params: int
+    optimizer: int
+    activations: int
+    temporaries: int
+    code: int
+    hbm_bytes_per_chip: int
+    flops: float
+    compute_seconds: float
+    memory_seconds: float
+    estimate: dict[str, float]
+    xla: dict[str, int]
+    compile_seconds: float
+
+    @property
+    def bytes_per_chip(self) -> int:
+        return self.params + self.optimizer + self.activations + self.temporaries + self.code
+
+    @property
+    def fits(self) -> bool:
+        return self.bytes_per_chip <= self.hbm_bytes_per_chip
+
+    @property
+    def roofline_seconds(self) -> float:
+        return max(self.compute_seconds, self.memory_seconds)
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_seconds >= self.memory_seconds else "memory"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "bytes_per_chip": self.bytes_per_chip, "hbm_bytes_per_chip": self.hbm_bytes_per_chip,
+                "fits": self.fits, "flops": self.flops, "params_bytes": self.params,
+                "optimizer_bytes": self.optimizer, "activation_bytes": self.activations,
+                "temporary_bytes": self.temporaries, "code_bytes": self.code,
+                "roofline_seconds": self.roofline_seconds, "compute_seconds": self.compute_seconds,
+                "memory_seconds": self.memory_seconds, "bound": self.bound,
+                "estimate_bytes_per_chip": {k: int(v) for k, v in self.estimate.items()},
+                "xla_memory_analysis": self.xla, "compile_seconds": round(self.compile_seconds, 1)}
+
+
+@dataclasses.dataclass
+class FitReport:
+    topology: str
+    chips: int
+    mesh: dict[str, int]
+    hbm_bytes_per_chip: int
+    peak_flops_per_chip: float
+    hbm_bandwidth_per_chip: float
+    shapes: dict
+    parameters: dict[str, int]
+    steps: list[StepReport]
+
+    @property
+    def fits(self) -> bool:
+        return all(s.fits for s in self.steps)
+
+    def to_json(self) -> dict:
+        return {"topology": self.topology, "chips": self.chips, "mesh": self.mesh, "fits": self.fits,
+                "hbm_bytes_per_chip": self.hbm_bytes_per_chip, "peak_flops_per_chip": self.peak_flops_per_chip,
+                "hbm_bandwidth_per_chip": self.hbm_bandwidth_per_chip, "shapes": self.shapes,
+                "parameters": self.parameters, "steps": [s.to_json() for s in self.steps]}
+
+
+def _bytes_per_chip(tree) -> int:
+    """HBM one chip holds for abstract arrays carrying shardings (the largest shard)."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
+        total += math.prod(shape) * x.dtype.itemsize  # (a PRNG key dtype has an itemsize too)
+    return total
+
+
+def _abstract_state(tree, shardings):
+    """nnx State of ShapeDtypeStructs with shardings (from an abstract model's Variables)."""
+    return jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s), tree, shardings,
+                        is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def _outputs(compiled) -> object:
+    """The compiled function's results as ShapeDtypeStructs with their shardings."""
+    return jax.tree.map(lambda o, s: jax.ShapeDtypeStruct(o.shape, o.dtype, sharding=s),
+                        compiled.out_info, compiled.output_shardings)
+
+
+def _replicated(mesh, x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+@dataclasses.dataclass
+class _Compiled:
+    compiled: object
+    flops: float
+    seconds: float
+    arg_bytes: list[int]  # per argument: HBM per chip of the leaves the executable takes (unused ones are pruned)
+
+
+def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _Compiled:
+    """Trace (under the mesh and rules), count FLOPs, lower and compile `jitted` on abstract `args`."""
+    t0 = time.perf_counter()
+    with parallel.use_mesh(mesh, rules):  # activation constraints in the model code apply while tracing
+        traced = jitted.trace(*args)
+    flops = jaxpr_flops(traced.jaxpr, while_trips=while_trips)
+    compiled = traced.lower().compile()
+    # jit drops arguments the program never reads (e.g. the frozen towers in the train step); they
+    # are not in the executable's argument bytes, so they must not be subtracted from them either.
+    jaxpr = traced.jaxpr.jaxpr
+    used = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
+    flags = iter(id(v) in used for v in jaxpr.invars)
+    arg_bytes = []
+    for i, a in enumerate(args):
+        if i in static:
+            arg_bytes.append(0)
+            continue
+        arg_bytes.append(sum(_bytes_per_chip(leaf) for leaf in jax.tree.leaves(a) if next(flags)))
+    return _Compiled(compiled, flops, time.perf_counter() - t0, arg_bytes)
+
+
+def _model_config(config, tokenizer=None):
+    arch = config.model.architecture
+    if arch == "tiny" and tokenizer is None:
+        from omni_jax.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(config.tokenizer or "tiny")
+    return presets.architecture_config(arch, tokenizer, **model_options(config))
+
+
+def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None, hbm_bytes: int | None = None,
+              steps=STEPS, devices=None, progress: Callable[[str], None] | None = None) -> FitReport:
+    """Compile the run's steps of `config` for TPU slice `topology` (e.g. "v5p-8") and report HBM per chip.
+
+    prompt: the per-prompt media/text (default: the data config's worst case); hbm_bytes: override
+    the chip's HBM (what-if); devices: compile-only devices (default: libtpu's for the slice).
+    """
+    tpu = topology_lib.get_slice(topology)
+    devices = devices if devices is not None else topology_lib.devices(topology)
+    hbm = int(hbm_bytes or tpu.hbm_bytes)
+    n_chips = len(devices)
+    config_utils.validate(config, n_chips)
+    mesh_shape = config_utils.mesh_shape(config, n_chips)
+    mesh = parallel.make_mesh(mesh_shape, devices=devices)
+    rules = parallel.DEFAULT_RULES
+    cfg = _model_config(config)
+    say = progress or (lambda _: None)
+
+    # ---- shapes of one optimizer step ----
+    prompt = prompt or inputs_lib.worst_case_prompt(config.data)
+    length = inputs_lib.prompt_length(prompt, config.data)
+    g, b = int(config.rollout.num_generations), int(config.batch_prompts)
+    max_new = int(config.rollout.max_new_tokens)
+    cache_length = sampler.check_cache_length(cfg, length, max_new)
+    cache_dtype = jnp.dtype(config.rollout.cache_dtype or cfg.dtype)
+    with_reference = config.grpo.beta > 0
+    with_old = config.grpo.num_iterations > 1
+
+    # ---- the run's resident buffers: policy, towers, optimizer, reference ----
+    abstract_model = abstract_thinker(cfg)
+    graphdef_all, all_vars = nnx.split(abstract_model)
+    policy_state = _abstract_state(all_vars, param_shardings(all_vars, mesh, rules))
+    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(config.model.train_towers), ...)
+    trainable = _abstract_state(trainable, param_shardings(trainable, mesh, rules))
+    frozen = _abstract_state(frozen, param_shardings(frozen, mesh, rules))
+    optimizer = optimizer_from_config(config)
+    opt_state = inputs_lib.with_shardings(jax.eval_shape(optimizer.init, trainable),
+                                          opt_state_shardings(optimizer, trainable))  # as init_opt_state makes it
+    ref_dtype = jnp.dtype(config.model.reference_dtype)
+    reference = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, ref_dtype, sharding=x.sharding), trainable)
+    resident = {"trainable": _bytes_per_chip(trainable), "frozen": _bytes_per_chip(frozen),
+                "optimizer": _bytes_per_chip(opt_state), "reference": _bytes_per_chip(reference) if with_reference else 0}
+    params_live = resident["trainable"] + resident["frozen"] + resident["reference"]
+
+    # ---- analytic arithmetic ----
+    rows_shards = mesh_shape["data"] * mesh_shape["fsdp"]
+    model_inputs = inputs_lib.model_inputs(cfg, prompt, b, length)
+    shapes = estimate_lib.Shapes(
+        prompts=b, generations=g, prompt_length=length, max_new_tokens=max_new, grad_accum=int(config.optim.grad_accum),
+        patches=model_inputs.vision.pixel_values.shape[0] if model_inputs.vision else 0,
+        audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
+        param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
+        train_towers=bool(config.model.train_towers), with_reference=with_reference, cache_dtype=cache_dtype.name,
+        reference_dtype=ref_dtype.name)
+    estimates = estimate_lib.estimate(cfg, shapes)
+
+    reports: list[StepReport] = []
+
+    def report(name, c: _Compiled, resident_args: tuple[int, ...], extra_activations: int, traffic: float):
+        """resident_args: which arguments are the run's resident buffers (counted as params / optimizer)."""
+        m = c.compiled.memory_analysis()
+        xla = {k: int(getattr(m, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+                                               "temp_size_in_bytes", "generated_code_size_in_bytes",
+                                               "peak_memory_in_bytes") if hasattr(m, k)}
+        footprint = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+        activations = footprint - sum(c.arg_bytes[i] for i in resident_args) + extra_activations
+        reports.append(StepReport(
+            name=name, params=params_live, optimizer=resident["optimizer"], activations=int(activations),
+            temporaries=int(m.temp_size_in_bytes), code=int(m.generated_code_size_in_bytes), hbm_bytes_per_chip=hbm,
+            flops=c.flops, compute_seconds=c.flops / (n_chips * tpu.chip.peak_flops),
+            memory_seconds=traffic / tpu.chip.hbm_bandwidth, estimate=estimates[name], xla=xla,
+            compile_seconds=c.seconds))
+        say(f"{name}: {reports[-1].bytes_per_chip / 2**30:.1f} GiB per chip, compiled in {c.seconds:.0f} s")
+
+    # ---- rollout: prefill, then decode from its outputs ----
+    inputs = inputs_lib.with_shardings(model_inputs, sampler.input_shardings(model_inputs, mesh, rules))
+    inputs_bytes = _bytes_per_chip(inputs)
+    policy_bytes = _bytes_per_chip(policy_state)
+    want = set(steps)
+    if want & {"prefill", "decode"}:
+        say("prefill: compiling")
+        pre = _compile(sampler._prefill, (graphdef_all, policy_state, inputs, cache_length, cache_dtype, g),
+                       mesh=mesh, rules=rules, static=(0, 3, 4, 5))
+        cache, logits, kv_valid, next_pos, embeds = _outputs(pre.compiled)
+        if "prefill" in want:
+            m = pre.compiled.memory_analysis()
+            report("prefill", pre, (1,), 0, traffic=m.argument_size_in_bytes + m.output_size_in_bytes)
+        if "decode" in want:
+            say("decode: compiling")
+            sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
+            rng = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
+            pad = _replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32))
+            dec = _compile(sampler._decode, (graphdef_all, sampling, max_new, length, (0,), False, policy_state, cache,
+                                             logits, kv_valid, next_pos, rng, pad),
+                           mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5), while_trips=max_new)
+            # Each new token reads the text weights and the whole cache once.
+            per_token = policy_bytes - resident["frozen"] + _bytes_per_chip(cache)
+            report("decode", dec, (6,), inputs_bytes + _bytes_per_chip(embeds),
+                   traffic=per_token * max_new)
+
+    # ---- learner: the donated train step and the reference pass ----
+    rows = b * g
+    batch = inputs_lib.grpo_batch(cfg, rows, length, max_new, with_reference=with_reference, with_old_logp=with_old)
+    batch = inputs_lib.with_shardings(batch, row_shardings(batch, mesh, rules))
+    if "train" in want:
+        say("train: compiling")
+        step_cfg = step_config_from_config(config)
+        state = TrainState(step=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)), params=trainable,
+                           opt_state=opt_state, skipped=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)))
+        tr = _compile(jit_train_step(graphdef, step_cfg, optimizer), (state, frozen, batch), mesh=mesh, rules=rules)
+        # Forward, remat forward and backward read the weights per micro-batch; AdamW reads and writes its state.
+        traffic = 3 * step_cfg.grad_accum * (resident["trainable"] + resident["frozen"]) \
+            + 2 * (resident["trainable"] + resident["optimizer"]) + _bytes_per_chip(batch)
+        report("train", tr, (0, 1), 0, traffic=traffic)
+    if "reference" in want and with_reference:
+        say("reference: compiling")
+        fn = jax.jit(build_logprob_fn(graphdef, step_config_from_config(config).temperature,
+                                      int(config.grpo.logits_chunk)))
+        ref = _compile(fn, (reference, frozen, batch.seqs), mesh=mesh, rules=rules)
+        m = ref.compiled.memory_analysis()
+        # The GRPO batch's other fields stay live next to the sequences.
+        others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)
+        report("reference", ref, (0, 1), others,
+               traffic=m.argument_size_in_bytes + m.output_size_in_bytes)
+
+    counts = estimate_lib.parameter_counts(cfg, bool(config.model.train_towers))
+    return FitReport(
+        topology=tpu.name, chips=n_chips, mesh=mesh_shape, hbm_bytes_per_chip=hbm,
+        peak_flops_per_chip=tpu.chip.peak_flops, hbm_bandwidth_per_chip=tpu.chip.hbm_bandwidth,
+        shapes={"prompts": b, "generations": g, "rows": rows, "prompt_length": length,
+                "prompt_tokens": prompt.tokens(cfg.vision.spatial_merge_size), "max_new_tokens": max_new,
+                "cache_length": cache_length, "grad_accum": int(config.optim.grad_accum),
+                "video_grid": list(prompt.video_grid or ()), "audio_frames": prompt.audio_frames,
+                "text_tokens": prompt.text_tokens, "remat": config.model.remat,
+                "attention_query_chunk": int(config.model.attention_query_chunk)},
+        parameters=counts, steps=reports)

@@ -1,0 +1,106 @@
+"""Cloud TPU slices the fit check knows: their deviceless devices (libtpu) and per-chip specs.
+
+Specs are Google's published per-chip numbers (Cloud TPU docs, system architecture pages):
+
+    chip   HBM      HBM bandwidth   peak bf16
+    v4     32 GiB   1200 GB/s       275 TFLOP/s
+    v5e    16 GiB    819 GB/s       197 TFLOP/s
+    v5p    95 GiB   2765 GB/s       459 TFLOP/s
+    v6e    32 GiB   1638 GB/s       918 TFLOP/s
+
+HBM is taken as GiB (the v4 page says GiB; the others say "GB" for the same power-of-two parts).
+A v4 chip's two TensorCores run as one device ("megacore"), as JAX sees a v4 VM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+GIB = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    name: str
+    hbm_bytes: int
+    hbm_bandwidth: float  # bytes/s
+    peak_flops: float  # dense bf16 FLOP/s
+    chip_config: str  # libtpu's chip config: "megacore" (v4) or "default"
+
+
+CHIPS = {
+    "v4": Chip("v4", 32 * GIB, 1200e9, 275e12, "megacore"),
+    "v5e": Chip("v5e", 16 * GIB, 819e9, 197e12, "default"),
+    "v5p": Chip("v5p", 95 * GIB, 2765e9, 459e12, "default"),
+    "v6e": Chip("v6e", 32 * GIB, 1638e9, 918e12, "default"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+    """A TPU slice by its accelerator type (`v5p-8`): libtpu topology name, chips, hosts."""
+
+    name: str
+    chip: Chip
+    topology: str  # libtpu topology name, e.g. "v5p:2x2x1"
+    chips: int
+    host_bounds: tuple[int, int, int]  # chips per host in each dimension
+
+    @property
+    def hbm_bytes(self) -> int:
+        return self.chip.hbm_bytes
+
+
+def _slice(name: str, topology: str, host_bounds=(2, 2, 1)) -> Slice:
+    family, _, dims = topology.partition(":")
+    chips = 1
+    for d in dims.split("x"):
+        chips *= int(d)
+    return Slice(name, CHIPS[family], topology, chips, host_bounds)
+
+
+# Accelerator type → topology. v4 and v5p count TensorCores in the name (2 per chip), v5e and v6e chips.
+SLICES = {s.name: s for s in (
+    _slice("v4-8", "v4:2x2x1"), _slice("v4-16", "v4:2x2x2"), _slice("v4-32", "v4:2x2x4"),
+    _slice("v5p-8", "v5p:2x2x1"), _slice("v5p-16", "v5p:2x2x2"), _slice("v5p-32", "v5p:2x2x4"),
+    _slice("v5e-4", "v5e:2x2"), _slice("v5e-8", "v5e:2x4", (2, 4, 1)), _slice("v5e-16", "v5e:4x4"),
+    _slice("v5e-32", "v5e:4x8"), _slice("v5e-64", "v5e:8x8"),
+    _slice("v6e-4", "v6e:2x2"), _slice("v6e-8", "v6e:2x4", (2, 4, 1)), _slice("v6e-16", "v6e:4x4"),
+    _slice("v6e-32", "v6e:4x8"),
+)}
+
+
+def get_slice(name: str) -> Slice:
+    if name not in SLICES:
+        raise ValueError(f"unknown TPU slice {name!r}; known: {', '.join(sorted(SLICES))}")
+    return SLICES[name]
+
+
+def libtpu_available() -> bool:
+    """True when libtpu can be imported (`pip install libtpu==0.0.42.*`, the jax[tpu] extra)."""
+    try:
+        import libtpu  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def devices(name: str) -> list:
+    """The compile-only devices of slice `name`, from libtpu, on any machine (no TPU needed)."""
+    s = get_slice(name)
+    if not libtpu_available():
+        raise RuntimeError(
+            "the TPU fit check compiles with libtpu, which is not installed: "
+            "pip install 'libtpu==0.0.42.*' (the jax[tpu]==0.10.2 extra) into this environment")
+    # libtpu reads these at start-up; without them it probes for a TPU VM and logs warnings.
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", s.name)
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    from jax.experimental import topologies
+
+    topo = topologies.get_topology_desc(platform="tpu", topology_name=s.topology, chip_config_name=s.chip.chip_config,
+                                        chips_per_host_bounds=s.host_bounds, num_slices=1)
+    devs = list(topo.devices)
+    if len(devs) != s.chips:
+        raise RuntimeError(f"libtpu gave {len(devs)} devices for {s.name} ({s.topology}); expected {s.chips} chips")
+    return devs
