@@ -78,7 +78,9 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
 
     Each step maps "params" (policy, towers, reference), "optimizer", "activations" (inputs,
     KV cache, GRPO batch, outputs: the step's arguments and results other than weights) and
-    "temporaries" (what is known for sure: gradient accumulators and remat checkpoints in train).
+    "temporaries" (train only, the terms known for sure: the gradient accumulator and one micro-batch's
+    gradients, AdamW's new moments and update, the remat checkpoints of every layer, and one layer's
+    MLP intermediates recomputed in the backward pass).
     """
     t = cfg.text
     counts = parameter_counts(cfg, s.train_towers)
@@ -95,8 +97,9 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
         return max(n_rows / s.row_shards, 1.0)
 
     kv = 2 * t.num_hidden_layers * S * t.num_key_value_heads * t.kv_head_dim * c_item  # one row of the cache
-    # Model inputs: ids, mask, 3 position rows, feature index; pixels and mel chunks replicated.
-    prompt_inputs = per_row(b) * T * (4 + 1 + 12 + 4) + s.patches * cfg.vision.patch_dim * 4 \
+    # Model inputs: ids, mask, 3 position rows, feature index; float32 pixels split over the
+    # row shards (the ViT's patch axis); mel chunks replicated.
+    prompt_inputs = per_row(b) * T * (4 + 1 + 12 + 4) + per_row(s.patches) * cfg.vision.patch_dim * 4 \
         + s.audio_chunks * cfg.audio.num_mel_bins * 2 * cfg.audio.n_window * 4
     prompt_embeds = per_row(b) * T * t.hidden_size * a_item
     next_logits = per_row(rows) * t.vocab_size * 4
@@ -104,12 +107,14 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     micro = rows / s.grad_accum
     checkpoints = t.num_hidden_layers * per_row(micro) * (T + M) * t.hidden_size * a_item
     grads = 2 * trainable  # the accumulator and one micro-batch's gradients, in param_dtype
+    update = 3 * trainable  # AdamW's new mu and nu and the update, before they replace the old ones
+    mlp = 3 * per_row(micro) * (T + M) * t.intermediate_size * a_item  # gate, up, their product
     return {
         "prefill": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
                     "activations": prompt_inputs + per_row(b) * kv + per_row(rows) * kv + next_logits + prompt_embeds},
         "decode": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
                    "activations": prompt_inputs + prompt_embeds + per_row(rows) * (kv + M * 8) + next_logits},
-        "train": {"params": params, "optimizer": optimizer, "temporaries": grads + checkpoints,
+        "train": {"params": params, "optimizer": optimizer, "temporaries": grads + update + checkpoints + mlp,
                   "activations": batch},
         "reference": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
                       "activations": batch + per_row(rows) * M * 4},

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from typing import Callable
 
@@ -32,7 +33,7 @@ from omni_jax.aot import topology as topology_lib
 from omni_jax.aot.flops import jaxpr_flops
 from omni_jax.grpo.experience import row_shardings
 from omni_jax.grpo.policy import model_options
-from omni_jax.grpo.step import TrainState, build_logprob_fn, jit_train_step, opt_state_shardings, \
+from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_state_shardings, \
     optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model import presets
 from omni_jax.model.loading import param_shardings
@@ -65,8 +66,9 @@ class StepReport:
     compute_seconds: float
     memory_seconds: float
     estimate: dict[str, float]
-    xla: dict[str, int]
+    xla: dict
     compile_seconds: float
+    error: str = ""  # XLA's out-of-memory message when the step did not even compile
 
     @property
     def bytes_per_chip(self) -> int:
@@ -74,7 +76,7 @@ class StepReport:
 
     @property
     def fits(self) -> bool:
-        return self.bytes_per_chip <= self.hbm_bytes_per_chip
+        return not self.error and self.bytes_per_chip <= self.hbm_bytes_per_chip
 
     @property
     def roofline_seconds(self) -> float:
@@ -92,7 +94,8 @@ class StepReport:
                 "roofline_seconds": self.roofline_seconds, "compute_seconds": self.compute_seconds,
                 "memory_seconds": self.memory_seconds, "bound": self.bound,
                 "estimate_bytes_per_chip": {k: int(v) for k, v in self.estimate.items()},
-                "xla_memory_analysis": self.xla, "compile_seconds": round(self.compile_seconds, 1)}
+                "xla_memory_analysis": self.xla, "compile_seconds": round(self.compile_seconds, 1),
+                **({"error": self.error} if self.error else {})}
 
 
 @dataclasses.dataclass
@@ -133,22 +136,47 @@ def _abstract_state(tree, shardings):
                         is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def _outputs(compiled) -> object:
-    """The compiled function's results as ShapeDtypeStructs with their shardings."""
-    return jax.tree.map(lambda o, s: jax.ShapeDtypeStruct(o.shape, o.dtype, sharding=s),
-                        compiled.out_info, compiled.output_shardings)
+def _row_shardings(mesh, rules):
+    """Fallback output shardings when a step did not compile: rows over the batch axes, as the run lays them."""
+    def one(x):
+        if len(x.shape) == 5:  # the KV cache [L, rows, S, K, H], as `_prefill` constrains it
+            return parallel.named_sharding(("layers", "batch", "kv_length", "act_kv_heads", None), x.shape, mesh, rules)
+        axes = ("batch",) + (None,) * (len(x.shape) - 1) if x.shape else ()
+        return parallel.named_sharding(axes, x.shape, mesh, rules)
+    return lambda tree: jax.tree.map(one, tree)
 
 
 def _replicated(mesh, x):
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _required_bytes(message: str) -> int:
+    """The HBM an out-of-memory compile asked for, from XLA's message (0 if it does not say)."""
+    for pattern in (r"required for HLO temporaries \(([\d.]+)([KMGT]?)", r"Used ([\d.]+)([KMGT]?) of"):
+        m = re.search(pattern, message)
+        if m:
+            return int(float(m.group(1)) * _UNITS[m.group(2)])
+    return 0
+
+
 @dataclasses.dataclass
 class _Compiled:
-    compiled: object
+    traced: object
+    compiled: object | None  # None: the compiler ran out of HBM
     flops: float
     seconds: float
     arg_bytes: list[int]  # per argument: HBM per chip of the leaves the executable takes (unused ones are pruned)
+    error: str = ""
+
+    def outputs(self, fallback_shardings: Callable):
+        """Results as ShapeDtypeStructs with shardings (the compiler's, or `fallback_shardings(out_info)`)."""
+        if self.compiled is not None:
+            return jax.tree.map(lambda o, s: jax.ShapeDtypeStruct(o.shape, o.dtype, sharding=s),
+                                self.compiled.out_info, self.compiled.output_shardings)
+        return inputs_lib.with_shardings(self.traced.out_info, fallback_shardings(self.traced.out_info))
 
 
 def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _Compiled:
@@ -157,7 +185,6 @@ def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _
     with parallel.use_mesh(mesh, rules):  # activation constraints in the model code apply while tracing
         traced = jitted.trace(*args)
     flops = jaxpr_flops(traced.jaxpr, while_trips=while_trips)
-    compiled = traced.lower().compile()
     # jit drops arguments the program never reads (e.g. the frozen towers in the train step); they
     # are not in the executable's argument bytes, so they must not be subtracted from them either.
     jaxpr = traced.jaxpr.jaxpr
@@ -169,7 +196,13 @@ def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _
             arg_bytes.append(0)
             continue
         arg_bytes.append(sum(_bytes_per_chip(leaf) for leaf in jax.tree.leaves(a) if next(flags)))
-    return _Compiled(compiled, flops, time.perf_counter() - t0, arg_bytes)
+    try:
+        compiled, error = traced.lower().compile(), ""
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        compiled, error = None, str(e).splitlines()[0]
+    return _Compiled(traced, compiled, flops, time.perf_counter() - t0, arg_bytes, error)
 
 
 def _model_config(config, tokenizer=None):
@@ -240,20 +273,33 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     reports: list[StepReport] = []
 
     def report(name, c: _Compiled, resident_args: tuple[int, ...], extra_activations: int, traffic: float):
-        """resident_args: which arguments are the run's resident buffers (counted as params / optimizer)."""
-        m = c.compiled.memory_analysis()
-        xla = {k: int(getattr(m, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
-                                               "temp_size_in_bytes", "generated_code_size_in_bytes",
-                                               "peak_memory_in_bytes") if hasattr(m, k)}
-        footprint = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-        activations = footprint - sum(c.arg_bytes[i] for i in resident_args) + extra_activations
+        """resident_args: which arguments are the run's resident buffers (counted as params / optimizer).
+
+        The step's own footprint is XLA's peak (its heap simulation: temporaries reuse the memory of
+        donated or dead buffers) when it reports one, else arguments + outputs - aliases + temps.
+        """
+        resident_in_args = sum(c.arg_bytes[i] for i in resident_args)
+        if c.compiled is None:
+            io, temps, code = sum(c.arg_bytes), _required_bytes(c.error), 0
+            xla = {"error": c.error}
+        else:
+            m = c.compiled.memory_analysis()
+            xla = {k: int(getattr(m, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
+                                                   "alias_size_in_bytes", "temp_size_in_bytes",
+                                                   "generated_code_size_in_bytes", "peak_memory_in_bytes")
+                   if hasattr(m, k)}
+            io = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+            peak = xla.get("peak_memory_in_bytes", 0)
+            temps = max(peak - io, 0) if peak > 0 else m.temp_size_in_bytes
+            code = m.generated_code_size_in_bytes
         reports.append(StepReport(
-            name=name, params=params_live, optimizer=resident["optimizer"], activations=int(activations),
-            temporaries=int(m.temp_size_in_bytes), code=int(m.generated_code_size_in_bytes), hbm_bytes_per_chip=hbm,
-            flops=c.flops, compute_seconds=c.flops / (n_chips * tpu.chip.peak_flops),
+            name=name, params=params_live, optimizer=resident["optimizer"],
+            activations=int(io - resident_in_args + extra_activations), temporaries=int(temps), code=int(code),
+            hbm_bytes_per_chip=hbm, flops=c.flops, compute_seconds=c.flops / (n_chips * tpu.chip.peak_flops),
             memory_seconds=traffic / tpu.chip.hbm_bandwidth, estimate=estimates[name], xla=xla,
-            compile_seconds=c.seconds))
-        say(f"{name}: {reports[-1].bytes_per_chip / 2**30:.1f} GiB per chip, compiled in {c.seconds:.0f} s")
+            compile_seconds=c.seconds, error=c.error))
+        say(f"{name}: {reports[-1].bytes_per_chip / 2**30:.1f} GiB per chip"
+            + (" (compiler out of memory)" if c.error else "") + f", compiled in {c.seconds:.0f} s")
 
     # ---- rollout: prefill, then decode from its outputs ----
     inputs = inputs_lib.with_shardings(model_inputs, sampler.input_shardings(model_inputs, mesh, rules))
@@ -264,10 +310,10 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         say("prefill: compiling")
         pre = _compile(sampler._prefill, (graphdef_all, policy_state, inputs, cache_length, cache_dtype, g),
                        mesh=mesh, rules=rules, static=(0, 3, 4, 5))
-        cache, logits, kv_valid, next_pos, embeds = _outputs(pre.compiled)
+        outputs = pre.outputs(_row_shardings(mesh, rules))
+        cache, logits, kv_valid, next_pos, embeds = outputs
         if "prefill" in want:
-            m = pre.compiled.memory_analysis()
-            report("prefill", pre, (1,), 0, traffic=m.argument_size_in_bytes + m.output_size_in_bytes)
+            report("prefill", pre, (1,), 0, traffic=sum(pre.arg_bytes) + _bytes_per_chip(outputs))
         if "decode" in want:
             say("decode: compiling")
             sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
@@ -297,14 +343,12 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("train", tr, (0, 1), 0, traffic=traffic)
     if "reference" in want and with_reference:
         say("reference: compiling")
-        fn = jax.jit(build_logprob_fn(graphdef, step_config_from_config(config).temperature,
-                                      int(config.grpo.logits_chunk)))
-        ref = _compile(fn, (reference, frozen, batch.seqs), mesh=mesh, rules=rules)
-        m = ref.compiled.memory_analysis()
+        ref = _compile(jit_logprob_fn(graphdef, step_config_from_config(config)), (reference, frozen, batch.seqs),
+                       mesh=mesh, rules=rules)
         # The GRPO batch's other fields stay live next to the sequences.
         others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)
         report("reference", ref, (0, 1), others,
-               traffic=m.argument_size_in_bytes + m.output_size_in_bytes)
+               traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(mesh, rules))))
 
     counts = estimate_lib.parameter_counts(cfg, bool(config.model.train_towers))
     return FitReport(

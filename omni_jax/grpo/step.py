@@ -100,12 +100,17 @@ def init_opt_state(optimizer: optax.GradientTransformation, params):
 
 
 def _split_micro(x, grad_accum: int, axis: int = 0):
-    """[..., N, ...] → [A, ..., N/A, ...] with the micro-batch index leading."""
+    """[..., N, ...] → [A, ..., N/A, ...] with the micro-batch index leading; row r goes to micro-batch r % A.
+
+    Strided, not contiguous: rows are sharded in contiguous runs over the devices, so every
+    micro-batch takes the same number of rows from every device and stays spread over all of
+    them (a contiguous split would put each micro-batch on a few devices).
+    """
     n = x.shape[axis]
     if n % grad_accum:
         raise ValueError(f"{n} rows do not split into {grad_accum} micro-batches")
-    x = jnp.moveaxis(x, axis, 0).reshape(grad_accum, n // grad_accum, *x.shape[:axis], *x.shape[axis + 1:])
-    return jnp.moveaxis(x, 1, axis + 1)
+    x = jnp.moveaxis(x, axis, 0).reshape(n // grad_accum, grad_accum, *x.shape[:axis], *x.shape[axis + 1:])
+    return jnp.moveaxis(jnp.swapaxes(x, 0, 1), 1, axis + 1)
 
 
 def _micro_batches(batch: GRPOBatch, grad_accum: int) -> GRPOBatch:
@@ -188,11 +193,27 @@ def step_config_from_config(config) -> StepConfig:
                       temperature=float(config.rollout.temperature) or 1.0, logits_chunk=g.logits_chunk)
 
 
-def build_logprob_fn(graphdef, temperature: float, logits_chunk: int = 256):
-    """logprob_fn(params, frozen, seqs) -> float32[N, M] (reference or old-policy log-probs)."""
+def build_logprob_fn(graphdef, temperature: float, logits_chunk: int = 256, micro_batches: int = 1):
+    """logprob_fn(params, frozen, seqs) -> float32[N, M] (reference or old-policy log-probs).
+
+    micro_batches: the rows run in that many slices one after the other (the train step's
+    grad_accum split), so activations take a micro-batch's memory, not the whole batch's.
+    """
+
+    def one(model, seqs: Sequences):
+        return completion_logprobs(model, seqs, temperature=temperature, logits_chunk=logits_chunk)[0]
 
     def fn(params, frozen, seqs: Sequences):
         model = nnx.merge(graphdef, params, frozen)
-        return completion_logprobs(model, seqs, temperature=temperature, logits_chunk=logits_chunk)[0]
+        if micro_batches == 1:
+            return one(model, seqs)
+        micro = _micro_batches(GRPOBatch(seqs, seqs.next_position, None, None), micro_batches).seqs
+        logp = jax.lax.map(lambda mb: one(model, mb), micro)  # [A, N/A, M]; row i·A + a is logp[a, i]
+        return jnp.swapaxes(logp, 0, 1).reshape(seqs.completions.shape)
 
     return fn
+
+
+def jit_logprob_fn(graphdef, cfg: StepConfig):
+    """The reference / old-policy log-prob pass as the run compiles it: in cfg.grad_accum row slices."""
+    return jax.jit(build_logprob_fn(graphdef, cfg.temperature, cfg.logits_chunk, cfg.grad_accum))

@@ -29,7 +29,7 @@ from omni_jax.checkpoint import CheckpointStore, thinker_meta
 from omni_jax.grpo import warmstart as warmstart_lib
 from omni_jax.grpo.experience import collect, next_positions, shard_rows
 from omni_jax.grpo.policy import build_model, reference_params
-from omni_jax.grpo.step import TrainState, build_logprob_fn, init_opt_state, jit_train_step, make_optimizer, \
+from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
     optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model.inputs import prepare_inputs
 from omni_jax.tokenizer import load_tokenizer
@@ -92,7 +92,6 @@ def run(config, workdir: str) -> dict:
     graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
     optimizer = optimizer_from_config(config)
     step_cfg = step_config_from_config(config)
-    temperature = step_cfg.temperature
     state = TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0))
     data = _data_stream(config, tokenizer)
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
@@ -135,7 +134,7 @@ def run(config, workdir: str) -> dict:
                                      config.model.reference_dtype)
 
     train_step = jit_train_step(graphdef, step_cfg, optimizer)
-    logprob_fn = jax.jit(build_logprob_fn(graphdef, temperature, config.grpo.logits_chunk))
+    logprob_fn = jit_logprob_fn(graphdef, step_cfg)
     reward_fn = _reward_fn(config, tokenizer)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
     preemption = _Preemption()

@@ -8,7 +8,8 @@ from flax import nnx
 
 from omni_jax.grpo import loss as L
 from omni_jax.grpo.logprobs import Sequences, completion_logprobs
-from omni_jax.grpo.step import GRPOBatch, StepConfig, TrainState, build_train_step, make_optimizer, trainable_filter
+from omni_jax.grpo.step import GRPOBatch, StepConfig, TrainState, _split_micro, build_train_step, jit_logprob_fn, \
+    make_optimizer, trainable_filter
 from omni_jax.model import Thinker, from_hf_dict, prepare_inputs
 from omni_jax.rollout import generate
 from tests.helpers import tiny_hf as th
@@ -92,3 +93,21 @@ def test_positive_advantage_raises_that_completion_probability(setup):
     mask = np.asarray(seqs.completion_mask[0])
     gain = (np.asarray(lp(after.params))[0] - np.asarray(lp(before.params))[0])[mask].sum()
     assert gain > 0
+
+
+def test_logprob_fn_in_row_slices_equals_the_whole_batch(setup):
+    model, out, seqs, _ = setup
+    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    whole = completion_logprobs(model, seqs, temperature=1.0, logits_chunk=4)[0]
+    cfg = StepConfig(loss=L.LossConfig(), grad_accum=4, total_steps=1, temperature=1.0, logits_chunk=4)
+    sliced = jit_logprob_fn(graphdef, cfg)(params, frozen, seqs)
+    np.testing.assert_allclose(np.asarray(sliced), np.asarray(whole), atol=1e-5)
+
+
+def test_micro_batches_take_strided_rows():
+    # Row r goes to micro-batch r % A: with rows sharded in contiguous runs over devices, every
+    # micro-batch then holds the same number of rows from each device.
+    x = jnp.arange(12).reshape(6, 2)
+    np.testing.assert_array_equal(_split_micro(x, 3)[:, :, 0], [[0, 6], [2, 8], [4, 10]])
+    positions = jnp.arange(3 * 6).reshape(3, 6)  # [3, N] positions: rows on axis 1
+    np.testing.assert_array_equal(_split_micro(positions, 3, axis=1)[1], [[1, 4], [7, 10], [13, 16]])
