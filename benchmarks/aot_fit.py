@@ -103,6 +103,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(DEFAULT_CASES))
     parser.add_argument("--variant", default="model=7b")
+    parser.add_argument("--steps", default="prefill,decode,train,reference", help="comma-separated steps to compile")
     parser.add_argument("--out", type=pathlib.Path, default=OUT / "aot_fit.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile-only: never take a local accelerator
@@ -113,7 +114,8 @@ def main(argv=None) -> None:
     for case in tqdm(args.cases, desc="slices", unit="slice"):
         topology, overrides = parse_case(case)
         config = load_config(args.variant, overrides)
-        report = check_fit(config, topology, progress=lambda msg: tqdm.write(f"  {topology}: {msg}"))
+        report = check_fit(config, topology, steps=tuple(args.steps.split(",")),
+                           progress=lambda msg: tqdm.write(f"  {topology}: {msg}"))
         result = report.to_json()
         result["case_overrides"] = ",".join(f"{k}={v}" for k, v in overrides.items())
         results.append(result)

@@ -78,9 +78,9 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
 
     Each step maps "params" (policy, towers, reference), "optimizer", "activations" (inputs,
     KV cache, GRPO batch, outputs: the step's arguments and results other than weights) and
-    "temporaries" (train only, the terms known for sure: the gradient accumulator and one micro-batch's
-    gradients, AdamW's new moments and update, the remat checkpoints of every layer, and one layer's
-    MLP intermediates recomputed in the backward pass).
+    "temporaries" (only the terms known for sure: in prefill the prompts' KV cache before it is copied
+    per candidate; in train the gradient accumulator and one micro-batch's gradients, AdamW's new
+    moments and update, the remat checkpoints of every layer, and one layer's MLP intermediates).
     """
     t = cfg.text
     counts = parameter_counts(cfg, s.train_towers)
@@ -93,8 +93,8 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     b, rows, T, M = s.prompts, s.prompts * s.generations, s.prompt_length, s.max_new_tokens
     S = T + M
 
-    def per_row(n_rows: float) -> float:  # rows are sharded; fewer rows than shards still cost one row
-        return max(n_rows / s.row_shards, 1.0)
+    def per_row(n_rows: float) -> float:  # rows split over the row shards, or replicated when they do not divide
+        return n_rows / s.row_shards if n_rows % s.row_shards == 0 else n_rows
 
     kv = 2 * t.num_hidden_layers * S * t.num_key_value_heads * t.kv_head_dim * c_item  # one row of the cache
     # Model inputs: ids, mask, 3 position rows, feature index; float32 pixels split over the
@@ -110,8 +110,9 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     update = 3 * trainable  # AdamW's new mu and nu and the update, before they replace the old ones
     mlp = 3 * per_row(micro) * (T + M) * t.intermediate_size * a_item  # gate, up, their product
     return {
-        "prefill": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
-                    "activations": prompt_inputs + per_row(b) * kv + per_row(rows) * kv + next_logits + prompt_embeds},
+        # The prompts' own cache is a temporary: the output is its copy per candidate.
+        "prefill": {"params": params, "optimizer": optimizer, "temporaries": per_row(b) * kv,
+                    "activations": prompt_inputs + per_row(rows) * kv + next_logits + prompt_embeds},
         "decode": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
                    "activations": prompt_inputs + prompt_embeds + per_row(rows) * (kv + M * 8) + next_logits},
         "train": {"params": params, "optimizer": optimizer, "temporaries": grads + update + checkpoints + mlp,

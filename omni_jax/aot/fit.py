@@ -272,8 +272,10 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
 
     reports: list[StepReport] = []
 
-    def report(name, c: _Compiled, resident_args: tuple[int, ...], extra_activations: int, traffic: float):
-        """resident_args: which arguments are the run's resident buffers (counted as params / optimizer).
+    def report(name, c: _Compiled, resident_args: tuple[int, ...], extra_activations: int, traffic: float,
+               compute_chips: int = n_chips):
+        """resident_args: which arguments are the run's resident buffers (counted as params / optimizer);
+        compute_chips: over how many chips the FLOPs spread (1: every chip does all of them).
 
         The step's own footprint is XLA's peak (its heap simulation: temporaries reuse the memory of
         donated or dead buffers) when it reports one, else arguments + outputs - aliases + temps.
@@ -295,7 +297,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         reports.append(StepReport(
             name=name, params=params_live, optimizer=resident["optimizer"],
             activations=int(io - resident_in_args + extra_activations), temporaries=int(temps), code=int(code),
-            hbm_bytes_per_chip=hbm, flops=c.flops, compute_seconds=c.flops / (n_chips * tpu.chip.peak_flops),
+            hbm_bytes_per_chip=hbm, flops=c.flops, compute_seconds=c.flops / (compute_chips * tpu.chip.peak_flops),
             memory_seconds=traffic / tpu.chip.hbm_bandwidth, estimate=estimates[name], xla=xla,
             compile_seconds=c.seconds, error=c.error))
         say(f"{name}: {reports[-1].bytes_per_chip / 2**30:.1f} GiB per chip"
@@ -308,12 +310,15 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     want = set(steps)
     if want & {"prefill", "decode"}:
         say("prefill: compiling")
-        pre = _compile(sampler._prefill, (graphdef_all, policy_state, inputs, cache_length, cache_dtype, g),
-                       mesh=mesh, rules=rules, static=(0, 3, 4, 5))
+        per_pass = sampler.prompts_per_prefill(b, mesh, rules)
+        pre = _compile(sampler._prefill, (graphdef_all, policy_state, inputs, cache_length, cache_dtype, g, per_pass),
+                       mesh=mesh, rules=rules, static=(0, 3, 4, 5, 6))
         outputs = pre.outputs(_row_shardings(mesh, rules))
         cache, logits, kv_valid, next_pos, embeds = outputs
         if "prefill" in want:
-            report("prefill", pre, (1,), 0, traffic=sum(pre.arg_bytes) + _bytes_per_chip(outputs))
+            # Prompts that do not divide over the chips are prefilled on every chip: an upper bound of 1 chip's time.
+            report("prefill", pre, (1,), 0, traffic=sum(pre.arg_bytes) + _bytes_per_chip(outputs),
+                   compute_chips=n_chips if per_pass == b else 1)
         if "decode" in want:
             say("decode: compiling")
             sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))

@@ -41,8 +41,9 @@ def to_text(report) -> str:
         if st.error:
             lines.append(f"{'':12s} compiler: {st.error}")
     lines += ["", "params = policy + frozen towers + reference; optim = AdamW moments; activ = inputs, KV cache, "
-              "GRPO batch, outputs; temps = XLA temporaries at the step's peak. 'by hand' temps count only gradients, "
-              "optimizer update and remat checkpoints. TFLOP: whole step, all chips; roofline: max(compute, HBM traffic)."]
+              "GRPO batch, outputs; temps = XLA temporaries at the step's peak. 'by hand' temps hold only the sure "
+              "terms (prefill: the prompts' cache; train: gradients, AdamW update, remat checkpoints, one MLP). "
+              "TFLOP: whole step, all chips; roofline: max(compute, HBM traffic) at peak rates."]
     verdict = "fits" if report.fits else "does NOT fit"
     lines.append(f"=> {verdict} on {report.topology}")
     return "\n".join(lines)

@@ -93,9 +93,12 @@ def devices(name: str) -> list:
         raise RuntimeError(
             "the TPU fit check compiles with libtpu, which is not installed: "
             "pip install 'libtpu==0.0.42.*' (the jax[tpu]==0.10.2 extra) into this environment")
-    # libtpu reads these at start-up; without them it probes for a TPU VM and logs warnings.
+    # libtpu reads these at start-up; without them it probes for a TPU VM and logs warnings. A
+    # compile-only client touches no chip, so it need not take libtpu's one-process lock either
+    # (parallel test workers, or a fit check next to a training job on a TPU VM).
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", s.name)
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
 
     topo = topologies.get_topology_desc(platform="tpu", topology_name=s.topology, chip_config_name=s.chip.chip_config,

@@ -12,6 +12,7 @@ the budget is spent. The completion mask runs up to and including the first EOS.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence
 
 import jax
@@ -77,9 +78,22 @@ def input_shardings(inputs: ModelInputs, mesh, rules=parallel.DEFAULT_RULES):
                         is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-def _prefill(graphdef, state, inputs: ModelInputs, cache_length: int, cache_dtype, num_samples: int):
-    """Encode + prefill once per prompt, then copy everything per candidate.
+def prompts_per_prefill(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> int:
+    """How many prompts one prefill pass runs: all of them when they split evenly over the batch
+    mesh axes, else one at a time. A batch that does not divide is replicated on every chip
+    (8 prompts on 16 chips), and so are its activations: 28k-token prompts then need their whole
+    decoder working set on each chip unless they go through one by one."""
+    if mesh is None:
+        return num_prompts
+    axes = dict(rules).get("batch") or ()
+    shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+    return num_prompts if num_prompts % shards == 0 else 1
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+def _prefill(graphdef, state, inputs: ModelInputs, cache_length: int, cache_dtype, num_samples: int,
+             prompts_per_pass: int):
+    """Encode + prefill once per prompt (`prompts_per_pass` prompts at a time), then copy everything per candidate.
 
     Returns (cache [L, B·N, S, K, H], next-token logits [B·N, V], kv_valid [B·N, S],
     next position id [B·N], prompt embeddings [B, T, D]).
@@ -87,11 +101,27 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_length: int, cache_dtyp
     model: Thinker = nnx.merge(graphdef, state)
     x = model.embed(inputs)
     b, t = inputs.input_ids.shape
-    cache = init_cache(model.cfg.text, b, cache_length, cache_dtype)
     kv_valid = jnp.zeros((b, cache_length), bool).at[:, :t].set(inputs.attention_mask)
     q_index = jnp.broadcast_to(jnp.arange(t), (b, t))
-    hidden, cache = model.hidden_states(x, inputs.position_ids, causal_mask(kv_valid, q_index), cache, 0)
-    logits = model.logits(hidden[:, -1])  # left padding: the last column is every row's last token
+
+    def prefill(x, position_ids, kv_valid, q_index):
+        cache = init_cache(model.cfg.text, x.shape[0], cache_length, cache_dtype)
+        hidden, cache = model.hidden_states(x, position_ids, causal_mask(kv_valid, q_index), cache, 0)
+        return model.logits(hidden[:, -1]), cache  # left padding: the last column is every row's last token
+
+    if prompts_per_pass >= b:
+        logits, cache = prefill(x, inputs.position_ids, kv_valid, q_index)
+    else:
+        n = b // prompts_per_pass
+
+        def groups(a, axis=0):  # [.., B, ..] → [n, .., B/n, ..], prompt i in group i // (B/n)
+            a = jnp.moveaxis(a, axis, 0)
+            return jnp.moveaxis(a.reshape(n, prompts_per_pass, *a.shape[1:]), 1, axis + 1)
+
+        logits, cache = jax.lax.map(lambda a: prefill(*a), (groups(x), groups(inputs.position_ids, 1),
+                                                            groups(kv_valid), groups(q_index)))
+        logits = logits.reshape(b, -1)
+        cache = {k: jnp.moveaxis(v, 0, 1).reshape(v.shape[1], b, *v.shape[3:]) for k, v in cache.items()}
     masked_pos = jnp.where(inputs.attention_mask[None], inputs.position_ids, -1)
     next_pos = masked_pos.max(axis=(0, 2)) + 1  # continues past the largest TMRoPE id, as HF
 
@@ -204,7 +234,8 @@ def generate(
         else:
             inputs = jax.device_put(inputs)
         cache, logits, kv_valid, next_pos, embeds = _prefill(
-            graphdef, state, inputs, prompt_length + max_new_tokens, cache_dtype, num_samples)
+            graphdef, state, inputs, prompt_length + max_new_tokens, cache_dtype, num_samples,
+            prompts_per_prefill(int(np.shape(inputs.input_ids)[0]), mesh, rules))
         tokens, logprobs, mask, lengths, all_logits, _ = _decode(
             graphdef, sampling, max_new_tokens, prompt_length, tuple(int(e) for e in eos_token_ids), return_logits,
             state, cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))

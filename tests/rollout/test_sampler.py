@@ -6,12 +6,18 @@ import subprocess
 import sys
 import textwrap
 
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 import omni_jax
-from omni_jax.rollout import generate
+from omni_jax.model import prepare_inputs
+from omni_jax.rollout import generate, sampler
 from tests.helpers import tiny_hf as th
 
 M = 10
@@ -157,3 +163,23 @@ def test_sharded_8_devices_equals_single_device(pair):
     for key, r in results.items():
         assert r["tokens_equal"], key
         assert r["logprob_diff"] < 1e-4, key
+
+
+def test_prefill_one_prompt_at_a_time_equals_all_at_once(pair):
+    _, model, _ = pair
+    inputs = prepare_inputs(model.cfg, **_text_batch())
+    graphdef, state = nnx.split(model)
+    args = (graphdef, state, inputs, inputs.input_ids.shape[1] + 4, jnp.float32, 2)
+    together, one_by_one = sampler._prefill(*args, 3), sampler._prefill(*args, 1)
+    for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(one_by_one)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_prompts_per_prefill_splits_only_batches_that_do_not_divide():
+    from omni_jax.rollout.sampler import prompts_per_prefill
+
+    mesh = lambda data, fsdp: SimpleNamespace(shape={"data": data, "fsdp": fsdp, "tp": 1})  # noqa: E731
+    assert prompts_per_prefill(8, mesh(1, 4)) == 8  # two prompts per chip, in one pass
+    assert prompts_per_prefill(8, mesh(2, 4)) == 8
+    assert prompts_per_prefill(8, mesh(1, 16)) == 1  # replicated on 16 chips: one prompt at a time
+    assert prompts_per_prefill(8, None) == 8

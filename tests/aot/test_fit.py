@@ -1,0 +1,84 @@
+"""The fit check end to end on a tiny config, compiled for real TPU slices with libtpu (no TPU needed):
+the library report, the CLI's JSON, a config that cannot fit, and XLA's out-of-memory messages."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from omni_jax.aot import fit as F
+from omni_jax.aot.inputs import Prompt
+from omni_jax.aot.topology import libtpu_available
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+needs_libtpu = pytest.mark.skipif(not libtpu_available(), reason="libtpu not installed: pip install -r "
+                                  "requirements-test.txt (it carries the jax[tpu] libtpu pin)")
+TINY_PROMPT = Prompt(video_grid=(2, 2, 4), audio_frames=200, text_tokens=40)
+
+
+def _tiny_config():
+    from tests.aot.test_inputs import _stage4
+
+    return _stage4("runlocal")
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+    return F.check_fit(_tiny_config(), "v5e-4", prompt=TINY_PROMPT)
+
+
+@needs_libtpu
+def test_tiny_config_fits_a_small_slice(tiny_report):
+    r = tiny_report
+    assert r.chips == 4 and r.mesh == {"data": 1, "fsdp": 4, "tp": 1}
+    assert [s.name for s in r.steps] == ["prefill", "decode", "train", "reference"]
+    assert r.fits and all(s.fits for s in r.steps)
+    for s in r.steps:
+        assert 0 < s.bytes_per_chip < s.hbm_bytes_per_chip == 16 * 2**30
+        assert s.flops > 0 and s.roofline_seconds > 0
+        # The compiled buffers agree with the arithmetic by hand (small replicated norms aside).
+        assert s.params == pytest.approx(s.estimate["params"], rel=0.05)
+        assert s.optimizer == pytest.approx(s.estimate["optimizer"], rel=0.05)
+    steps = {s.name: s for s in r.steps}
+    # One train step runs forward, remat and backward over every row: it costs more than the prefill.
+    assert steps["train"].flops > steps["prefill"].flops
+    json.dumps(r.to_json())
+
+
+@needs_libtpu
+def test_a_config_over_hbm_reports_no_fit():
+    r = F.check_fit(_tiny_config(), "v5e-4", prompt=TINY_PROMPT, steps=("train",), hbm_bytes=2**20)
+    (train,) = r.steps
+    assert train.bytes_per_chip > 2**20 and not train.fits and not r.fits
+
+
+@needs_libtpu
+def test_cli_json_has_the_fields():
+    cmd = [sys.executable, "-m", "omni_jax.aot", "--config", "configs/stage4_people_focus.py:runlocal",
+           "--topology", "v5p-8", "--json", "--steps", "prefill,decode,train", "--audio_seconds", "2",
+           "--text_tokens", "40"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)  # exactly one JSON object on stdout; progress goes to stderr
+    assert out["topology"] == "v5p-8"
+    assert [s["name"] for s in out["steps"]] == ["prefill", "decode", "train"]
+    for s in out["steps"]:
+        assert isinstance(s["bytes_per_chip"], int) and s["bytes_per_chip"] > 0
+        assert s["hbm_bytes_per_chip"] == 95 * 2**30 and s["fits"] is True and s["flops"] > 0
+
+
+def test_out_of_memory_message_gives_the_bytes_asked_for():
+    msg = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+           "(147.36G) exceeds available HBM (95.74G).")
+    assert F._required_bytes(msg) == int(147.36 * 2**30)
+    assert F._required_bytes("XLA:TPU compile permanent error. Used 215.17G of 31.25G hbm.") == int(215.17 * 2**30)
+    assert F._required_bytes("something else") == 0
+
+
+def test_a_step_that_did_not_compile_never_fits():
+    step = F.StepReport(name="train", params=1, optimizer=1, activations=1, temporaries=1, code=0,
+                        hbm_bytes_per_chip=2**40, flops=1.0, compute_seconds=1.0, memory_seconds=1.0, estimate={},
+                        xla={}, compile_seconds=1.0, error="RESOURCE_EXHAUSTED: ...")
+    assert not step.fits and step.to_json()["fits"] is False and "error" in step.to_json()

@@ -1,0 +1,41 @@
+"""TPU slices: names, chip counts, HBM, and libtpu's compile-only devices (when libtpu is installed)."""
+
+import math
+
+import pytest
+
+from omni_jax.aot import topology as T
+
+GIB = 2**30
+
+
+def test_slices_count_chips_as_cloud_tpu_names_them():
+    # v4 and v5p accelerator types count TensorCores (2 per chip); v5e and v6e count chips.
+    for name, s in T.SLICES.items():
+        family, n = name.split("-")
+        cores_per_chip = 2 if family in ("v4", "v5p") else 1
+        assert s.chips * cores_per_chip == int(n), name
+        assert math.prod(int(d) for d in s.topology.split(":")[1].split("x")) == s.chips
+    assert T.get_slice("v5p-8").hbm_bytes == 95 * GIB and T.get_slice("v5e-16").hbm_bytes == 16 * GIB
+    assert T.get_slice("v4-8").hbm_bytes == 32 * GIB and T.get_slice("v6e-8").hbm_bytes == 32 * GIB
+
+
+def test_unknown_slice_names_the_known_ones():
+    with pytest.raises(ValueError, match="v5p-8"):
+        T.get_slice("v5p-7")
+
+
+def test_without_libtpu_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(T, "libtpu_available", lambda: False)
+    with pytest.raises(RuntimeError, match="pip install 'libtpu==0.0.42"):
+        T.devices("v5p-8")
+
+
+@pytest.mark.skipif(not T.libtpu_available(), reason="libtpu not installed (pip install -r requirements-test.txt)")
+@pytest.mark.parametrize("name", ["v5p-8", "v4-8", "v5e-16", "v5e-32", "v6e-8"])
+def test_libtpu_devices_of_each_slice(name):
+    devices = T.devices(name)
+    assert len(devices) == T.get_slice(name).chips
+    assert len({d.id for d in devices}) == len(devices)
+    kind = {"v4": "TPU v4", "v5p": "TPU v5", "v5e": "TPU v5 lite", "v6e": "TPU v6 lite"}[name.split("-")[0]]
+    assert devices[0].device_kind == kind
