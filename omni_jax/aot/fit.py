@@ -8,9 +8,11 @@ and shardings: the rollout's `_prefill` and `_decode` (`omni_jax.rollout.sampler
 by `input_shardings` as `generate` places them), the donated GRPO train step
 (`grpo.step.jit_train_step`) and, with β > 0, the reference log-prob pass (`build_logprob_fn`),
 on the config's worst-case batch (`aot.inputs`). Parameters, optimizer state and the reference
-stay in HBM for the whole run, so each step's total is its compiled footprint (arguments +
-outputs − donated aliases + XLA temporaries + code) plus those resident buffers it does not take
-as arguments (and, for decode, the prefill's outputs and inputs that `generate` still holds).
+stay in HBM for the whole run, so each step's total is its compiled footprint (XLA's peak from
+its buffer assignment: arguments, outputs and the temporaries live at the same time, donated
+buffers reused; + code) plus the resident buffers it does not take as arguments (and, for
+decode, the prefill's outputs and inputs that `generate` still holds). A step the compiler
+itself rejects for HBM is reported with the bytes XLA asked for and fits = False.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from omni_jax import config_utils, parallel
