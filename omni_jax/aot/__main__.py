@@ -3,7 +3,8 @@
 Will the run fit the TPU slice? Compiles, deviceless on this machine (libtpu needed, no TPU), the
 rollout's prefill and decode, the GRPO train step and the reference pass of the config's model at
 its worst-case batch for `--topology`, and prints HBM per chip by kind against the chip's
-capacity, FLOPs and a roofline time per step. Exit status 0 when every step fits, 1 otherwise.
+capacity, FLOPs and a roofline time per step. Exit status 0 when every step fits, 1 when one does
+not, 2 when the check cannot run (no libtpu, a config invalid for the slice).
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ def main(argv):
     prompt = inputs_lib.worst_case_prompt(FLAGS.config.data, source_hw=(int(h), int(w)),
                                           audio_seconds=FLAGS.audio_seconds, text_tokens=FLAGS.text_tokens)
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    result = check_fit(FLAGS.config, FLAGS.topology, prompt=prompt, steps=FLAGS.steps,
-                       hbm_bytes=int(FLAGS.hbm_gib * GIB) if FLAGS.hbm_gib else None, progress=progress)
+    try:
+        result = check_fit(FLAGS.config, FLAGS.topology, prompt=prompt, steps=FLAGS.steps,
+                           hbm_bytes=int(FLAGS.hbm_gib * GIB) if FLAGS.hbm_gib else None, progress=progress)
+    except (RuntimeError, ValueError) as e:  # no libtpu, an invalid config for this slice, a prompt too long
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(report_lib.to_json(result) if FLAGS.json else report_lib.to_text(result))
     return 0 if result.fits else 1
 
