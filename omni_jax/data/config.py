@@ -64,6 +64,7 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seconds_per_chunk = 2.0
     c.position_id_per_seconds = 25
     c.require_context = True  # system prompt asks for <context>, as HumanOmniV2's does
+    c.system_prompt = ""  # "" = HumanOmniV2's (per require_context); any other text replaces it
     c.prompt_style = "train"  # "train" or "eval": HumanOmniV2's two question layouts
     c.max_prompt_tokens = 32768  # longer prompts are skipped with reason "prompt_over_cap"
 
