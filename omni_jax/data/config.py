@@ -88,6 +88,8 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
     c.synthetic = ml_collections.ConfigDict({"num_examples": 2048, "seed": 0, "size": 56, "num_frames": 8,
                                              "fps": 4.0})
     c.seed = 0
+    # Host memory: a prepared 64-frame clip at max_pixels is ~460 MB of float32 patches, and up to
+    # 2 * num_workers examples plus prefetch_batches batches are held at once.
     c.num_workers = 2  # threads preparing examples in parallel
     c.prefetch_batches = 2
     # A source whose first this-many records (or all of them, if fewer) are all bad stops the run.
