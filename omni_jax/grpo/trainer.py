@@ -57,9 +57,16 @@ class _Preemption:
 
 
 def _reward_fn(config, tokenizer):
-    from omni_jax.rewards import build_reward_fn
+    """(texts, ids, mask, records) -> ({"total": ..., component: ...}, stats) around rewards.RewardFn."""
+    from omni_jax.rewards import RewardFn
 
-    return build_reward_fn(config.rewards, tokenizer)
+    fn = RewardFn(tokenizer, config.rewards)
+
+    def call(texts, ids, mask, records):
+        total, components, stats = fn(texts, ids, mask, records)
+        return {"total": total, **components}, stats
+
+    return call
 
 
 def _data_stream(config, tokenizer):
@@ -274,7 +281,8 @@ def _step_scalars(exp, m, seconds, n_tokens, flops, peak, data_counters) -> dict
               "ratio_mean", "update_skipped"):
         if k in m:
             out[k] = float(m[k])
-    out.update({f"rewards/{k}": float(v) for k, v in exp.stats.items()})
+    out.update({(k if k.startswith("rewards/") else f"rewards/{k}"): float(v) for k, v in exp.stats.items()
+                if not k.startswith("rewards/") or k[len("rewards/"):] not in exp.rewards})
     out["completion/length_mean"] = float(np.mean(exp.lengths))
     out["completion/length_max"] = float(np.max(exp.lengths))
     out.update({f"time/{k}_s": v for k, v in seconds.items()})
