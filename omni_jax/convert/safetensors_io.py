@@ -1,6 +1,9 @@
-"""Streaming safetensors I/O with NumPy memory maps (bfloat16 included, via ml_dtypes).
+"""Streaming safetensors I/O (bfloat16 included, via ml_dtypes).
 
-Reading never loads a whole file: each tensor is a memory-mapped view, paged in when sliced.
+Reading never loads a whole file: `read` copies just the requested tensor (or rows of it) with
+positioned reads, so memory is returned as soon as the caller drops the array; `get` gives a
+memory-mapped view for callers that want one. Writing takes tensors one at a time (`LazyTensor`s
+are computed only when their bytes are written).
 PyTorch pickle checkpoints (*.bin, *.pt, *.pth) are refused, never unpickled.
 """
 
@@ -10,7 +13,7 @@ import json
 import os
 import pathlib
 import struct
-from typing import Iterable, Iterator
+from typing import Callable, Iterable
 
 import ml_dtypes
 import numpy as np
@@ -65,6 +68,7 @@ class SafetensorsReader:
                 if key != "__metadata__":
                     self._entries[key] = (path, meta, offset)
         self._maps: dict[pathlib.Path, np.memmap] = {}
+        self._fds: dict[pathlib.Path, int] = {}
 
     def keys(self) -> list[str]:
         return list(self._entries)
@@ -90,24 +94,68 @@ class SafetensorsReader:
         raw = self._maps[path][offset + start:offset + end]
         return raw.view(self.dtype(name)).reshape(meta["shape"])
 
+    def read(self, name: str, rows: slice | None = None) -> np.ndarray:
+        """A fresh array with tensor `name`, or only rows `rows` (a step-1 slice of axis 0).
+
+        Only those bytes are read (positioned reads, no memory map), so resident memory holds
+        exactly the returned array and is freed with it.
+        """
+        path, meta, offset = self._entries[name]
+        shape, dtype = list(meta["shape"]), self.dtype(name)
+        start, end = meta["data_offsets"]
+        if rows is not None and shape:
+            lo, hi, step = rows.indices(shape[0])
+            if step != 1:
+                raise ValueError(f"tensor {name}: only contiguous row slices can be read, got {rows}")
+            row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+            start, shape[0] = start + lo * row_bytes, max(hi - lo, 0)
+            end = start + shape[0] * row_bytes
+        out = np.empty(end - start, np.uint8)
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        view, done = memoryview(out), 0
+        while done < out.size:  # pread returns at most ~2 GiB per call on Linux
+            n = os.preadv(fd, [view[done:]], offset + start + done)
+            if n == 0:
+                raise ValueError(f"{path}: file ends inside tensor {name}; the file is truncated")
+            done += n
+        return out.view(dtype).reshape(shape)
+
     def file_of(self, name: str) -> pathlib.Path:
         return self._entries[name][0]
 
+    def nbytes(self, name: str) -> int:
+        start, end = self._entries[name][1]["data_offsets"]
+        return end - start
 
-def write_safetensors(path: str | os.PathLike, tensors: Iterable[tuple[str, np.ndarray]],
-                      metadata: dict[str, str] | None = None) -> int:
+    def close(self) -> None:
+        fds = getattr(self, "_fds", {})
+        for fd in fds.values():
+            os.close(fd)
+        fds.clear()
+        getattr(self, "_maps", {}).clear()
+
+    def __del__(self):
+        self.close()
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Iterable[tuple[str, "np.ndarray | LazyTensor"]],
+                      metadata: dict[str, str] | None = None, progress: Callable[[str, int], None] | None = None) -> int:
     """Write (name, array) pairs to one safetensors file, one tensor in memory at a time.
 
-    `tensors` is consumed twice (header, then data), so pass a re-iterable (a list of lazily
-    computed arrays is fine: pass callables via `LazyTensor`). Returns bytes written.
+    Arrays may be `LazyTensor`s: only their shape and dtype are needed for the header, their
+    bytes are computed when written. progress(name, nbytes) is called after each tensor.
+    Returns the bytes written.
     """
     items = list(tensors)
     header: dict = {"__metadata__": dict(metadata or {"format": "pt"})}
     offset = 0
     for name, arr in items:
-        shape, dtype = (arr.shape, arr.dtype) if not isinstance(arr, LazyTensor) else (arr.shape, arr.dtype)
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        header[name] = {"dtype": CODES[np.dtype(dtype)], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        if np.dtype(arr.dtype) not in CODES:
+            raise ValueError(f"tensor {name}: dtype {arr.dtype} has no safetensors code")
+        size = int(np.prod(arr.shape)) * np.dtype(arr.dtype).itemsize
+        header[name] = {"dtype": CODES[np.dtype(arr.dtype)], "shape": list(arr.shape), "data_offsets": [offset, offset + size]}
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
@@ -116,23 +164,28 @@ def write_safetensors(path: str | os.PathLike, tensors: Iterable[tuple[str, np.n
         f.write(blob)
         for name, arr in items:
             data = arr.materialize() if isinstance(arr, LazyTensor) else arr
-            f.write(np.ascontiguousarray(data).tobytes())
+            if tuple(data.shape) != tuple(arr.shape) or data.dtype != arr.dtype:
+                raise ValueError(f"tensor {name}: got {data.shape} {data.dtype}, header says {arr.shape} {arr.dtype}")
+            # A byte view of a contiguous array: written without a second copy.
+            f.write(np.ascontiguousarray(data).reshape(-1).view(np.uint8).data)
+            if progress:
+                progress(name, int(data.nbytes))
+            del data
     return 8 + len(blob) + offset
 
 
 class LazyTensor:
-    """A tensor whose bytes are produced only when written."""
+    """A tensor whose bytes are produced only when written: fn() -> array of `shape`, `dtype`."""
 
-    def __init__(self, shape, dtype, fn):
+    def __init__(self, shape, dtype, fn: Callable[[], np.ndarray]):
         self.shape, self.dtype, self._fn = tuple(shape), np.dtype(dtype), fn
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
 
     def materialize(self) -> np.ndarray:
         arr = np.asarray(self._fn())
         if arr.shape != self.shape or arr.dtype != self.dtype:
             raise ValueError(f"lazy tensor produced {arr.shape} {arr.dtype}, promised {self.shape} {self.dtype}")
         return arr
-
-
-def iter_tensors(reader: SafetensorsReader) -> Iterator[tuple[str, np.ndarray]]:
-    for name in reader.keys():
-        yield name, reader.get(name)
