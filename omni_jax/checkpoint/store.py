@@ -59,7 +59,7 @@ class CheckpointStore:
         self.directory = epath.Path(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, read_only=read_only,
-            create=not read_only)
+            create=not read_only, cleanup_tmp_directories=not read_only)
         # Handlers by argument type for any item name: extra items are named by the caller.
         registry = ocp.DefaultCheckpointHandlerRegistry()
         pytree, json_handler = pytree_handler(), ocp.JsonCheckpointHandler()

@@ -68,37 +68,74 @@ class TensorStoreLeaf:
     """Marker restore type: restore a leaf as an open, lazily read `tensorstore.TensorStore`."""
 
 
-class _StreamedArrayHandler(type_handlers.NumpyHandler):
-    """Writes a StreamedArray block by block (reading block k+1 while block k is written).
+# Bytes of StreamedArray blocks read but not yet written, across all arrays of a save. Small
+# parameters share it and commit together; a block larger than this is written alone.
+INFLIGHT_BYTES = 128 * 2**20
 
-    Arrays are written one after another, so at most two blocks are in host memory. The on-disk
-    form and type string are those of a numpy array, so no custom code is needed to read it back.
+
+class _ByteBudget:
+    """Admit blocks while their bytes fit the budget (one block is always admitted)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self.cond = asyncio.Condition()
+
+    async def acquire(self, n: int) -> None:
+        async with self.cond:
+            await self.cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+
+    async def release(self, n: int) -> None:
+        async with self.cond:
+            self.used -= n
+            self.cond.notify_all()
+
+
+class _StreamedArrayHandler(type_handlers.NumpyHandler):
+    """Writes a StreamedArray block by block under a byte budget shared by the whole save.
+
+    The on-disk form and type string are those of a numpy array, so no custom code is needed to
+    read it back.
     """
 
-    def __init__(self):
+    def __init__(self, inflight_bytes: int = INFLIGHT_BYTES):
         super().__init__(deepcopy_host_arrays=False)
-        self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._inflight_bytes = inflight_bytes
+        self._budgets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def _lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if loop not in self._locks:
-            self._locks[loop] = asyncio.Lock()
-        return self._locks[loop]
+    def _budget(self) -> _ByteBudget:
+        loop = asyncio.get_running_loop()  # asyncio primitives belong to one event loop
+        if loop not in self._budgets:
+            self._budgets[loop] = _ByteBudget(self._inflight_bytes)
+        return self._budgets[loop]
 
     async def _open_and_write(self, value, tspec: dict[str, Any], ts_context: ts.Context):
         if not isinstance(value, StreamedArray):
             return await super()._open_and_write(value, tspec, ts_context)
-        async with self._lock():
-            store = await ts.open(ts.Spec(tspec), create=True, open=True, context=ts_context)
-            pending = None
-            for start in range(0, value.shape[0], value.block_rows):
-                stop = min(start + value.block_rows, value.shape[0])
+        budget = self._budget()
+        store = await ts.open(ts.Spec(tspec), create=True, open=True, context=ts_context)
+        row_bytes = value.nbytes // max(value.shape[0], 1)
+
+        async def write(start: int, stop: int, block: np.ndarray) -> None:
+            try:
+                await store[start:stop].write(block, can_reference_source_data_indefinitely=True)
+            finally:
+                await budget.release((stop - start) * row_bytes)
+
+        pending = None
+        for start in range(0, value.shape[0], value.block_rows):
+            stop = min(start + value.block_rows, value.shape[0])
+            await budget.acquire((stop - start) * row_bytes)
+            try:
                 block = await asyncio.to_thread(value.block, start, stop)
-                if pending is not None:
-                    await pending
-                pending = store[start:stop].write(block, can_reference_source_data_indefinitely=True)
-                del block
-            await pending
+            except BaseException:
+                await budget.release((stop - start) * row_bytes)
+                raise
+            if pending is not None:
+                await pending  # keep this array's writes in order, one in flight
+            pending = asyncio.ensure_future(write(start, stop, block))
+            del block
+        await pending
 
 
 class _OpenTensorStoreHandler(type_handlers.NumpyHandler):

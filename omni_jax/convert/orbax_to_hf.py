@@ -138,10 +138,11 @@ class _Base:
     """The base HF directory given with --base_hf_dir."""
 
     def __init__(self, directory: pathlib.Path):
-        if not (directory / "config.json").exists():
-            raise FileNotFoundError(f"base HF directory {directory} has no config.json")
+        if not directory.is_dir():
+            raise FileNotFoundError(f"base HF directory {directory} does not exist")
         self.directory = directory
-        self.config = json.loads((directory / "config.json").read_text())
+        config = directory / "config.json"  # a tokenizer-only directory has none
+        self.config = json.loads(config.read_text()) if config.exists() else {}
         self.is_full = self.config.get("model_type") == "qwen2_5_omni"
         # Weights are needed only to copy the talker / token2wav tensors of a full model.
         self.reader = SafetensorsReader(directory) if self.is_full else None
