@@ -28,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from omni_jax.checkpoint import streaming
 from omni_jax.checkpoint.streaming import StreamedArray, TensorStoreLeaf, pytree_handler
 from omni_jax.convert import mapping
 
@@ -99,7 +100,7 @@ class CheckpointStore:
         full_meta.update(step=int(step), items=kinds, omni_jax_version=_version(),
                          saved_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         _check_json(META, full_meta)
-        args = {PARAMS: ocp.args.PyTreeSave(params, save_args=_layer_chunking(params)),
+        args = {PARAMS: ocp.args.PyTreeSave(params, save_args=_chunking(params)),
                 META: ocp.args.JsonSave(full_meta)}
         for name, value in extra.items():
             args[name] = ocp.args.PyTreeSave(value) if kinds[name] == PYTREE else ocp.args.JsonSave(value)
@@ -210,16 +211,20 @@ def _check_json(name: str, value) -> None:
                         f"JSON-serialisable: {e}") from e
 
 
-def _layer_chunking(params):
-    """SaveArgs storing stacked layers one per chunk, so one layer can be read without the rest."""
+def _chunking(params):
+    """SaveArgs storing stacked layers one per chunk (one layer reads without the rest) and large
+    streamed matrices in CHUNK_BYTES pieces (written and read a piece at a time)."""
     stacked = mapping.stacked_paths()
 
     def one(path, leaf):
-        names = tuple(str(getattr(k, "key", k)) for k in path)
-        layered = names in stacked and len(getattr(leaf, "shape", ())) >= 2
         if isinstance(leaf, StreamedArray):
-            layered = leaf.block_rows == 1 and leaf.ndim >= 2
-        return ocp.SaveArgs(shard_axes=(0,)) if layered else ocp.SaveArgs()
+            layered, large = leaf.layers and leaf.ndim >= 2, leaf.nbytes > streaming.CHUNK_BYTES
+        else:
+            names = tuple(str(getattr(k, "key", k)) for k in path)
+            layered, large = names in stacked and len(getattr(leaf, "shape", ())) >= 2, False
+        if layered:
+            return ocp.SaveArgs(shard_axes=(0,))
+        return ocp.SaveArgs(chunk_byte_size=streaming.CHUNK_BYTES) if large else ocp.SaveArgs()
 
     return jax.tree_util.tree_map_with_path(one, params)
 

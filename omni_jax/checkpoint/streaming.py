@@ -1,9 +1,10 @@
 """Orbax leaves that are never whole in host memory: written in row blocks, read by slices.
 
-`StreamedArray` is a host array produced block by block along axis 0 while Orbax writes it (one
-decoder layer at a time for stacked parameters), so converting a checkpoint holds one HF tensor
-at a time instead of a whole `[layers, ...]` array. On disk it is an ordinary Orbax array: any
-Orbax reader restores it as `np.ndarray` or as a sharded `jax.Array`.
+`StreamedArray` is a host array produced piece by piece while Orbax writes it (one decoder layer
+of a stacked parameter, or one storage chunk of a large matrix, at a time), so converting a
+checkpoint holds a few HF tensors' worth of bytes (INFLIGHT_BYTES) instead of whole `[layers, ...]`
+arrays. On disk it is an ordinary Orbax array: any Orbax reader restores it as `np.ndarray` or as
+a sharded `jax.Array`.
 
 Restoring with `restore_type=TensorStoreLeaf` gives each leaf as an open `tensorstore.TensorStore`
 instead of data, so an exporter reads one layer (`leaf[i].read().result()`) at a time.
@@ -27,22 +28,24 @@ from orbax.checkpoint import type_handlers
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class StreamedArray:
-    """A host array of `shape` / `dtype` whose rows come from `read_rows(start, stop)` at write time.
+    """A host array of `shape` / `dtype` produced piece by piece while Orbax writes it.
 
-    read_rows(start, stop) -> array[stop - start, *shape[1:]] of `dtype`; called for consecutive
-    blocks of `block_rows` rows (the last may be shorter), from Orbax's writer thread.
+    read(index) -> np.ndarray: the part `index` (a tuple of slices, one per axis) in `dtype`;
+    called from Orbax's writer thread. layers=True marks axis 0 as stacked layers: each layer is
+    stored as its own chunk and read on its own. Otherwise arrays above CHUNK_BYTES are stored in
+    chunks of about that size and read chunk by chunk; smaller ones are read whole.
     """
 
     shape: tuple[int, ...]
     dtype: np.dtype
-    read_rows: Callable[[int, int], np.ndarray]
-    block_rows: int
+    read: Callable[[tuple[slice, ...]], np.ndarray]
+    layers: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
-        if not self.shape or self.block_rows < 1:
-            raise ValueError(f"StreamedArray needs rank >= 1 and block_rows >= 1, got {self.shape}, {self.block_rows}")
+        if not self.shape:
+            raise ValueError("StreamedArray needs rank >= 1")
 
     @property
     def size(self) -> int:
@@ -56,11 +59,11 @@ class StreamedArray:
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
-    def block(self, start: int, stop: int) -> np.ndarray:
-        out = np.asarray(self.read_rows(start, stop))
-        if out.shape != (stop - start, *self.shape[1:]) or out.dtype != self.dtype:
-            raise ValueError(f"StreamedArray rows {start}:{stop} came back {out.shape} {out.dtype}, "
-                             f"expected {(stop - start, *self.shape[1:])} {self.dtype}")
+    def block(self, index: tuple[slice, ...]) -> np.ndarray:
+        out = np.asarray(self.read(index))
+        want = tuple(len(range(*s.indices(d))) for s, d in zip(index, self.shape))
+        if out.shape != want or out.dtype != self.dtype:
+            raise ValueError(f"StreamedArray part {index} came back {out.shape} {out.dtype}, expected {want} {self.dtype}")
         return out
 
 
@@ -68,8 +71,12 @@ class TensorStoreLeaf:
     """Marker restore type: restore a leaf as an open, lazily read `tensorstore.TensorStore`."""
 
 
-# Bytes of StreamedArray blocks read but not yet written, across all arrays of a save. Small
-# parameters share it and commit together; a block larger than this is written alone.
+# Storage chunk size for large non-layered StreamedArrays (embedding, lm_head).
+CHUNK_BYTES = 64 * 2**20
+# Whole chunks are grouped into blocks of up to this size (small stacked arrays: one write).
+BLOCK_BYTES = 32 * 2**20
+# Bytes of blocks read but not yet written, across all arrays of a save. Small parameters share
+# it and commit together; a block larger than this is written alone.
 INFLIGHT_BYTES = 128 * 2**20
 
 
@@ -114,28 +121,46 @@ class _StreamedArrayHandler(type_handlers.NumpyHandler):
             return await super()._open_and_write(value, tspec, ts_context)
         budget = self._budget()
         store = await ts.open(ts.Spec(tspec), create=True, open=True, context=ts_context)
-        row_bytes = value.nbytes // max(value.shape[0], 1)
 
-        async def write(start: int, stop: int, block: np.ndarray) -> None:
+        async def write(index, block: np.ndarray) -> None:
             try:
-                await store[start:stop].write(block, can_reference_source_data_indefinitely=True)
+                await store[index].write(block, can_reference_source_data_indefinitely=True)
             finally:
-                await budget.release((stop - start) * row_bytes)
+                await budget.release(block.nbytes)
 
         pending = None
-        for start in range(0, value.shape[0], value.block_rows):
-            stop = min(start + value.block_rows, value.shape[0])
-            await budget.acquire((stop - start) * row_bytes)
+        for index in _blocks(value, tuple(store.chunk_layout.write_chunk.shape)):
+            nbytes = value.dtype.itemsize * int(np.prod([len(range(*s.indices(d))) for s, d in zip(index, value.shape)]))
+            await budget.acquire(nbytes)
             try:
-                block = await asyncio.to_thread(value.block, start, stop)
+                block = await asyncio.to_thread(value.block, index)
             except BaseException:
-                await budget.release((stop - start) * row_bytes)
+                await budget.release(nbytes)
                 raise
             if pending is not None:
                 await pending  # keep this array's writes in order, one in flight
-            pending = asyncio.ensure_future(write(start, stop, block))
+            pending = asyncio.ensure_future(write(index, block))
             del block
         await pending
+
+
+def _blocks(value: StreamedArray, chunk: tuple[int, ...]):
+    """Index tuples covering `value` in whole storage chunks along the first axis chunks split.
+
+    Each block spans full extents of the other axes, so it is a union of whole chunks and a write
+    never has to read back and merge a partly written chunk.
+    """
+    split = [i for i, (c, d) in enumerate(zip(chunk, value.shape)) if c < d]
+    if not split:
+        yield tuple(slice(0, d) for d in value.shape)
+        return
+    axis = split[0]
+    chunk_bytes = value.nbytes * chunk[axis] // value.shape[axis]
+    step = chunk[axis] * max(1, BLOCK_BYTES // max(chunk_bytes, 1))
+    for start in range(0, value.shape[axis], step):
+        index = [slice(0, d) for d in value.shape]
+        index[axis] = slice(start, min(start + step, value.shape[axis]))
+        yield tuple(index)
 
 
 class _OpenTensorStoreHandler(type_handlers.NumpyHandler):

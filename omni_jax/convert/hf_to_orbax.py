@@ -81,29 +81,17 @@ def _row_bytes(row: mapping.Row, shapes, dtype) -> int:
 
 
 def _streamed_params(reader, cfg, rows, shapes, prefix, dtype, bar) -> dict:
-    """The params pure dict with a StreamedArray per leaf (stacked leaves: one layer per block)."""
+    """The params pure dict with a StreamedArray per leaf, read through the mapping table."""
     params: dict = {}
     for path, shape in shapes.items():
-        row = rows[path]
-        if row.stacked:
-            def read_rows(start, stop, row=row):
-                out = np.stack([hf_load.read_layer(reader, row, prefix + row.hf.format(i=i), dtype)
-                                for i in range(start, stop)])
-                bar.update(out.nbytes)
-                return out
-            leaf = StreamedArray(shape, dtype, read_rows, block_rows=1)
-        else:
-            def read_rows(start, stop, row=row, n=shape[0]):
-                out = hf_load.read_layer(reader, row, prefix + row.hf, dtype)
-                if (start, stop) != (0, n):
-                    out = out[start:stop]
-                bar.update(out.nbytes)
-                return out
-            leaf = StreamedArray(shape, dtype, read_rows, block_rows=max(shape[0], 1))
+        def read(index, row=rows[path]):
+            out = hf_load.read_param(reader, row, cfg, prefix, dtype, index)
+            bar.update(out.nbytes)
+            return out
         node = params
         for name in path[:-1]:
             node = node.setdefault(name, {})
-        node[path[-1]] = leaf
+        node[path[-1]] = StreamedArray(shape, dtype, read, layers=rows[path].stacked)
     return params
 
 

@@ -35,6 +35,8 @@ PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
                    "processor_config.json", "video_preprocessor_config.json")
 # The full model's speaker embeddings (a torch file): copied byte for byte, never unpickled here.
 SPEAKER_FILE = "spk_dict.pt"
+# Large tensors are read and written this many bytes at a time.
+BLOCK_BYTES = 64 * 2**20
 
 
 def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: str | None = None,
@@ -105,11 +107,20 @@ def _thinker_tensors(handles: dict, cfg: ThinkerConfig, prefix: str, dtype: str 
         out_dtype = jnp.dtype(dtype) if dtype else np.dtype(handle.dtype.numpy_dtype)
         per_layer = tuple(handle.shape[1:] if row.stacked else handle.shape)
         shape = mapping.hf_shape(row, per_layer, cfg)
+        # Large unstacked matrices (embedding, lm_head) are read and written in blocks of HF rows.
+        blockable = not row.stacked and row.layout in (mapping.SAME, mapping.LINEAR)
+        block_rows = max(1, BLOCK_BYTES * shape[0] // max(int(np.prod(shape)) * out_dtype.itemsize, 1))
         for layer, name in mapping.hf_names(row, mapping.num_layers_for(row, cfg)):
-            def read(handle=handle, layer=layer, row=row, shape=shape, out_dtype=out_dtype):
-                flax = (handle if layer is None else handle[layer]).read().result()
-                return np.ascontiguousarray(row.layout.to_hf(np.asarray(flax, dtype=out_dtype), shape))
-            tensors.append((prefix + name, LazyTensor(shape, out_dtype, read)))
+            def read(rows, handle=handle, layer=layer, row=row, shape=shape, out_dtype=out_dtype):
+                if layer is not None:
+                    flax = handle[layer].read().result()
+                    return np.ascontiguousarray(row.layout.to_hf(np.asarray(flax, dtype=out_dtype), shape))
+                index = [slice(None)] * len(handle.shape)
+                index[row.layout.hf_rows_axis] = rows
+                flax = np.asarray(handle[tuple(index)].read().result(), dtype=out_dtype)
+                rows_shape = (flax.shape[row.layout.hf_rows_axis], *shape[1:])
+                return np.ascontiguousarray(row.layout.to_hf(flax, rows_shape))
+            tensors.append((prefix + name, LazyTensor(shape, out_dtype, read, block_rows if blockable else None)))
     return tensors
 
 
@@ -166,8 +177,14 @@ class _Base:
 
     def other_tensors(self) -> list[tuple[str, LazyTensor]]:
         """The base's non-thinker tensors (talker, token2wav), copied unchanged."""
-        return [(k, LazyTensor(self.reader.shape(k), self.reader.dtype(k), lambda k=k: self.reader.read(k)))
-                for k in self.reader.keys() if not k.startswith("thinker.")]
+        out = []
+        for k in self.reader.keys():
+            if not k.startswith("thinker."):
+                shape = self.reader.shape(k)
+                row_bytes = max(self.reader.nbytes(k) // max(shape[0], 1), 1) if shape else 1
+                out.append((k, LazyTensor(shape, self.reader.dtype(k), lambda rows, k=k: self.reader.read(k, rows),
+                                          max(1, BLOCK_BYTES // row_bytes))))
+        return out
 
     def generation_config(self) -> dict | None:
         path = self.directory / "generation_config.json"

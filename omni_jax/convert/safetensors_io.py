@@ -13,7 +13,7 @@ import json
 import os
 import pathlib
 import struct
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import ml_dtypes
 import numpy as np
@@ -163,29 +163,44 @@ def write_safetensors(path: str | os.PathLike, tensors: Iterable[tuple[str, "np.
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for name, arr in items:
-            data = arr.materialize() if isinstance(arr, LazyTensor) else arr
-            if tuple(data.shape) != tuple(arr.shape) or data.dtype != arr.dtype:
-                raise ValueError(f"tensor {name}: got {data.shape} {data.dtype}, header says {arr.shape} {arr.dtype}")
-            # A byte view of a contiguous array: written without a second copy.
-            f.write(np.ascontiguousarray(data).reshape(-1).view(np.uint8).data)
-            if progress:
-                progress(name, int(data.nbytes))
-            del data
+            blocks = arr.blocks() if isinstance(arr, LazyTensor) else [np.asarray(arr)]
+            for data in blocks:
+                # A byte view of a contiguous array: written without a second copy.
+                f.write(np.ascontiguousarray(data).reshape(-1).view(np.uint8).data)
+                if progress:
+                    progress(name, int(data.nbytes))
+                del data
     return 8 + len(blob) + offset
 
 
 class LazyTensor:
-    """A tensor whose bytes are produced only when written: fn() -> array of `shape`, `dtype`."""
+    """A tensor whose bytes are produced only when written.
 
-    def __init__(self, shape, dtype, fn: Callable[[], np.ndarray]):
-        self.shape, self.dtype, self._fn = tuple(shape), np.dtype(dtype), fn
+    read(rows) -> rows `rows` (a slice of axis 0) as an array of `dtype`. With block_rows, the
+    writer asks for that many rows at a time, so a large tensor is never whole in memory.
+    """
+
+    def __init__(self, shape, dtype, read: Callable[[slice], np.ndarray], block_rows: int | None = None):
+        self.shape, self.dtype, self._read = tuple(shape), np.dtype(dtype), read
+        self.block_rows = block_rows
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape)) * self.dtype.itemsize
 
-    def materialize(self) -> np.ndarray:
-        arr = np.asarray(self._fn())
-        if arr.shape != self.shape or arr.dtype != self.dtype:
-            raise ValueError(f"lazy tensor produced {arr.shape} {arr.dtype}, promised {self.shape} {self.dtype}")
+    def _checked(self, rows: slice) -> np.ndarray:
+        arr = np.asarray(self._read(rows))
+        want = (len(range(*rows.indices(self.shape[0]))), *self.shape[1:]) if self.shape else ()
+        if arr.shape != want or arr.dtype != self.dtype:
+            raise ValueError(f"lazy tensor rows {rows} came back {arr.shape} {arr.dtype}, expected {want} {self.dtype}")
         return arr
+
+    def materialize(self) -> np.ndarray:
+        return self._checked(slice(None))
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        if not self.block_rows or not self.shape or self.shape[0] <= self.block_rows:
+            yield self.materialize()
+            return
+        for start in range(0, self.shape[0], self.block_rows):
+            yield self._checked(slice(start, min(start + self.block_rows, self.shape[0])))

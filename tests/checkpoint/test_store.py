@@ -13,7 +13,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from omni_jax.checkpoint import CheckpointStore, StreamedArray, is_checkpoint, locate
+from omni_jax.checkpoint import CheckpointStore, StreamedArray, is_checkpoint, locate, streaming
 
 META = {"hf_config": {"model_type": "test"}}
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -88,27 +88,50 @@ def test_keep_n_and_step_selection(tmp_path):
     assert is_checkpoint(tmp_path) and is_checkpoint(tmp_path / "3")
 
 
-def test_streamed_array_is_written_block_by_block_and_read_by_slices(tmp_path):
+def test_streamed_layers_are_written_and_read_one_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 1)  # tiny test arrays: one chunk per block
     full = np.random.default_rng(1).standard_normal((5, 3, 4)).astype(ml_dtypes.bfloat16)
     calls = []
 
-    def read_rows(start, stop):
-        calls.append((start, stop))
-        return full[start:stop]
+    def read(index):
+        calls.append(index)
+        return full[index]
 
-    params = {"model": {"layers": {"mlp": {"up_proj": {"kernel": StreamedArray(full.shape, full.dtype, read_rows, 1)}}}}}
+    params = {"model": {"layers": {"mlp": {"up_proj": {"kernel": StreamedArray(full.shape, full.dtype, read, layers=True)}}}}}
     with CheckpointStore(tmp_path, async_save=False) as store:
         store.save(0, params=params, meta=META)
-    assert calls == [(i, i + 1) for i in range(5)]
+    assert calls == [(slice(i, i + 1), slice(0, 3), slice(0, 4)) for i in range(5)]
     store = CheckpointStore(tmp_path, read_only=True)
     handle = store.open_params()["model"]["layers"]["mlp"]["up_proj"]["kernel"]
     assert tuple(handle.shape) == full.shape
+    assert tuple(handle.chunk_layout.read_chunk.shape) == (1, 3, 4)
     for i in range(5):
         np.testing.assert_array_equal(handle[i].read().result(), full[i])
     # Any Orbax reader restores it as an ordinary array.
     got = store.restore(params_abstract={"model": {"layers": {"mlp": {"up_proj": {"kernel": jax.ShapeDtypeStruct(
         full.shape, jnp.float32, sharding=_one_device())}}}}}).params
     np.testing.assert_array_equal(np.asarray(got["model"]["layers"]["mlp"]["up_proj"]["kernel"]), full.astype(np.float32))
+
+
+def test_large_streamed_matrices_are_written_in_whole_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "CHUNK_BYTES", 200)
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 1)
+    full = np.arange(40 * 6, dtype=np.float32).reshape(6, 40)  # the long axis is the one split
+    calls = []
+
+    def read(index):
+        calls.append(index)
+        return full[index]
+
+    with CheckpointStore(tmp_path, async_save=False) as store:
+        store.save(0, params={"lm_head": {"kernel": StreamedArray(full.shape, full.dtype, read)}}, meta=META)
+    handle = CheckpointStore(tmp_path, read_only=True).open_params()["lm_head"]["kernel"]
+    chunk = tuple(handle.chunk_layout.read_chunk.shape)
+    assert chunk[0] == 6 and chunk[1] < 40 and 6 * chunk[1] * 4 <= 200
+    assert len(calls) == 40 // chunk[1]
+    for index in calls:  # every read is one whole chunk column
+        assert index[0] == slice(0, 6) and index[1].stop - index[1].start == chunk[1] and index[1].start % chunk[1] == 0
+    np.testing.assert_array_equal(handle.read().result(), full)
 
 
 def test_bad_calls_are_explained(tmp_path):
@@ -133,11 +156,13 @@ import numpy as np
 from omni_jax.checkpoint import CheckpointStore, StreamedArray
 store = CheckpointStore(sys.argv[1], async_save=False)
 store.save(1, params={"w": np.arange(8.0)}, meta={"hf_config": {}})
-def slow(start, stop):
+from omni_jax.checkpoint import streaming
+streaming.BLOCK_BYTES = 1
+def slow(index):
     print("writing", flush=True)
     time.sleep(0.5)
-    return np.zeros((stop - start, 4), np.float32)
-store.save(2, params={"w": StreamedArray((20, 4), np.float32, slow, 1)}, meta={"hf_config": {}})
+    return np.zeros((index[0].stop - index[0].start, 4), np.float32)
+store.save(2, params={"w": StreamedArray((20, 4), np.float32, slow, layers=True)}, meta={"hf_config": {}})
 print("finished", flush=True)
 """
 

@@ -300,12 +300,12 @@ SLOW_JAX2HF = r"""
 import sys, time
 from omni_jax.convert import safetensors_io
 from omni_jax.convert.orbax_to_hf import orbax_to_hf
-materialize = safetensors_io.LazyTensor.materialize
-def slow(self):
+checked = safetensors_io.LazyTensor._checked
+def slow(self, rows):
     print("writing", flush=True)
     time.sleep(0.05)
-    return materialize(self)
-safetensors_io.LazyTensor.materialize = slow
+    return checked(self, rows)
+safetensors_io.LazyTensor._checked = slow
 orbax_to_hf(sys.argv[1], sys.argv[2], max_shard_bytes=20_000, progress=False)
 print("finished", flush=True)
 """
