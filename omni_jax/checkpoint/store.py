@@ -122,6 +122,8 @@ class CheckpointStore:
 
     def resolve_step(self, step: int | None = None) -> int:
         """`step`, or the latest committed step; a clear error when there is none."""
+        if not self.directory.exists():
+            raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
         steps = self.all_steps()
         if not steps:
             raise FileNotFoundError(

@@ -47,6 +47,8 @@ def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: 
     step: default the latest committed step. dtype: "bfloat16" / "float32" for the thinker
     tensors (default: as stored). base_hf_dir: see the module docstring. Returns a summary.
     """
+    if "://" in str(out):
+        raise ValueError(f"jax2hf writes a local directory, not {out}; export locally, then copy it (gsutil, hf upload)")
     out = pathlib.Path(out)
     hf_write.refuse_existing(out, overwrite)
     directory, step = checkpoint.locate(ckpt, step)

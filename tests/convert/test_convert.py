@@ -98,6 +98,10 @@ def test_conversion_dtype_matches_torch_rounding(hf, hf_dir, tmp_path):
         want = state[name].to(torch.bfloat16)
         assert got[name][0] == torch.bfloat16
         assert got[name][1] == want.view(torch.uint8).numpy().tobytes(), name
+    # Casting at export: a float32 checkpoint exported as bfloat16 rounds like torch does.
+    hf_to_orbax(hf_dir, tmp_path / "orbax32", progress=False)
+    orbax_to_hf(tmp_path / "orbax32", tmp_path / "bf16_export", dtype="bfloat16", progress=False)
+    assert _tensors(tmp_path / "bf16_export") == got
     # Exporting float32 from a bfloat16 checkpoint is exact (widening).
     orbax_to_hf(tmp_path / "orbax", tmp_path / "f32", dtype="float32", progress=False)
     reader = SafetensorsReader(tmp_path / "f32")
@@ -152,6 +156,9 @@ def test_full_omni_export_keeps_talker_and_token2wav(full_base, tmp_path):
         run.save(3, params=params, meta=meta, extra={"data": {"position": 9}})
         run.save(7, params=jax.tree.map(lambda x: x * 0, params), meta=meta)
     trained = omni_jax.load_thinker(tmp_path / "run", step=3, progress=False)
+    by_step_dir = omni_jax.load_thinker(tmp_path / "run" / "3", progress=False)
+    inputs = _text_inputs()
+    np.testing.assert_array_equal(by_step_dir(**inputs), trained(**inputs))
 
     summary = orbax_to_hf(tmp_path / "run", tmp_path / "export", step=3, base_hf_dir=base_dir, progress=False)
     assert summary["full_model"] and summary["step"] == 3
@@ -171,10 +178,18 @@ def test_full_omni_export_keeps_talker_and_token2wav(full_base, tmp_path):
     loaded = Qwen2_5OmniForConditionalGeneration.from_pretrained(out, dtype=torch.float32,
                                                                  attn_implementation="eager").eval()
     assert loaded.has_talker and "Chelsie" in loaded.speaker_map
-    inputs = _text_inputs()
     valid = inputs["attention_mask"].astype(bool)
     assert np.abs(_hf_logits(loaded.thinker, inputs) - trained(**inputs))[valid].max() <= 1e-4
     assert np.abs(_hf_logits(loaded.thinker, inputs) - _hf_logits(base.thinker, inputs))[valid].max() > 1e-3
+
+    # Without a base the same step exports as a thinker-only checkpoint (config taken from the full one).
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    orbax_to_hf(tmp_path / "run", tmp_path / "thinker_only", step=3, progress=False)
+    assert json.loads((tmp_path / "thinker_only" / "config.json").read_text())["model_type"] == "qwen2_5_omni_thinker"
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+        tmp_path / "thinker_only", dtype=torch.float32, attn_implementation="eager").eval()
+    assert np.abs(_hf_logits(thinker, inputs) - trained(**inputs))[valid].max() <= 1e-4
 
 
 def test_restore_onto_a_mesh_by_abstract_params(hf_dir, tmp_path):
@@ -272,6 +287,10 @@ def test_pickles_are_refused_never_unpickled(hf_dir, tmp_path, capsys):
 def test_missing_or_empty_checkpoints_are_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         hf_to_orbax(tmp_path / "nope", tmp_path / "o", progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        orbax_to_hf(tmp_path / "nope", tmp_path / "hf", progress=False)
+    with pytest.raises(ValueError, match="writes a local directory"):
+        orbax_to_hf(tmp_path / "nope", "gs://bucket/export", progress=False)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "0.orbax-checkpoint-tmp").mkdir()
     with pytest.raises(FileNotFoundError, match="no complete checkpoint step"):
@@ -286,11 +305,13 @@ SLOW_HF2JAX = r"""
 import sys, time
 from omni_jax.convert import safetensors_io
 from omni_jax.convert.hf_to_orbax import hf_to_orbax
-read = safetensors_io.SafetensorsReader.read
+import threading
+read, lock = safetensors_io.SafetensorsReader.read, threading.Lock()
 def slow(self, *a, **k):
-    print("reading", flush=True)
-    time.sleep(0.05)
-    return read(self, *a, **k)
+    with lock:  # reads run in writer threads: one at a time, so the whole write takes ~30 s
+        print("reading", flush=True)
+        time.sleep(0.25)
+        return read(self, *a, **k)
 safetensors_io.SafetensorsReader.read = slow
 hf_to_orbax(sys.argv[1], sys.argv[2], progress=False)
 print("finished", flush=True)
@@ -303,7 +324,7 @@ from omni_jax.convert.orbax_to_hf import orbax_to_hf
 checked = safetensors_io.LazyTensor._checked
 def slow(self, rows):
     print("writing", flush=True)
-    time.sleep(0.05)
+    time.sleep(0.2)
     return checked(self, rows)
 safetensors_io.LazyTensor._checked = slow
 orbax_to_hf(sys.argv[1], sys.argv[2], max_shard_bytes=20_000, progress=False)
