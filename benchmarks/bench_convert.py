@@ -209,8 +209,19 @@ def main():
         above = r["peak"] - r["baseline"]
         print(f"| {mode} | {r['baseline'] / MB:.0f} | {r['peak'] / MB:.0f} | {above / MB:.0f} | "
               f"{'yes' if above <= goal else 'no'} | {r['seconds']:.1f} | {info['model_bytes'] / 1e6 / r['seconds']:.0f} |")
+    print(f"\nround trip HF → Orbax → HF bit-exact: {_same_tensors(work / 'hf', work / 'export')} "
+          f"(whole-model export too: {_same_tensors(work / 'hf', work / 'export_whole')})")
     _plot(results, info, goal, ROOT / "benchmarks" / "bench_convert_rss.png")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _same_tensors(a, b) -> bool:
+    from omni_jax.convert.safetensors_io import SafetensorsReader
+
+    ra, rb = SafetensorsReader(a), SafetensorsReader(b)
+    return sorted(ra.keys()) == sorted(rb.keys()) and all(
+        ra.dtype(k) == rb.dtype(k) and np.array_equal(ra.read(k).view(np.uint8), rb.read(k).view(np.uint8))
+        for k in ra.keys())
 
 
 def _plot(results, info, goal, path):
@@ -225,9 +236,10 @@ def _plot(results, info, goal, path):
             if mode.startswith(direction) and r["samples"]:
                 t, rss = zip(*r["samples"])
                 ax.plot(t, np.array(rss) / MB, label=mode)
-                ax.axhline((r["baseline"] + goal) / MB, color="gray", ls=":", lw=1)
-        ax.axhline(info["model_bytes"] / MB, color="red", ls="--", lw=1, label="model size")
-        ax.set_title(f"{direction}: resident memory (dotted: baseline + goal)")
+                baseline = r["baseline"]
+        ax.axhline((baseline + goal) / MB, color="gray", ls=":", lw=1, label="baseline + goal")
+        ax.axhline((baseline + info["model_bytes"]) / MB, color="red", ls="--", lw=1, label="baseline + model size")
+        ax.set_title(f"{direction}: resident memory of the converting process")
         ax.set_xlabel("seconds")
         ax.legend()
     axes[0].set_ylabel("RSS (MiB)")
