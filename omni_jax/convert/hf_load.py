@@ -11,7 +11,6 @@ from typing import Callable
 
 import jax
 import numpy as np
-from flax import nnx
 
 from omni_jax.convert import mapping
 from omni_jax.convert.safetensors_io import SafetensorsReader

@@ -10,7 +10,6 @@ import sys
 import time
 
 import jax
-import ml_dtypes
 import numpy as np
 import pytest
 import torch
