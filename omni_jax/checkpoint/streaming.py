@@ -1,4 +1,4 @@
-"""Orbax leaves that are never whole in host memory: written in row blocks, read by slices.
+"""Orbax leaves that are never whole in host memory: written chunk by chunk, read by slices.
 
 `StreamedArray` is a host array produced piece by piece while Orbax writes it (one decoder layer
 of a stacked parameter, or one storage chunk of a large matrix, at a time), so converting a
