@@ -1,0 +1,43 @@
+"""The embedded default: a tiny Thinker learning GRPO on synthetic video questions, on CPU.
+
+    python -m omni_jax.train                      # uses this file
+    python -m omni_jax.train --config configs/default.py --config.total_steps=50
+
+The tiny model starts from random weights, so a short supervised warm-start on synthetic
+demonstrations (`warmstart.steps`) teaches it the <context>/<think>/<answer> form first; GRPO then
+raises the reward (format + accuracy + people_focus) from there.
+"""
+
+from omni_jax import config_utils
+from omni_jax.data.config import data_defaults
+
+
+def get_config(arg=None):
+    variant = config_utils.parse_arg(arg, num_generations=8, steps=120)
+    c = config_utils.base()
+    c.seed = 0
+    c.total_steps = variant.steps
+    c.checkpoint_every_steps = 40
+    c.sample_every_steps = 20
+    c.batch_prompts = 8
+    c.tokenizer = "tiny"
+    c.model.init = "random"
+    c.model.architecture = "tiny"
+    c.model.reference_dtype = "float32"
+    c.rollout.num_generations = variant.num_generations
+    c.rollout.max_new_tokens = 64
+    c.rollout.temperature = 1.0
+    c.rollout.top_k = 0
+    c.grpo.scale_rewards = "group"
+    c.grpo.beta = 0.0
+    c.optim.learning_rate = 1e-3
+    c.optim.warmup_steps = 5
+    c.optim.schedule = "constant"
+    c.optim.grad_accum = 1
+    c.warmstart.steps = 150
+    c.warmstart.learning_rate = 2e-3
+    c.warmstart.batch_prompts = 16
+    c.mesh.fsdp = -1
+    c.data = data_defaults("tiny")
+    c.lock()
+    return c

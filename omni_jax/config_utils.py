@@ -1,0 +1,158 @@
+"""Helpers for the ml_collections config files under configs/ (big_vision style).
+
+    --config configs/stage4_people_focus.py:model=7b,num_generations=8
+    --config.optim.learning_rate=1e-6
+
+`parse_arg("model=7b,runlocal", model="3b", runlocal=False)` reads the variant string with typed
+defaults; unknown keys are an error. `validate(config, num_devices)` checks the values that must
+agree with each other before anything is built.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """Variant string "k=v,k2=v2,flag" → ConfigDict with the types of `defaults`."""
+    out = ml_collections.ConfigDict(defaults)
+    if not arg:
+        return out
+    for item in arg.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        if key not in defaults:
+            raise ValueError(f"unknown config variant key {key!r}; known: {sorted(defaults)}")
+        default = defaults[key]
+        if isinstance(default, bool):
+            out[key] = value.lower() in ("", "1", "true", "yes") if value else True
+        elif isinstance(default, int):
+            out[key] = int(value)
+        elif isinstance(default, float):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def mesh_shape(config, num_devices: int) -> dict[str, int]:
+    """The (data, fsdp, tp) sizes with a -1 resolved against `num_devices`; ValueError if they do not fit."""
+    shape = {"data": int(config.mesh.data), "fsdp": int(config.mesh.fsdp), "tp": int(config.mesh.tp)}
+    if list(shape.values()).count(-1) > 1 or any(v < 1 and v != -1 for v in shape.values()):
+        raise ValueError(f"mesh sizes must be positive, at most one -1: {shape}")
+    known = 1
+    for v in shape.values():
+        known *= v if v != -1 else 1
+    if -1 in shape.values():
+        if num_devices % known:
+            raise ValueError(f"mesh {shape} does not divide the {num_devices} available devices")
+        shape = {k: (num_devices // known if v == -1 else v) for k, v in shape.items()}
+    elif known != num_devices:
+        raise ValueError(f"mesh {shape} needs {known} devices; {num_devices} are available")
+    return shape
+
+
+def validate(config, num_devices: int) -> None:
+    """Raise ValueError naming each inconsistent setting."""
+    problems = []
+    g = config.rollout.num_generations
+    rows = config.batch_prompts * g
+    if g < 1:
+        problems.append(f"rollout.num_generations must be >= 1 (got {g})")
+    if config.batch_prompts < 1:
+        problems.append(f"batch_prompts must be >= 1 (got {config.batch_prompts})")
+    accum = config.optim.grad_accum
+    if accum < 1 or rows % accum:
+        problems.append(f"batch_prompts × num_generations = {rows} rows must split into optim.grad_accum = "
+                        f"{accum} equal micro-batches")
+    try:
+        shape = mesh_shape(config, num_devices)
+        shards = shape["data"] * shape["fsdp"]
+        if accum >= 1 and (rows // accum) % shards:
+            problems.append(f"a micro-batch of {rows // accum} rows does not divide over data × fsdp = {shards} "
+                            "devices; change batch_prompts, num_generations, grad_accum or the mesh")
+    except ValueError as e:
+        problems.append(str(e))
+    if not 0 < config.rollout.top_p <= 1:
+        problems.append(f"rollout.top_p must be in (0, 1] (got {config.rollout.top_p})")
+    if config.rollout.temperature < 0:
+        problems.append("rollout.temperature must be >= 0")
+    if config.grpo.scale_rewards not in ("group", "batch", "none"):
+        problems.append("grpo.scale_rewards must be group|batch|none")
+    if config.grpo.num_iterations < 1:
+        problems.append("grpo.num_iterations must be >= 1")
+    if config.grpo.old_logprobs not in ("sampler", "recompute"):
+        problems.append("grpo.old_logprobs must be 'sampler' or 'recompute'")
+    if config.total_steps < 1 or config.checkpoint_every_steps < 1:
+        problems.append("total_steps and checkpoint_every_steps must be >= 1")
+    if problems:
+        raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def base() -> ml_collections.ConfigDict:
+    """Every field a training config has, with neutral defaults; configs/*.py override them."""
+    from omni_jax.data.config import data_defaults
+    from omni_jax.rewards.config import reward_defaults
+
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 100
+    c.checkpoint_every_steps = 50
+    c.keep_checkpoints = 3
+    c.log_every_steps = 1
+    c.sample_every_steps = 10  # print sampled completions as text every this many steps
+    c.batch_prompts = 8  # questions per optimizer step (global); rows = batch_prompts × num_generations
+    c.tokenizer = "tiny"  # "tiny" (shipped) or a local HF checkpoint directory
+
+    c.model = ml_collections.ConfigDict()
+    c.model.init = "random"  # "random", or a local / gs:// HF directory or omni_jax checkpoint
+    c.model.architecture = "tiny"  # "tiny", "3b", "7b", or a path to an HF config.json (with init=random)
+    c.model.dtype = "float32"  # compute dtype
+    c.model.param_dtype = "float32"  # master weights
+    c.model.reference_dtype = "bfloat16"  # the frozen reference copy
+    c.model.remat = "none"  # none | full | dots
+    c.model.attention_query_chunk = 2048
+    c.model.train_towers = False  # vision and audio towers frozen (no optimizer state)
+
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.num_generations = 8
+    c.rollout.max_new_tokens = 1024
+    c.rollout.temperature = 0.9
+    c.rollout.top_p = 1.0
+    c.rollout.top_k = 50
+    c.rollout.cache_dtype = ""  # "" = the compute dtype
+
+    c.grpo = ml_collections.ConfigDict()
+    c.grpo.scale_rewards = "none"  # HumanOmniV2 runs with --scale_rewards false
+    c.grpo.epsilon_low = 0.2
+    c.grpo.epsilon_high = 0.2
+    c.grpo.beta = 0.04
+    c.grpo.kl_estimator = "k3"
+    c.grpo.beta_decay = False
+    c.grpo.aggregation = "seq-mean-token-mean"
+    c.grpo.num_iterations = 1
+    c.grpo.old_logprobs = "sampler"  # with num_iterations > 1: "sampler" or "recompute"
+    c.grpo.logits_chunk = 256
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 1e-6
+    c.optim.warmup_steps = 0
+    c.optim.schedule = "linear"
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.0
+    c.optim.max_grad_norm = 1.0
+    c.optim.grad_accum = 1
+
+    c.warmstart = ml_collections.ConfigDict()
+    c.warmstart.steps = 0  # supervised steps on synthetic demonstrations before GRPO (0 = off)
+    c.warmstart.learning_rate = 1e-3
+    c.warmstart.batch_prompts = 16
+
+    c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tp": 1})
+    c.data = data_defaults()
+    c.rewards = reward_defaults()
+    return c

@@ -1,0 +1,1 @@
+"""HF ↔ Flax/Orbax checkpoint conversion (one mapping table for both directions)."""

@@ -1,0 +1,71 @@
+"""Per-token log-probs and entropies of sampled completions under a model (policy or reference).
+
+The prompt arrives as embeddings (encoder outputs already spliced in: with frozen towers the
+rollout's prefill embeddings are reused, so the towers run once per question), the completion as
+token ids. Logits are produced in chunks of the completion length and never stored whole:
+[N, M, vocab] in float32 would be gigabytes at real scale.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from omni_jax.model.text import causal_mask
+
+
+@struct.dataclass
+class Sequences:
+    """Prompt + completion rows for scoring. N rows (B prompts × G candidates).
+
+    prompt_embeds: [N, T, D]; prompt_positions: int32[3, N, T]; prompt_mask: bool[N, T];
+    completions: int32[N, M]; completion_mask: bool[N, M]; next_position: int32[N] (the TMRoPE
+    id of the first completion token).
+    """
+
+    prompt_embeds: jax.Array
+    prompt_positions: jax.Array
+    prompt_mask: jax.Array
+    completions: jax.Array
+    completion_mask: jax.Array
+    next_position: jax.Array
+
+
+def _chunked_token_logprobs(model, hidden, targets, temperature: float, chunk: int):
+    """hidden: [N, M, D]; targets: int32[N, M] → (logp, entropy) float32[N, M]."""
+    n, m, d = hidden.shape
+    chunk = min(chunk, m) if chunk > 0 else m
+    pad = -m % chunk
+    h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(n, -1, chunk, d).swapaxes(0, 1)
+    t = jnp.pad(targets, ((0, 0), (0, pad))).reshape(n, -1, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint  # recompute each chunk's logits in the backward pass instead of keeping them
+    def one(args):
+        h_c, t_c = args
+        logits = model.logits(h_c) / temperature
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        tok = jnp.take_along_axis(logits, t_c[..., None], axis=-1)[..., 0]
+        probs = jax.nn.softmax(logits, axis=-1)
+        entropy = lse - (probs * logits).sum(-1)
+        return tok - lse, entropy
+
+    logp, ent = jax.lax.map(one, (h, t))
+    unchunk = lambda x: x.swapaxes(0, 1).reshape(n, -1)[:, :m]  # noqa: E731
+    return unchunk(logp), unchunk(ent)
+
+
+def completion_logprobs(model, seqs: Sequences, *, temperature: float = 1.0, logits_chunk: int = 256):
+    """(logp, entropy): float32[N, M] for each completion token under `model` (a Thinker)."""
+    n, t = seqs.prompt_mask.shape
+    m = seqs.completions.shape[1]
+    x = jnp.concatenate([seqs.prompt_embeds.astype(model.model.dtype),
+                         model.model.embed_tokens(seqs.completions).astype(model.model.dtype)], axis=1)
+    completion_pos = seqs.next_position[:, None] + jnp.arange(m)[None, :]
+    positions = jnp.concatenate([seqs.prompt_positions, jnp.broadcast_to(completion_pos[None], (3, n, m))], axis=2)
+    kv_valid = jnp.concatenate([seqs.prompt_mask, seqs.completion_mask], axis=1)
+    q_index = jnp.broadcast_to(jnp.arange(t + m), (n, t + m))
+    hidden, _ = model.hidden_states(x, positions, causal_mask(kv_valid, q_index))
+    # Position T-1+j predicts completion token j.
+    return _chunked_token_logprobs(model, hidden[:, t - 1:t + m - 1], seqs.completions, temperature or 1.0,
+                                   logits_chunk)

@@ -1,0 +1,46 @@
+"""The policy and reference models of a run: built or loaded directly onto the mesh.
+
+Random initialisation (the tiny default) runs under `jax.jit` with the parameter shardings as
+`out_shardings`, so even a large model is born sharded; real runs load an HF directory or an
+omni_jax checkpoint through `load_thinker`, which places each tensor on its sharding.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from omni_jax import parallel
+from omni_jax.model import presets
+from omni_jax.model.loading import load_thinker, param_shardings
+from omni_jax.model.thinker import Thinker, abstract_thinker
+
+
+def model_options(config) -> dict:
+    m = config.model
+    return dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention_query_chunk=m.attention_query_chunk)
+
+
+def build_model(config, tokenizer, mesh, rules=parallel.DEFAULT_RULES) -> Thinker:
+    """The Thinker the config names (`model.init`: "random" or a checkpoint path), sharded on `mesh`."""
+    if config.model.init in ("", None):
+        raise ValueError("config.model.init is empty: set it to 'random' or to an HF / omni_jax checkpoint directory")
+    if config.model.init != "random":
+        m = config.model
+        return load_thinker(m.init, m.dtype, param_dtype=m.param_dtype, mesh=mesh, rules=rules,
+                            remat=m.remat, attention_query_chunk=m.attention_query_chunk,
+                            progress=jax.process_index() == 0)
+    cfg = presets.architecture_config(config.model.architecture, tokenizer, **model_options(config))
+    graphdef, abstract = nnx.split(abstract_thinker(cfg))
+    shardings = param_shardings(abstract, mesh, rules)
+
+    def init():
+        return nnx.split(Thinker(cfg, rngs=nnx.Rngs(config.seed)))[1]
+
+    return nnx.merge(graphdef, jax.jit(init, out_shardings=shardings)())
+
+
+def reference_params(params, dtype: str):
+    """A frozen copy of the trainable parameters in the reference dtype (a new buffer)."""
+    return jax.tree.map(lambda x: x.astype(jnp.dtype(dtype)) if x.dtype != jnp.dtype(dtype) else jnp.copy(x), params)

@@ -1,0 +1,154 @@
+"""The GRPO train step: one donated, jitted update `(state, batch) -> (state, metrics)`.
+
+Gradient accumulation scans over micro-batches (each a slice of the rows) and sums gradients;
+the loss normalisers are whole-batch counts, so the sum equals the full-batch loss. Only the
+trainable parameters (the text decoder and lm_head by default) have optimizer state; frozen ones
+(vision and audio towers) are passed separately and never updated. A non-finite gradient skips
+the update and is counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from omni_jax.grpo import loss as loss_lib
+from omni_jax.grpo.logprobs import Sequences, completion_logprobs
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array  # int32, optimizer steps taken
+    params: Any  # trainable parameters (float32 master copy)
+    opt_state: Any
+    skipped: jax.Array  # int32, updates skipped for non-finite gradients
+
+
+@struct.dataclass
+class GRPOBatch:
+    """The rows of one optimizer step (N = prompts × num_generations).
+
+    advantages: float32[N]; old_logp: float32[N, M] or None (on-policy: the current log-probs,
+    detached); ref_logp: float32[N, M] or None (beta = 0).
+    """
+
+    seqs: Sequences
+    advantages: jax.Array
+    old_logp: jax.Array | None
+    ref_logp: jax.Array | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    loss: loss_lib.LossConfig
+    grad_accum: int
+    total_steps: int
+    temperature: float
+    logits_chunk: int = 256
+
+
+def trainable_filter(train_towers: bool):
+    """nnx filter of the parameters the optimizer updates."""
+    prefixes = ("model", "lm_head") + (("visual", "audio_tower") if train_towers else ())
+    return nnx.All(nnx.Param, lambda path, _: path[0] in prefixes)
+
+
+def make_optimizer(*, learning_rate: float, total_steps: int, warmup_steps: int = 0, schedule: str = "linear",
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+                   max_grad_norm: float = 1.0) -> optax.GradientTransformation:
+    """AdamW with warmup then constant / linear / cosine decay, after global-norm clipping."""
+    decay_steps = max(total_steps - warmup_steps, 1)
+    if schedule == "constant":
+        after = optax.constant_schedule(learning_rate)
+    elif schedule == "linear":
+        after = optax.linear_schedule(learning_rate, 0.0, decay_steps)
+    elif schedule == "cosine":
+        after = optax.cosine_decay_schedule(learning_rate, decay_steps)
+    else:
+        raise ValueError(f"schedule must be constant|linear|cosine, got {schedule!r}")
+    lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup_steps), after], [warmup_steps]) \
+        if warmup_steps else after
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                       optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+
+
+def _split_micro(x, grad_accum: int, axis: int = 0):
+    """[..., N, ...] → [A, ..., N/A, ...] with the micro-batch index leading."""
+    n = x.shape[axis]
+    if n % grad_accum:
+        raise ValueError(f"{n} rows do not split into {grad_accum} micro-batches")
+    x = jnp.moveaxis(x, axis, 0).reshape(grad_accum, n // grad_accum, *x.shape[:axis], *x.shape[axis + 1:])
+    return jnp.moveaxis(x, 1, axis + 1)
+
+
+def _micro_batches(batch: GRPOBatch, grad_accum: int) -> GRPOBatch:
+    seqs = batch.seqs
+    split = lambda x: None if x is None else _split_micro(x, grad_accum)  # noqa: E731
+    return GRPOBatch(
+        seqs=Sequences(split(seqs.prompt_embeds), _split_micro(seqs.prompt_positions, grad_accum, axis=1),
+                       split(seqs.prompt_mask), split(seqs.completions), split(seqs.completion_mask),
+                       split(seqs.next_position)),
+        advantages=split(batch.advantages), old_logp=split(batch.old_logp), ref_logp=split(batch.ref_logp))
+
+
+def build_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransformation) -> Callable:
+    """train_step(state, frozen_params, batch) -> (state, metrics). Jit it with donate_argnums=0."""
+
+    def loss_fn(params, frozen, micro: GRPOBatch, norm: loss_lib.Normalisers, beta):
+        model = nnx.merge(graphdef, params, frozen)
+        logp, entropy = completion_logprobs(model, micro.seqs, temperature=cfg.temperature,
+                                            logits_chunk=cfg.logits_chunk)
+        old = jax.lax.stop_gradient(logp) if micro.old_logp is None else micro.old_logp
+        loss, metrics = loss_lib.grpo_loss(cfg.loss, logp, old, micro.ref_logp, micro.advantages,
+                                           micro.seqs.completion_mask, norm, beta)
+        m = micro.seqs.completion_mask.astype(jnp.float32)
+        metrics["entropy"] = jax.lax.stop_gradient((entropy * m).sum() / jnp.maximum(norm.num_tokens, 1.0))
+        return loss, metrics
+
+    def train_step(state: TrainState, frozen, batch: GRPOBatch):
+        mask = batch.seqs.completion_mask
+        norm = loss_lib.Normalisers(num_sequences=jnp.float32(mask.shape[0]),
+                                    num_tokens=mask.sum().astype(jnp.float32),
+                                    max_length=jnp.float32(mask.shape[1]))
+        beta = loss_lib.beta_at(cfg.loss, state.step, cfg.total_steps)
+        micro = _micro_batches(batch, cfg.grad_accum)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+        def accumulate(carry, mb):
+            grads, loss, metrics = carry
+            (l, m), g = grad_fn(state.params, frozen, mb, norm, beta)
+            return (jax.tree.map(jnp.add, grads, g), loss + l, jax.tree.map(jnp.add, metrics, m)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        first = jax.tree.map(lambda x: x[0], micro)
+        metric_zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(loss_fn, state.params, frozen, first, norm, beta)[1])
+        (grads, loss, metrics), _ = jax.lax.scan(accumulate, (zeros, jnp.float32(0.0), metric_zeros), micro)
+
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
+        updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_state = TrainState(step=state.step + finite.astype(jnp.int32),
+                               params=keep(new_params, state.params), opt_state=keep(new_opt, state.opt_state),
+                               skipped=state.skipped + (~finite).astype(jnp.int32))
+        metrics.update(loss=loss, grad_norm=grad_norm, param_norm=optax.global_norm(state.params),
+                       update_norm=optax.global_norm(updates), beta=beta, update_skipped=(~finite).astype(jnp.float32))
+        return new_state, metrics
+
+    return train_step
+
+
+def build_logprob_fn(graphdef, temperature: float, logits_chunk: int = 256):
+    """logprob_fn(params, frozen, seqs) -> float32[N, M] (reference or old-policy log-probs)."""
+
+    def fn(params, frozen, seqs: Sequences):
+        model = nnx.merge(graphdef, params, frozen)
+        return completion_logprobs(model, seqs, temperature=temperature, logits_chunk=logits_chunk)[0]
+
+    return fn

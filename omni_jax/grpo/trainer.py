@@ -1,0 +1,305 @@
+"""The GRPO training loop: data → rollout → rewards → advantages → reference log-probs → update.
+
+Read top to bottom: `run(config, workdir)` builds the mesh, tokenizer, policy, optimizer, data
+stream and checkpoint store, resumes from the newest checkpoint in `workdir` if there is one,
+and loops. Everything random is a function of (seed, step) and the data position is part of the
+checkpoint, so a run killed at any step and resumed continues exactly.
+
+Every process prepares the same global batch of prompts (the mixture read with one shard), so
+the multi-host program is the single-host program: rewards, advantages and metrics are identical
+on every host, and a 2-process run equals a 1-process run on the same number of devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pathlib
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from omni_jax import config_utils, metrics as metrics_lib, parallel
+from omni_jax.checkpoint import CheckpointStore, thinker_meta
+from omni_jax.grpo import loss as loss_lib
+from omni_jax.grpo import warmstart as warmstart_lib
+from omni_jax.grpo.experience import collect, next_positions, shard_rows
+from omni_jax.grpo.policy import build_model, reference_params
+from omni_jax.grpo.step import StepConfig, TrainState, build_logprob_fn, build_train_step, make_optimizer, \
+    trainable_filter
+from omni_jax.model.inputs import prepare_inputs
+from omni_jax.tokenizer import load_tokenizer
+
+log = logging.getLogger("omni_jax.train")
+
+# Peak dense bf16 FLOP/s per chip, for the MFU estimate (None: unknown, e.g. CPU).
+PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12,
+              "TPU v6 lite": 918e12, "TPU v6e": 918e12, "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12}
+
+
+class _Preemption:
+    """SIGTERM (TPU preemption, `launch.tpu stop`) sets a flag; the loop checkpoints and exits."""
+
+    def __init__(self):
+        self.requested = False
+        try:
+            signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (tests calling run() from a thread)
+            pass
+
+    def _handle(self, *_):
+        self.requested = True
+
+
+def _reward_fn(config, tokenizer):
+    """(texts, ids, mask, records) -> ({"total": ..., component: ...}, stats) around rewards.RewardFn."""
+    from omni_jax.rewards import RewardFn
+
+    fn = RewardFn(tokenizer, config.rewards)
+
+    def call(texts, ids, mask, records):
+        total, components, stats = fn(texts, ids, mask, records)
+        return {"total": total, **components}, stats
+
+    return call
+
+
+def _data_stream(config, tokenizer):
+    """The global batch stream: every process reads the whole batch (see module docstring)."""
+    from omni_jax.data import mixture_from_config
+
+    data_cfg = config.data.copy_and_resolve_references()
+    with data_cfg.unlocked():
+        data_cfg.batch_size = int(config.batch_prompts)
+    return mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
+
+
+def _model_flops_per_token(model_cfg) -> float:
+    """2 × (text decoder parameters touched per token): a forward pass's matmul FLOPs."""
+    t = model_cfg.text
+    h, kv = t.num_attention_heads * t.kv_head_dim, t.num_key_value_heads * t.kv_head_dim
+    per_layer = t.hidden_size * (2 * h + 2 * kv) + 3 * t.hidden_size * t.intermediate_size
+    return 2.0 * (t.num_hidden_layers * per_layer + t.hidden_size * t.vocab_size)
+
+
+def run(config, workdir: str) -> dict:
+    """Train per `config` in `workdir` (checkpoints, metrics.jsonl, TensorBoard, PNG). Returns a summary."""
+    workdir = str(workdir)
+    is_main = jax.process_index() == 0
+    config_utils.validate(config, jax.device_count())
+    mesh = parallel.make_mesh(config_utils.mesh_shape(config, jax.device_count()))
+    rules = parallel.DEFAULT_RULES
+    tokenizer = load_tokenizer(config.tokenizer or config.model.init)
+    model = build_model(config, tokenizer, mesh, rules)
+    cfg = model.cfg
+    graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
+    optimizer = make_optimizer(
+        learning_rate=config.optim.learning_rate, total_steps=config.total_steps,
+        warmup_steps=config.optim.warmup_steps, schedule=config.optim.schedule, b1=config.optim.b1,
+        b2=config.optim.b2, eps=config.optim.eps, weight_decay=config.optim.weight_decay,
+        max_grad_norm=config.optim.max_grad_norm)
+    loss_cfg = loss_lib.LossConfig(
+        epsilon_low=config.grpo.epsilon_low, epsilon_high=config.grpo.epsilon_high, beta=config.grpo.beta,
+        kl_estimator=config.grpo.kl_estimator, beta_decay=config.grpo.beta_decay,
+        aggregation=config.grpo.aggregation)
+    temperature = float(config.rollout.temperature) or 1.0
+    step_cfg = StepConfig(loss=loss_cfg, grad_accum=config.optim.grad_accum, total_steps=config.total_steps,
+                          temperature=temperature, logits_chunk=config.grpo.logits_chunk)
+    state = TrainState(jnp.int32(0), params, jax.jit(optimizer.init)(params), jnp.int32(0))
+    data = _data_stream(config, tokenizer)
+    store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
+    meta = thinker_meta(cfg)
+    meta["config"] = config.to_json_best_effort()
+    use_reference = config.grpo.beta > 0
+    # The reference lives in the checkpoint when it is not simply the loaded init (random / warm-started).
+    reference_in_ckpt = use_reference and config.model.init == "random"
+    reference = None
+
+    start = store.latest_step()
+    if start is not None:
+        extra_abstract = {"opt_state": _abstract(state.opt_state), "counters": _abstract(
+            {"skipped": state.skipped, "step": state.step})}
+        if reference_in_ckpt:
+            extra_abstract["reference"] = _abstract(reference_params(params, config.model.reference_dtype))
+        restored = store.restore(start, params_abstract=_abstract(nnx.state(model, nnx.Param).to_pure_dict()),
+                                 extra_abstract=extra_abstract)
+        nnx.replace_by_pure_dict(params_state := nnx.state(model, nnx.Param), restored.params)
+        nnx.update(model, params_state)
+        graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
+        counters = restored.extra["counters"]
+        state = TrainState(counters["step"], params, restored.extra["opt_state"], counters["skipped"])
+        data.restore(restored.extra["data"])
+        if reference_in_ckpt:
+            reference = restored.extra["reference"]
+        if is_main:
+            log.info("resumed from step %d of %s", start, workdir)
+    else:
+        start = 0
+        if config.warmstart.steps > 0:
+            params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg)
+            state = TrainState(jnp.int32(0), params, jax.jit(optimizer.init)(params), jnp.int32(0))
+        if use_reference:
+            reference = reference_params(params, config.model.reference_dtype)
+        _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
+    if use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
+        reference = reference_params(nnx.split(build_model(config, tokenizer, mesh, rules),
+                                               trainable_filter(config.model.train_towers), ...)[1],
+                                     config.model.reference_dtype)
+
+    train_step = jax.jit(build_train_step(graphdef, step_cfg, optimizer), donate_argnums=0)
+    logprob_fn = jax.jit(build_logprob_fn(graphdef, temperature, config.grpo.logits_chunk))
+    reward_fn = _reward_fn(config, tokenizer)
+    writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
+    preemption = _Preemption()
+    rng = jax.random.key(config.seed)
+    flops_per_token = _model_flops_per_token(cfg)
+    peak = PEAK_FLOPS.get(jax.devices()[0].device_kind)
+    summary_rewards = []
+
+    bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="GRPO",
+               disable=not is_main, dynamic_ncols=True)
+    for step in bar:
+        t_step = time.perf_counter()
+        batch = next(data)
+        records = batch.pop("records")
+        inputs = prepare_inputs(cfg, **batch)
+        policy = nnx.merge(graphdef, state.params, frozen)
+        exp = collect(policy, inputs, records, rollout_cfg=config.rollout, scale_rewards=config.grpo.scale_rewards,
+                      tokenizer=tokenizer, reward_fn=reward_fn, seed=jax.random.fold_in(rng, step), mesh=mesh,
+                      rules=rules)
+        t_lp = time.perf_counter()
+        grpo_batch = exp.batch
+        if use_reference:
+            grpo_batch = grpo_batch.replace(ref_logp=logprob_fn(reference, frozen, grpo_batch.seqs))
+        if config.grpo.num_iterations > 1:
+            old = exp.sampler_logp if config.grpo.old_logprobs == "sampler" else \
+                logprob_fn(state.params, frozen, grpo_batch.seqs)
+            grpo_batch = grpo_batch.replace(old_logp=old)
+        grpo_batch = shard_rows(grpo_batch, mesh, rules)
+        jax.block_until_ready(grpo_batch)
+        t_update = time.perf_counter()
+        for _ in range(config.grpo.num_iterations):
+            state, step_metrics = train_step(state, frozen, grpo_batch)
+        step_metrics = jax.device_get(step_metrics)
+        t_end = time.perf_counter()
+
+        n_tokens = float(exp.lengths.sum())
+        seconds = {"rollout": exp.seconds["rollout"], "reward": exp.seconds["reward"], "logprob": t_update - t_lp,
+                   "update": t_end - t_update, "step": t_end - t_step}
+        # Rollout: one forward per prompt+completion token; update: forward + backward (×3).
+        rows = exp.batch.seqs.prompt_mask.shape[0]
+        prompt_tokens = float(np.asarray(inputs.attention_mask).sum())
+        flops = flops_per_token * (prompt_tokens + n_tokens + 3 * config.grpo.num_iterations
+                                   * (prompt_tokens * rows / len(records) + n_tokens))
+        scalars = _step_scalars(exp, step_metrics, seconds, n_tokens, flops, peak, data.counters())
+        writer.write(step + 1, scalars)
+        summary_rewards.append(scalars["reward/total/mean"])
+        if is_main:
+            bar.set_postfix(reward=f"{scalars['reward/total/mean']:.3f}", kl=f"{scalars.get('kl', 0):.3g}",
+                            len=f"{scalars['completion/length_mean']:.0f}")
+            if config.sample_every_steps and (step + 1) % config.sample_every_steps == 0:
+                writer.text(step + 1, "samples", _samples_text(records, exp, config.rollout.num_generations))
+        done = step + 1 == config.total_steps
+        if (step + 1) % config.checkpoint_every_steps == 0 or done or preemption.requested \
+                or store.reached_preemption(step + 1):
+            _save(store, step + 1, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
+            if preemption.requested or (not done and store.reached_preemption(step + 1)):
+                store.wait()
+                if is_main:
+                    log.warning("preempted: saved step %d, exiting", step + 1)
+                break
+    store.close()
+    writer.close()
+    data.close()
+    summary = {"steps_run": len(summary_rewards), "final_step": int(state.step) + int(state.skipped)}
+    if is_main and writer.path.exists():
+        rows_all = metrics_lib.read_jsonl(writer.path)
+        metrics_lib.plot_curves(rows_all, ["reward/total/mean", "reward/format/mean", "reward/accuracy/mean",
+                                           "reward/people_focus/mean"], pathlib.Path(workdir) / "reward_curves.png",
+                                title="GRPO rewards (mean over the step's completions)")
+        totals = [r["reward/total/mean"] for r in rows_all if "reward/total/mean" in r]
+        if len(totals) >= 20:
+            summary.update(first10=float(np.mean(totals[:10])), last10=float(np.mean(totals[-10:])))
+    return summary
+
+
+def _abstract(tree):
+    """ShapeDtypeStructs carrying each leaf's sharding (what CheckpointStore.restore wants)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _save(store, step, graphdef, state, frozen, meta, data, reference):
+    params = nnx.state(nnx.merge(graphdef, state.params, frozen), nnx.Param).to_pure_dict()
+    extra = {"opt_state": state.opt_state, "counters": {"step": state.step, "skipped": state.skipped},
+             "data": data.state()}
+    if reference is not None:
+        extra["reference"] = reference
+    store.save(step, params=params, meta=meta, extra=extra)
+
+
+def _warmstart(config, graphdef, params, frozen, tokenizer, cfg):
+    """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart)."""
+    from omni_jax.data import mixture_from_config
+    from omni_jax.data.config import data_defaults
+
+    data_cfg = data_defaults("tiny")
+    with data_cfg.unlocked():
+        data_cfg.batch_size = int(config.warmstart.batch_prompts)
+        data_cfg.seed = int(config.seed) + 1000  # not the GRPO stream
+    stream = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
+    opt = make_optimizer(learning_rate=config.warmstart.learning_rate, total_steps=config.warmstart.steps,
+                         warmup_steps=min(10, config.warmstart.steps // 10), schedule="cosine")
+    opt_state = jax.jit(opt.init)(params)
+    sft_step = warmstart_lib.build_sft_step(graphdef, opt, config.grpo.logits_chunk)
+    bar = tqdm(range(config.warmstart.steps), desc="warm-start (SFT)", disable=jax.process_index() != 0,
+               dynamic_ncols=True)
+    for i in bar:
+        batch = next(stream)
+        records = batch.pop("records")
+        inputs = prepare_inputs(cfg, **batch)
+        ids, mask = warmstart_lib.demonstration_tokens(records, tokenizer, config.rollout.max_new_tokens,
+                                                       seed=config.seed * 7919 + i)
+        params, opt_state, loss = sft_step(params, opt_state, frozen, jax.device_put(inputs), jnp.asarray(ids),
+                                           jnp.asarray(mask), jnp.asarray(next_positions(inputs)))
+        if i % 10 == 0:
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+    stream.close()
+    return params
+
+
+def _step_scalars(exp, m, seconds, n_tokens, flops, peak, data_counters) -> dict:
+    out = {}
+    for name, values in exp.rewards.items():
+        out[f"reward/{name}/mean"] = float(np.mean(values))
+        out[f"reward/{name}/std"] = float(np.std(values))
+    for k in ("loss", "kl", "clip_fraction", "entropy", "grad_norm", "param_norm", "update_norm", "beta",
+              "ratio_mean", "update_skipped"):
+        if k in m:
+            out[k] = float(m[k])
+    out.update({(k if k.startswith("rewards/") else f"rewards/{k}"): float(v) for k, v in exp.stats.items()
+                if not k.startswith("rewards/") or k[len("rewards/"):] not in exp.rewards})
+    out["completion/length_mean"] = float(np.mean(exp.lengths))
+    out["completion/length_max"] = float(np.max(exp.lengths))
+    out.update({f"time/{k}_s": v for k, v in seconds.items()})
+    out["perf/generated_tokens_per_s"] = n_tokens / max(seconds["rollout"], 1e-9)
+    out["perf/model_tflops_per_s"] = flops / max(seconds["step"], 1e-9) / 1e12
+    if peak:
+        out["perf/mfu"] = flops / max(seconds["step"], 1e-9) / (peak * jax.device_count())
+    out.update({f"data/{k}": float(v) for k, v in data_counters.items()})
+    return out
+
+
+def _samples_text(records, exp, g: int, max_prompts: int = 2) -> str:
+    lines = []
+    for p, rec in enumerate(records[:max_prompts]):
+        lines.append(f"Q [{rec.get('source')}/{rec.get('id')}]: {rec.get('problem')}  (answer {rec.get('answer')})")
+        for j in range(min(g, 2)):
+            i = p * g + j
+            parts = ", ".join(f"{k}={v[i]:.2f}" for k, v in exp.rewards.items())
+            lines.append(f"  [{parts}] {exp.texts[i][:600]}")
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""Where training metrics go: `metrics.jsonl`, TensorBoard event files, and PNG charts.
+
+Each line of `<workdir>/metrics.jsonl` is one JSON object with `step` and flat names
+(`reward/total/mean`, `kl`, `time/step_s`, ...). Only process 0 writes. On resume the file is
+cut back to the restored step, so it never holds two lines for one step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+from typing import Iterable
+
+import numpy as np
+
+
+class MetricWriter:
+    def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
+        self.enabled = enabled
+        self.dir = pathlib.Path(workdir)
+        self.path = self.dir / "metrics.jsonl"
+        self._tb = None
+        if not enabled:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            keep = [l for l in self.path.read_text().splitlines()
+                    if l.strip() and resume_step is not None and json.loads(l).get("step", 0) <= resume_step]
+            self.path.write_text("".join(l + "\n" for l in keep))
+        try:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+        except ImportError:  # metrics.jsonl still has everything
+            self._tb = None
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: float(v) for k, v in scalars.items() if v is not None and math.isfinite(float(v))}
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": int(step), **clean}, sort_keys=True) + "\n")
+        if self._tb is not None:
+            for k, v in clean.items():
+                self._tb.add_scalar(k, v, int(step))
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        if not self.enabled:
+            return
+        with open(self.dir / "samples.txt", "a") as f:
+            f.write(f"=== step {step} {tag} ===\n{text}\n")
+        if self._tb is not None:
+            self._tb.add_text(tag, text.replace("\n", "  \n"), int(step))
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    return [json.loads(l) for l in pathlib.Path(path).read_text().splitlines() if l.strip()]
+
+
+def plot_curves(rows: list[dict], keys: Iterable[str], out: str | os.PathLike, *, title: str = "",
+                smooth: int = 5) -> pathlib.Path:
+    """PNG of metrics against step: raw points faint, a running mean over `smooth` steps bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(k in r for r in rows)]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        steps, vals = np.array([p[0] for p in pts]), np.array([p[1] for p in pts], float)
+        line, = ax.plot(steps, vals, alpha=0.25)
+        if len(vals) >= smooth > 1:
+            kernel = np.ones(smooth) / smooth
+            ax.plot(steps[smooth - 1:], np.convolve(vals, kernel, "valid"), color=line.get_color(), label=k)
+        else:
+            line.set_label(k)
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = pathlib.Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,172 @@
+"""Small building blocks shared by the text decoder and the two encoders.
+
+Every parameter is an `nnx.Param` whose `out_sharding` metadata holds *logical* axis names
+(mapped to mesh axes by `omni_jax.parallel`). Parameters are stored in `param_dtype`; compute
+happens in `dtype` (float32 unless the config says bfloat16). Normalisations and softmax always
+run in float32, as HF does. Matmul precision follows JAX's global `jax_default_matmul_precision`
+(exact float32 on CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+Axes = tuple[str | None, ...]
+
+
+def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Axes, init: str, dtype) -> nnx.Param:
+    """A parameter with logical axes. init: "normal" (std 0.02), "zeros" or "ones"."""
+    if len(axes) != len(shape):
+        raise ValueError(f"axes {axes} do not match shape {tuple(shape)}")
+    if init == "normal":
+        value = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
+    elif init == "zeros":
+        value = jnp.zeros(shape, jnp.float32)
+    elif init == "ones":
+        value = jnp.ones(shape, jnp.float32)
+    else:
+        raise ValueError(f"unknown init {init!r}")
+    # eager_sharding=False: placement is decided by the caller from the logical axes, not at init.
+    return nnx.Param(value.astype(dtype), out_sharding=tuple(axes), eager_sharding=False)
+
+
+class Dense(nnx.Module):
+    """y = x @ kernel (+ bias). kernel: [in, out] (HF stores its transpose)."""
+
+    def __init__(self, in_features: int, out_features: int, axes: Axes, *, bias: bool,
+                 rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+        self.kernel = param(rngs, (in_features, out_features), axes, "normal", param_dtype)
+        self.bias = param(rngs, (out_features,), axes[1:], "zeros", param_dtype) if bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    """HF's Qwen2 RMSNorm: normalise in float32, cast back, then scale."""
+
+    def __init__(self, dim: int, axis_name: str, *, eps: float, rngs: nnx.Rngs | None = None,
+                 param_dtype=jnp.float32):
+        self.weight = param(rngs, (dim,), (axis_name,), "ones", param_dtype)
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...].astype(x.dtype) * x32.astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+    """torch.nn.LayerNorm (eps 1e-5) with weight and bias, computed in float32."""
+
+    def __init__(self, dim: int, axis_name: str, *, eps: float = 1e-5, rngs: nnx.Rngs | None = None,
+                 param_dtype=jnp.float32):
+        self.weight = param(rngs, (dim,), (axis_name,), "ones", param_dtype)
+        self.bias = param(rngs, (dim,), (axis_name,), "zeros", param_dtype)
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        y = y * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        return y.astype(x.dtype)
+
+
+class GatedMLP(nnx.Module):
+    """down(act(gate(x)) * up(x)): the Qwen2 text MLP (no bias) and the ViT MLP (with bias)."""
+
+    def __init__(self, dim: int, hidden: int, axes: tuple[str, str], *, bias: bool, act: str,
+                 rngs: nnx.Rngs, dtype, param_dtype):
+        embed, mlp = axes
+        self.gate_proj = Dense(dim, hidden, (embed, mlp), bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.up_proj = Dense(dim, hidden, (embed, mlp), bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.down_proj = Dense(hidden, dim, (mlp, embed), bias=bias, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.act = act
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down_proj(activation(self.act, self.gate_proj(x)) * self.up_proj(x))
+
+
+def activation(name: str, x: jax.Array) -> jax.Array:
+    if name == "silu":
+        return jax.nn.silu(x)
+    if name == "gelu":  # torch's default GELU is the exact erf form
+        return jax.nn.gelu(x, approximate=False)
+    if name in ("gelu_pytorch_tanh", "gelu_new", "quick_gelu"):
+        if name == "quick_gelu":
+            return x * jax.nn.sigmoid(1.702 * x)
+        return jax.nn.gelu(x, approximate=True)
+    raise ValueError(f"unsupported activation {name!r}")
+
+
+def rotate_half(x: jax.Array) -> jax.Array:
+    half = x.shape[-1] // 2
+    return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x: [..., N, H]; cos/sin: [..., H] broadcast over the head axis N."""
+    return x * cos[..., None, :] + rotate_half(x) * sin[..., None, :]
+
+
+@struct.dataclass
+class CausalMask:
+    """A causal + padding mask given by indices, built block by block inside `attention`.
+
+    Query t of row b (at absolute position q_index[b, t] of the key sequence) sees key s when
+    s <= q_index[b, t] and kv_valid[b, s]. Never materialises [B, T, S] for long prompts.
+    q_index: int32[B, T]; kv_valid: bool[B, S].
+    """
+
+    q_index: jax.Array
+    kv_valid: jax.Array
+
+    def block(self, q_index: jax.Array) -> jax.Array:
+        s = jnp.arange(self.kv_valid.shape[-1])
+        return self.kv_valid[:, None, :] & (s[None, None, :] <= q_index[:, :, None])
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, *, query_chunk: int = 0) -> jax.Array:
+    """Softmax attention with grouped kv heads.
+
+    q: [B, T, N, H]; k, v: [B, S, K, H] with N % K == 0; mask: bool[B, T, S] (True = attend) or
+    a CausalMask. Returns [B, T, N, H] in q's dtype; logits and softmax in float32. With
+    `query_chunk` > 0 and T larger than it, queries are processed in blocks of that size so the
+    [T, S] score matrix is never materialised whole (long video prompts).
+    """
+    b, t, n, h = q.shape
+    kvh = k.shape[2]
+    scale = h ** -0.5
+
+    def block(q_blk, mask_blk):
+        if isinstance(mask, CausalMask):
+            mask_blk = mask.block(mask_blk)
+        qg = q_blk.reshape(b, q_blk.shape[1], kvh, n // kvh, h)
+        logits = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+        logits = jnp.where(mask_blk[:, None, None], logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
+        return out.reshape(b, q_blk.shape[1], n, h)
+
+    # What is split into query blocks: the dense mask's rows, or the causal mask's query indices.
+    rows = mask.q_index if isinstance(mask, CausalMask) else mask
+    if query_chunk <= 0 or t <= query_chunk:
+        return block(q, rows)
+    nblk = -(-t // query_chunk)
+    pad = nblk * query_chunk - t  # padded query rows are computed and dropped
+    q_p = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    r_p = jnp.pad(rows, ((0, 0), (0, pad)) + ((0, 0),) * (rows.ndim - 2))
+    q_blocks = q_p.reshape(b, nblk, query_chunk, n, h).swapaxes(0, 1)
+    r_blocks = r_p.reshape(b, nblk, query_chunk, *rows.shape[2:]).swapaxes(0, 1)
+    out = jax.lax.map(lambda args: block(*args), (q_blocks, r_blocks))
+    return out.swapaxes(0, 1).reshape(b, nblk * query_chunk, n, h)[:, :t]

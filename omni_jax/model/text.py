@@ -1,0 +1,141 @@
+"""The Qwen2 text decoder of the Thinker: GQA with q/k/v bias, RMSNorm, SwiGLU, multimodal RoPE.
+
+Layers are stacked on a leading "layers" axis (created with `nnx.vmap`) and run with
+`jax.lax.scan`, so a 28-layer model compiles one layer body. An optional KV cache is a plain
+pytree `{"k": [L, B, S, K, H], "v": [L, B, S, K, H]}` written at `cache_index` (the same write
+position for every row: prompts are left padded and all rows advance together) and carried
+through the layer scan, so decoding updates it in place.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from omni_jax import parallel
+from omni_jax.model.config import TextConfig
+from omni_jax.model.layers import CausalMask, Dense, GatedMLP, RMSNorm, apply_rotary, attention, param
+
+KVCache = dict[str, jax.Array]
+
+
+class TextAttention(nnx.Module):
+    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int):
+        d, n, k, h = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.kv_head_dim
+        kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        self.q_proj = Dense(d, n * h, ("embed", "heads"), bias=True, **kw)
+        self.k_proj = Dense(d, k * h, ("embed", "kv_heads"), bias=True, **kw)
+        self.v_proj = Dense(d, k * h, ("embed", "kv_heads"), bias=True, **kw)
+        self.o_proj = Dense(n * h, d, ("heads", "embed"), bias=False, **kw)
+        self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
+        self.query_chunk = query_chunk
+
+    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None):
+        """x: [B, T, D]; cos/sin: [B, T, H]; mask: a CausalMask (or bool[B, T, S]).
+
+        Without a cache S == T. With one (k, v: [L, B, S, K, H]) this layer's new keys and values
+        are written in place at [layer, :, cache_index] and attention reads the layer's whole
+        cache. Returns (out [B, T, D], cache).
+        """
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        cos, sin = cos.astype(q.dtype), sin.astype(q.dtype)  # HF casts the tables to the compute dtype
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            at = (layer, 0, cache_index, 0, 0)
+            cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k[None].astype(cache["k"].dtype), at),
+                     "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), at)}
+            k, v = cache["k"][layer], cache["v"][layer]
+        q = parallel.constrain(q, ("batch", "length", "act_heads", None))
+        out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, query_chunk=self.query_chunk)
+        return self.o_proj(out.reshape(b, t, -1)), cache
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, "norm", eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.self_attn = TextAttention(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, query_chunk=query_chunk)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, "norm", eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), bias=False,
+                            act=cfg.hidden_act, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+
+    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None):
+        h, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, cache_index)
+        x = x + h
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return parallel.constrain(x, ("batch", "length", "act_embed")), cache
+
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class TextModel(nnx.Module):
+    """HF's Qwen2_5OmniThinkerTextModel: embed_tokens, layers, norm."""
+
+    def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
+                 remat: str = "none", query_chunk: int = 0):
+        self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs, param_dtype=param_dtype)
+
+        @nnx.split_rngs(splits=cfg.num_hidden_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def make_layers(rngs):
+            return DecoderLayer(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, query_chunk=query_chunk)
+
+        self.layers = make_layers(rngs)
+        self.norm = RMSNorm(cfg.hidden_size, "norm", eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+        if remat not in ("none", *_REMAT_POLICIES):
+            raise ValueError(f"remat must be none|full|dots, got {remat!r}")
+        self.remat = remat
+        self.dtype = dtype
+
+    def __call__(self, inputs_embeds, cos, sin, mask, cache: KVCache | None = None, cache_index=None):
+        """inputs_embeds: [B, T, D]; cos/sin: float32[B, T, H]; mask: a CausalMask over S keys.
+
+        Returns (hidden [B, T, D] after the final norm, the updated cache or None).
+        """
+        graphdef, layer_state = nnx.split(self.layers)
+
+        # The cache rides in the scan carry so each layer updates it in place (no copy per step).
+        def body(carry, xs):
+            x, cache = carry
+            state, layer = xs
+            x, cache = nnx.merge(graphdef, state)(x, cos, sin, mask, cache, layer, cache_index)
+            return (x, cache), None
+
+        if self.remat != "none":
+            body = jax.checkpoint(body, policy=_REMAT_POLICIES[self.remat], prevent_cse=False)
+        x = parallel.constrain(inputs_embeds.astype(self.dtype), ("batch", "length", "act_embed"))
+        n_layers = jax.tree.leaves(layer_state)[0].shape[0]
+        (x, cache), _ = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(n_layers)))
+        return self.norm(x), cache
+
+
+class Embed(nnx.Module):
+    def __init__(self, vocab: int, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.embedding = param(rngs, (vocab, dim), ("vocab", "embed"), "normal", param_dtype)
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], ids, axis=0)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """Logits with the embedding as output projection (tied lm_head)."""
+        return jnp.dot(x, self.embedding[...].astype(x.dtype).T)
+
+
+def causal_mask(kv_valid: jax.Array, q_index: jax.Array) -> CausalMask:
+    """Query t (at absolute index q_index[b, t]) sees key s if s <= q_index and s is valid.
+
+    kv_valid: bool[B, S] (False on left padding and unwritten cache slots); q_index: int[B, T].
+    """
+    return CausalMask(q_index.astype(jnp.int32), kv_valid.astype(bool))
+
+
+def init_cache(cfg: TextConfig, batch: int, length: int, dtype=jnp.bfloat16) -> KVCache:
+    shape = (cfg.num_hidden_layers, batch, length, cfg.num_key_value_heads, cfg.kv_head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}

@@ -1,0 +1,208 @@
+"""`generate`: encode + prefill each prompt once, then decode N candidates from a shared KV cache.
+
+    out = generate(model, processor_inputs, num_samples=8, max_new_tokens=1024, temperature=0.9,
+                   top_k=50, top_p=1.0, seed=0, eos_token_ids=[tokenizer.eos_token_id])
+    out.tokens: int32[B·N, M]; out.logprobs: float32[B·N, M]; out.mask: bool[B·N, M]; out.lengths: int32[B·N]
+
+Rows are grouped by prompt: rows i·N … i·N+N-1 are the candidates of prompt i. The decode loop is
+one jitted `lax.while_loop` with static shapes that stops when every row has emitted an EOS or
+the budget is spent. The completion mask runs up to and including the first EOS.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from omni_jax import parallel
+from omni_jax.model.inputs import ModelInputs, prepare_inputs
+from omni_jax.model.text import causal_mask, init_cache
+from omni_jax.model.thinker import Thinker
+from omni_jax.rollout.sampling import Sampling
+
+
+@struct.dataclass
+class RolloutOutput:
+    tokens: jax.Array  # int32[B·N, M], pad after the first EOS
+    logprobs: jax.Array  # float32[B·N, M], log softmax(logits / T) of each sampled token, 0 where masked
+    mask: jax.Array  # bool[B·N, M], up to and including the first EOS
+    lengths: jax.Array  # int32[B·N]
+    prompt_embeds: jax.Array | None = None  # [B, T, D] encoder-merged prompt embeddings (for reuse)
+    logits: jax.Array | None = None  # float32[B·N, M, V] when return_logits (tests, debugging)
+
+
+@struct.dataclass
+class _DecodeState:
+    step: jax.Array
+    tokens: jax.Array
+    logprobs: jax.Array
+    done: jax.Array
+    logits: jax.Array  # [B·N, V] of the next token
+    cache: dict
+    kv_valid: jax.Array
+    rng: jax.Array
+    all_logits: jax.Array | None
+
+
+def _batch_spec(ndim: int, batch_axis: int = 0):
+    axes = [None] * ndim
+    axes[batch_axis] = "batch"
+    return tuple(axes)
+
+
+def _input_logical_axes(inputs: ModelInputs):
+    """Logical axes for each ModelInputs leaf: batch-major arrays over 'batch', the rest replicated."""
+    def spec(path, x):
+        name = path[0].name if hasattr(path[0], "name") else None
+        if name in ("input_ids", "attention_mask", "feature_index", "rope_deltas"):
+            return _batch_spec(np.ndim(x))
+        if name == "position_ids":
+            return _batch_spec(np.ndim(x), 1)
+        return (None,) * np.ndim(x)
+    return jax.tree_util.tree_map_with_path(spec, inputs)
+
+
+def _place(tree, logical, mesh, rules):
+    shardings = jax.tree.map(lambda x, axes: parallel.named_sharding(axes, np.shape(x), mesh, rules), tree, logical,
+                             is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x))
+    return jax.device_put(tree, shardings)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+def _prefill(graphdef, state, inputs: ModelInputs, cache_length: int, cache_dtype, num_samples: int):
+    """Encode + prefill once per prompt, then copy everything per candidate.
+
+    Returns (cache [L, B·N, S, K, H], next-token logits [B·N, V], kv_valid [B·N, S],
+    next position id [B·N], prompt embeddings [B, T, D]).
+    """
+    model: Thinker = nnx.merge(graphdef, state)
+    x = model.embed(inputs)
+    b, t = inputs.input_ids.shape
+    cache = init_cache(model.cfg.text, b, cache_length, cache_dtype)
+    kv_valid = jnp.zeros((b, cache_length), bool).at[:, :t].set(inputs.attention_mask)
+    q_index = jnp.broadcast_to(jnp.arange(t), (b, t))
+    hidden, cache = model.hidden_states(x, inputs.position_ids, causal_mask(kv_valid, q_index), cache, 0)
+    logits = model.logits(hidden[:, -1])  # left padding: the last column is every row's last token
+    masked_pos = jnp.where(inputs.attention_mask[None], inputs.position_ids, -1)
+    next_pos = masked_pos.max(axis=(0, 2)) + 1  # continues past the largest TMRoPE id, as HF
+
+    def rep(a, axis=0):
+        return jnp.repeat(a, num_samples, axis=axis)
+
+    cache = {k: parallel.constrain(rep(v, 1), ("layers", "batch", "kv_length", "act_kv_heads", None))
+             for k, v in cache.items()}
+    return cache, rep(logits), rep(kv_valid), rep(next_pos), x
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(7,))
+def _decode(graphdef, sampling: Sampling, max_new_tokens: int, prompt_length: int, eos: tuple[int, ...],
+            return_logits: bool, state, cache, logits, kv_valid, next_pos, rng, pad_id):
+    model: Thinker = nnx.merge(graphdef, state)
+    rows = logits.shape[0]
+    eos_ids = jnp.asarray(eos if eos else (-1,), jnp.int32)
+
+    def cond(s: _DecodeState):
+        return (s.step < max_new_tokens) & ~jnp.all(s.done)
+
+    def body(s: _DecodeState):
+        tok = sampling.next_tokens(s.logits, jax.random.fold_in(s.rng, s.step))
+        lp = sampling.logprobs(s.logits, tok)
+        tok = jnp.where(s.done, pad_id, tok)
+        lp = jnp.where(s.done, 0.0, lp)
+        tokens = s.tokens.at[:, s.step].set(tok)
+        logprobs = s.logprobs.at[:, s.step].set(lp)
+        all_logits = s.all_logits.at[:, s.step].set(s.logits) if return_logits else None
+        done = s.done | jnp.isin(tok, eos_ids)
+        # Feed the sampled token: a text token, so its three TMRoPE rows are equal.
+        index = prompt_length + s.step
+        kv_valid = s.kv_valid.at[:, index].set(True)
+        x = model.model.embed_tokens(tok[:, None])
+        pos = jnp.broadcast_to((next_pos + s.step)[None, :, None], (3, rows, 1))
+        q_index = jnp.full((rows, 1), index)
+        hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, index)
+        return _DecodeState(s.step + 1, tokens, logprobs, done, model.logits(hidden[:, 0]), cache, kv_valid,
+                            s.rng, all_logits)
+
+    init = _DecodeState(
+        step=jnp.int32(0),
+        tokens=jnp.full((rows, max_new_tokens), pad_id, jnp.int32),
+        logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32),
+        done=jnp.zeros((rows,), bool),
+        logits=logits, cache=cache, kv_valid=kv_valid, rng=rng,
+        all_logits=jnp.zeros((rows, max_new_tokens, logits.shape[-1]), jnp.float32) if return_logits else None,
+    )
+    final = jax.lax.while_loop(cond, body, init)
+    is_eos = jnp.isin(final.tokens, eos_ids)
+    first_eos = jnp.where(is_eos.any(-1), jnp.argmax(is_eos, axis=-1) + 1, max_new_tokens)
+    mask = jnp.arange(max_new_tokens)[None, :] < first_eos[:, None]
+    # The final cache is returned (and dropped by the caller) so the donated prefill cache can back it.
+    return (final.tokens, jnp.where(mask, final.logprobs, 0.0), mask, first_eos.astype(jnp.int32),
+            final.all_logits, final.cache)
+
+
+def generate(
+    model: Thinker,
+    inputs: dict | ModelInputs,
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int | jax.Array = 0,
+    eos_token_ids: Sequence[int] = (),
+    pad_token_id: int = 0,
+    mesh: jax.sharding.Mesh | None = None,
+    rules=None,
+    cache_dtype=None,
+    max_cache_length: int | None = None,
+    return_logits: bool = False,
+) -> RolloutOutput:
+    """Sample `num_samples` completions for every prompt of `inputs` (HF processor kwargs or ModelInputs).
+
+    Greedy when temperature is 0. Everything is validated before anything is traced.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    sampling = Sampling(float(temperature), int(top_k), float(top_p))
+    cfg = model.cfg
+    if not isinstance(inputs, ModelInputs):
+        inputs = prepare_inputs(cfg, **inputs)
+    prompt_length = int(np.shape(inputs.input_ids)[1])
+    limit = max_cache_length or cfg.text.max_position_embeddings
+    if prompt_length + max_new_tokens > limit:
+        raise ValueError(
+            f"prompt of {prompt_length} tokens + max_new_tokens {max_new_tokens} does not fit the cache of "
+            f"{limit} positions; shorten the prompt (fewer frames / pixels) or max_new_tokens"
+        )
+    cache_dtype = jnp.dtype(cache_dtype or cfg.dtype)
+    graphdef, state = nnx.split(model)
+    rng = jax.random.key(seed) if isinstance(seed, int) else seed
+    rules = rules or parallel.DEFAULT_RULES
+    ctx = parallel.use_mesh(mesh, rules) if mesh is not None else _nullcontext()
+    with ctx:
+        if mesh is not None:
+            inputs = _place(inputs, _input_logical_axes(inputs), mesh, rules)
+        else:
+            inputs = jax.device_put(inputs)
+        cache, logits, kv_valid, next_pos, embeds = _prefill(
+            graphdef, state, inputs, prompt_length + max_new_tokens, cache_dtype, num_samples)
+        tokens, logprobs, mask, lengths, all_logits, _ = _decode(
+            graphdef, sampling, max_new_tokens, prompt_length, tuple(int(e) for e in eos_token_ids), return_logits,
+            state, cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))
+    return RolloutOutput(tokens, logprobs, mask, lengths, embeds, all_logits)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

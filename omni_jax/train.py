@@ -1,0 +1,56 @@
+"""`python -m omni_jax.train [--config configs/X.py[:variant]] [--workdir W] [--config.field=value ...]`
+
+GRPO training, the product's main job. With no arguments it runs the embedded default
+(configs/default.py: a tiny Thinker on synthetic video questions, on CPU). A workdir that holds
+a checkpoint resumes by itself. On a Cloud TPU slice every worker runs the same command
+(launch/ does this); JAX's distributed runtime is initialised here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "default.py"
+
+config_flags.DEFINE_config_file("config", str(DEFAULT_CONFIG), "Training config file[:variant].", lock_config=True)
+flags.DEFINE_string("workdir", "workdir/default", "Where checkpoints, metrics.jsonl, TensorBoard files and PNGs go.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs off TPU).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs off TPU).")
+flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs off TPU).")
+FLAGS = flags.FLAGS
+
+
+def _init_distributed() -> None:
+    import jax
+
+    if FLAGS.coordinator_address:
+        if os.environ.get("JAX_PLATFORMS", "") in ("", "cpu"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID") is not None:
+        jax.distributed.initialize()  # Cloud TPU VM: everything comes from the environment
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _init_distributed()
+    from omni_jax.grpo.trainer import run
+
+    summary = run(FLAGS.config, FLAGS.workdir)
+    import jax
+
+    if jax.process_index() == 0:
+        print(json.dumps({"workdir": FLAGS.workdir, **summary}))
+
+
+if __name__ == "__main__":
+    app.run(main)
