@@ -101,7 +101,7 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
         c.min_pixels = 56 * 56
         c.max_pixels = 56 * 56
         c.audio_bucket_seconds = 2.0
-        c.prompt_buckets = (128, 256, 512, 1024)
+        c.prompt_buckets = (256, 512, 640, 768, 1024)  # synthetic prompts are 575-584 tokens
         c.max_prompt_tokens = 1024
         c.mixture = ml_collections.ConfigDict({"synthetic": 1.0})
     elif arg not in (None, "", "recipe"):
