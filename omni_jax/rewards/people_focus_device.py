@@ -25,9 +25,10 @@ def _mod(x, m: int):
     return x if m == 0 else x % jnp.uint32(m)
 
 
-def make_count_fn(tables: tt.Tables):
+def make_count_fn(tables: tt.Tables, whole_text: bool = True):
     """A pure `counts(ids: int32[B, T], mask: bool[B, T]) -> (inside int32[B, C], whole int32[B, C],
-    closed bool[B])`: keyword counts inside the first complete think block and over all text."""
+    closed bool[B])`: keyword counts inside the first complete think block and over all text
+    (`whole` stays 0 unless `whole_text`, which saves work when no policy needs it)."""
     moduli, cap = tables.moduli, tables.cap
     num_lanes, num_cats = len(moduli), len(tables.weights)
     num_interior = tables.interior.shape[1]
@@ -60,11 +61,14 @@ def make_count_fn(tables: tt.Tables):
     def add(counts, cat, on):
         return counts + jax.nn.one_hot(cat, num_cats, dtype=jnp.int32) * on[:, None].astype(jnp.int32)
 
+    def add_whole(counts, cat, on):
+        return add(counts, cat, on) if whole_text else counts
+
     def arrive(st, on, cat, pid, joined, inside):
         """A word ends (rows where `on`): find occurrences ending at it, settle the oldest."""
         if history == 0:
             st["inside"] = add(st["inside"], cat, on & inside)
-            st["whole"] = add(st["whole"], cat, on)
+            st["whole"] = add_whole(st["whole"], cat, on)
             return st
         wins = [cat]
         ok, index = joined, pid
@@ -83,7 +87,7 @@ def make_count_fn(tables: tt.Tables):
         for k in range(max_k):  # the oldest word can no longer be covered: count it
             cat_old = hist_win[:, history - 1, k]
             st["inside"] = add(st["inside"], cat_old, on & st["ins"][:, history - 1])
-            st["whole"] = add(st["whole"], cat_old, on)
+            st["whole"] = add_whole(st["whole"], cat_old, on)
         new_win = jnp.stack(wins, axis=1)[:, None, :]
         shifted = {
             "pid": jnp.concatenate([pid[:, None], st["pid"][:, :-1]], axis=1),
@@ -98,10 +102,11 @@ def make_count_fn(tables: tt.Tables):
 
     def step(st, xs):
         tok, packed, codes = xs
+        packed = packed.astype(jnp.int32)
         st = dict(st)
         n_pre, n_suf = packed & 63, (packed >> 6) & 63
         has_sep, sep0_joiner = ((packed >> 12) & 1) == 1, ((packed >> 13) & 1) == 1
-        tag_entry = tags_t[tok * tt.NUM_TAG_STATES + st["tag"]]
+        tag_entry = tags_t[tok * tt.NUM_TAG_STATES + st["tag"]].astype(jnp.int32)
         inside_bits = tag_entry >> 4
         # Letters at the token's start continue the word in progress.
         starts = (st["len"] == 0) & (n_pre > 0)
@@ -155,7 +160,7 @@ def make_count_fn(tables: tt.Tables):
         for r in range(history):
             for k in range(max_k):
                 st["inside"] = add(st["inside"], st["win"][:, r, k], st["ins"][:, r])
-                st["whole"] = add(st["whole"], st["win"][:, r, k], jnp.ones(batch, bool))
+                st["whole"] = add_whole(st["whole"], st["win"][:, r, k], jnp.ones(batch, bool))
         return st["inside"], st["whole"], st["tag"] == tt.CLOSED
 
     return counts
@@ -163,7 +168,7 @@ def make_count_fn(tables: tt.Tables):
 
 def make_score_fn(tables: tt.Tables):
     """Pure `scores(ids: int32[B, T], mask: bool[B, T]) -> float32[B]` (see `people_focus.build`)."""
-    counts_fn = make_count_fn(tables)
+    counts_fn = make_count_fn(tables, whole_text=tables.whole_text)
     weights = jnp.asarray(tables.weights)
 
     def scores(ids, mask):

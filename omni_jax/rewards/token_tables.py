@@ -124,11 +124,11 @@ class Tables:
 
     moduli: tuple[int, ...]     # lanes; 0 means 2^32
     cap: int                    # saturated word length (max_word_letters + 1)
-    packed: np.ndarray          # int32[V]: n_pre | n_suf << 6 | has_sep << 12 | sep0_joiner << 13
+    packed: np.ndarray          # uint16[V]: n_pre | n_suf << 6 | has_sep << 12 | sep0_joiner << 13
     codes: np.ndarray           # uint32[V, 3, lanes]: 27^n_pre, prefix code, suffix code
     interior: np.ndarray        # int32[V, R]: valid | joiner_after << 1 | (cat+1) << 8 | pid << 16
-    tags: np.ndarray            # int32[V * 16]: next_state | inside_bits << 4 (bit 0: word ended
-                                #   by the first separator, bit 1+r: interior word r)
+    tags: np.ndarray            # uint8/16/int32[V * 16]: next_state | inside_bits << 4 (bit 0: the
+                                #   word ended by the first separator, bit 1+r: interior word r)
     hash_bits: int
     hash_mult: np.ndarray       # uint32[lanes + 1]
     slot_len: np.ndarray        # int32[S]: word length, -1 for an empty slot
@@ -220,7 +220,7 @@ def build_tables(tokenizer, spec: kw.PeopleFocusSpec) -> Tables:
     cap = max_letters + 1
     pieces = token_bytes(tokenizer) + [b""]  # last row: masked / unknown ids
     vocab = len(pieces)
-    packed = np.zeros(vocab, np.int32)
+    packed = np.zeros(vocab, np.uint16)
     codes = np.zeros((vocab, 3, len(moduli)), np.uint32)
     interiors: list[list[tuple[int, int]]] = []  # per token: (packed word, terminator offset)
     first_sep = np.full(vocab, -1, np.int32)
@@ -302,4 +302,6 @@ def _tag_tables(pieces: list[bytes], term: np.ndarray) -> np.ndarray:
             hit = (term[:, e] == j)[:, None]
             bits |= (hit & inside).astype(np.int32) << e
         state = np.where(live, new, state)
-    return (state | (bits << 4)).reshape(-1).astype(np.int32)
+    width = 4 + term.shape[1]
+    dtype = np.uint8 if width <= 8 else np.uint16 if width <= 16 else np.int32
+    return (state | (bits << 4)).reshape(-1).astype(dtype)
