@@ -37,6 +37,7 @@ def make_count_fn(tables: tt.Tables, whole_text: bool = True):
     base = tables.num_phrase_words + 1
     packed_t = jnp.asarray(tables.packed)
     codes_t = jnp.asarray(tables.codes.reshape(len(tables.packed), -1))
+    powers_t = jnp.asarray(tables.powers)
     interior_t = jnp.asarray(tables.interior)
     tags_t = jnp.asarray(tables.tags)
     slot_len = jnp.asarray(tables.slot_len)
@@ -101,7 +102,7 @@ def make_count_fn(tables: tt.Tables, whole_text: bool = True):
         return st
 
     def step(st, xs):
-        tok, packed, codes = xs
+        tok, packed, codes, powers = xs
         packed = packed.astype(jnp.int32)
         st = dict(st)
         n_pre, n_suf = packed & 63, (packed >> 6) & 63
@@ -111,8 +112,8 @@ def make_count_fn(tables: tt.Tables, whole_text: bool = True):
         # Letters at the token's start continue the word in progress.
         starts = (st["len"] == 0) & (n_pre > 0)
         st["pjoined"] = jnp.where(starts, st["has_prev"] & st["run_ok"], st["pjoined"])
-        lanes = [_mod(_mod(st["lanes"][i] * codes[:, i], m) + codes[:, num_lanes + i], m)
-                 for i, m in enumerate(moduli)]
+        # 27^n with n saturated at cap: a longer word is no keyword, its lanes may be anything
+        lanes = [_mod(_mod(st["lanes"][i] * powers[:, i], m) + codes[:, i], m) for i, m in enumerate(moduli)]
         length = jnp.minimum(st["len"] + n_pre, cap)
         # A separator ends it.
         ends = has_sep & (length > 0)
@@ -129,7 +130,7 @@ def make_count_fn(tables: tt.Tables, whole_text: bool = True):
             st["run_ok"] = jnp.where(on, ((value >> 1) & 1) == 1, st["run_ok"])
         # Letters at the token's end start the next word.
         st["pjoined"] = jnp.where(has_sep & (n_suf > 0), st["has_prev"] & st["run_ok"], st["pjoined"])
-        st["lanes"] = jnp.stack([jnp.where(has_sep, codes[:, 2 * num_lanes + i], lanes[i])
+        st["lanes"] = jnp.stack([jnp.where(has_sep, codes[:, num_lanes + i], lanes[i])
                                  for i in range(num_lanes)])
         st["len"] = jnp.where(has_sep, n_suf, length)
         st["tag"] = tag_entry & 15
@@ -152,7 +153,9 @@ def make_count_fn(tables: tt.Tables, whole_text: bool = True):
             "whole": jnp.zeros((batch, num_cats), jnp.int32),
         }
         ids_tb = ids.T
-        st, _ = jax.lax.scan(step, st, (ids_tb, packed_t[ids_tb], codes_t[ids_tb]))
+        packed_tb = packed_t[ids_tb]
+        powers_tb = powers_t[packed_tb.astype(jnp.int32) & 63]
+        st, _ = jax.lax.scan(step, st, (ids_tb, packed_tb, codes_t[ids_tb], powers_tb))
         # The end of the text ends the last word; then every waiting occurrence is final.
         phase_inside = (st["tag"] >= tt.INSIDE_FIRST) & (st["tag"] < tt.CLOSED)
         cat, pid = lookup(list(st["lanes"]), st["len"])
