@@ -49,7 +49,7 @@ def sentence(rng: np.random.Generator, vocab) -> str:
     words = []
     for _ in range(rng.integers(6, 18)):
         r = rng.random()
-        pool = keywords if r < 0.15 else pseudo if r < 0.3 else common
+        pool = keywords if r < 0.05 else pseudo if r < 0.15 else common
         word = str(rng.choice(pool))
         if rng.random() < 0.05:
             word = word.upper()
@@ -63,19 +63,23 @@ def sentence(rng: np.random.Generator, vocab) -> str:
 def completions(tokenizer, n: int, max_tokens: int, rng, vocab) -> tuple[np.ndarray, np.ndarray]:
     """ids int32[n, max_tokens], mask bool[n, max_tokens]: each row a whole completion whose
     <think> block fills it to just under max_tokens."""
+    pool = [sentence(rng, vocab) for _ in range(4000)]
+    lengths = [len(x) for x in tokenizer(pool).input_ids]
     ids = np.full((n, max_tokens), tokenizer.pad_token_id, np.int32)
     mask = np.zeros((n, max_tokens), bool)
     for i in tqdm(range(n), desc=f"texts ({len(tokenizer)} vocab)", leave=False):
-        context = " ".join(sentence(rng, vocab) for _ in range(3))
-        think = []
+        picks, budget = [], max_tokens - 60  # room for the context, tags and answer
+        while budget > 0:
+            picks.append(int(rng.integers(len(pool))))
+            budget -= lengths[picks[-1]]
         while True:
-            think.append(sentence(rng, vocab))
-            text = f"<context>{context}</context><think>{' '.join(think)}</think><answer>B</answer>"
-            row = tokenizer.encode(text)
-            if len(row) > max_tokens:
+            think = " ".join(pool[j] for j in picks[3:])
+            context = " ".join(pool[j] for j in picks[:3])
+            row = tokenizer.encode(f"<context>{context}</context><think>{think}</think><answer>B</answer>")
+            if len(row) <= max_tokens:
                 break
-            good = row
-        ids[i, : len(good)], mask[i, : len(good)] = good, True
+            picks.pop()
+        ids[i, : len(row)], mask[i, : len(row)] = row, True
     return ids, mask
 
 
