@@ -154,6 +154,8 @@ class Tables:
 
 def _word_info(spec: kw.PeopleFocusSpec):
     """word → (category as a single-word keyword or -1, phrase-word id or 0); phrase tables."""
+    if len(spec.categories) > 254:
+        raise ValueError(f"people_focus has {len(spec.categories)} categories; at most 254 are supported")
     phrase_words = sorted({w for k in spec.keywords if len(k) > 1 for w in k})
     pid = {w: i + 1 for i, w in enumerate(phrase_words)}
     info = {w: [-1, pid[w]] for w in phrase_words}
