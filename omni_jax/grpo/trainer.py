@@ -141,7 +141,7 @@ def run(config, workdir: str) -> dict:
     else:
         start = 0
         if config.warmstart.steps > 0:
-            params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg)
+            params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh)
             state = TrainState(jnp.int32(0), params, jax.jit(optimizer.init)(params), jnp.int32(0))
         if use_reference:
             reference = reference_params(params, config.model.reference_dtype)
@@ -151,7 +151,9 @@ def run(config, workdir: str) -> dict:
                                                trainable_filter(config.model.train_towers), ...)[1],
                                      config.model.reference_dtype)
 
-    train_step = jax.jit(build_train_step(graphdef, step_cfg, optimizer), donate_argnums=0)
+    state, frozen = parallel.on_mesh(state, mesh), parallel.on_mesh(frozen, mesh)
+    train_step = jax.jit(build_train_step(graphdef, step_cfg, optimizer), donate_argnums=0,
+                         out_shardings=(parallel.shardings_of(state), None))
     logprob_fn = jax.jit(build_logprob_fn(graphdef, temperature, config.grpo.logits_chunk))
     reward_fn = _reward_fn(config, tokenizer)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
@@ -242,7 +244,7 @@ def _save(store, step, graphdef, state, frozen, meta, data, reference):
     store.save(step, params=params, meta=meta, extra=extra)
 
 
-def _warmstart(config, graphdef, params, frozen, tokenizer, cfg):
+def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
     """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart)."""
     from omni_jax.data import mixture_from_config
     from omni_jax.data.config import data_defaults
@@ -254,8 +256,9 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg):
     stream = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
     opt = make_optimizer(learning_rate=config.warmstart.learning_rate, total_steps=config.warmstart.steps,
                          warmup_steps=min(10, config.warmstart.steps // 10), schedule="cosine")
-    opt_state = jax.jit(opt.init)(params)
-    sft_step = warmstart_lib.build_sft_step(graphdef, opt, config.grpo.logits_chunk)
+    params, opt_state, frozen = parallel.on_mesh((params, jax.jit(opt.init)(params), frozen), mesh)
+    sft_step = warmstart_lib.build_sft_step(graphdef, opt, config.grpo.logits_chunk,
+                                            out_shardings=parallel.shardings_of((params, opt_state)))
     bar = tqdm(range(config.warmstart.steps), desc="warm-start (SFT)", disable=jax.process_index() != 0,
                dynamic_ncols=True)
     for i in bar:
