@@ -110,7 +110,10 @@ def run(config, workdir: str) -> dict:
     temperature = float(config.rollout.temperature) or 1.0
     step_cfg = StepConfig(loss=loss_cfg, grad_accum=config.optim.grad_accum, total_steps=config.total_steps,
                           temperature=temperature, logits_chunk=config.grpo.logits_chunk)
-    state = TrainState(jnp.int32(0), params, jax.jit(optimizer.init)(params), jnp.int32(0))
+    # Every array committed to the mesh up front: host-local scalars cannot be checkpointed on
+    # several hosts, and uncommitted inputs would make the first step compile twice.
+    frozen = parallel.on_mesh(frozen, mesh)
+    state = parallel.on_mesh(TrainState(jnp.int32(0), params, jax.jit(optimizer.init)(params), jnp.int32(0)), mesh)
     data = _data_stream(config, tokenizer)
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     meta = thinker_meta(cfg)
@@ -142,7 +145,8 @@ def run(config, workdir: str) -> dict:
         start = 0
         if config.warmstart.steps > 0:
             params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh)
-            state = TrainState(jnp.int32(0), params, jax.jit(optimizer.init)(params), jnp.int32(0))
+            state = parallel.on_mesh(TrainState(jnp.int32(0), params, jax.jit(optimizer.init)(params),
+                                                jnp.int32(0)), mesh)
         if use_reference:
             reference = reference_params(params, config.model.reference_dtype)
         _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
@@ -151,7 +155,6 @@ def run(config, workdir: str) -> dict:
                                                trainable_filter(config.model.train_towers), ...)[1],
                                      config.model.reference_dtype)
 
-    state, frozen = parallel.on_mesh(state, mesh), parallel.on_mesh(frozen, mesh)
     train_step = jax.jit(build_train_step(graphdef, step_cfg, optimizer), donate_argnums=0,
                          out_shardings=(parallel.shardings_of(state), None))
     logprob_fn = jax.jit(build_logprob_fn(graphdef, temperature, config.grpo.logits_chunk))
