@@ -16,7 +16,6 @@ import argparse
 import os
 import pathlib
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,13 +58,13 @@ def bench_ours(path, clips: int, workers: int) -> float:
     cfg.mixture = {"bench": 1.0}
     m = mixture.from_config(cfg, process_index=0, process_count=1, sources={"bench": src})
     next(m)  # warm: libraries loaded, threads started
-    t = time.perf_counter()
+    c, t = cpu(), time.perf_counter()
     for _ in tqdm(range(clips), desc=f"ours, {workers} worker(s)", leave=False):
         batch = next(m)
-    dt = time.perf_counter() - t
+    dt, dc = time.perf_counter() - t, cpu() - c
     m.close()
     assert batch["video_grid_thw"][0][0] * 2 == FRAMES
-    return dt
+    return dt, dc
 
 
 def bench_reference_style(path, clips: int) -> float:
@@ -77,7 +76,7 @@ def bench_reference_style(path, clips: int) -> float:
     cfg.max_frames = FRAMES
     lim = video.resolve_limits(cfg)
     fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=300, n_fft=400)
-    t = time.perf_counter()
+    c, t = cpu(), time.perf_counter()
     for _ in tqdm(range(clips), desc="reference style", leave=False):
         vr = decord.VideoReader(str(path), num_threads=1)
         n = video.smart_nframes(len(vr), vr.get_avg_fps(), lim)
@@ -87,22 +86,34 @@ def bench_reference_style(path, clips: int) -> float:
         video.to_patches(frames, cfg.image_mean, cfg.image_std, 14, 2, 2)
         wave = audio.load_audio(str(path), 16000, 300.0)
         fe(wave, sampling_rate=16000, return_attention_mask=True, padding="max_length", return_tensors="np")
-    return time.perf_counter() - t
+    return time.perf_counter() - t, cpu() - c
+
+
+def cpu() -> float:
+    """CPU seconds of this process (all threads): robust to other jobs sharing the machine."""
+    t = os.times()
+    return t.user + t.system
 
 
 _PEAK = """
-import resource, sys, numpy as np, decord
+import sys, numpy as np, decord
 from omni_jax.data import config, video
+
+
+def hwm():  # this process's peak RSS in kB (ru_maxrss would carry the parent's over exec)
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])
+
+
 cfg = config.data_defaults(); cfg.max_frames = 64
 lim = video.resolve_limits(cfg)
 vr = decord.VideoReader(sys.argv[1], num_threads=1); vr.get_avg_fps()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 if sys.argv[2] == "ours":
     frames, _ = video.load_video(sys.argv[1], lim)
 else:  # every sampled frame at full size first, as QOU does
     n = video.smart_nframes(len(vr), vr.get_avg_fps(), lim)
     frames = vr.get_batch(list(video.frame_indices(len(vr), n))).asnumpy()
-print(frames.shape, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print(frames.shape, (hwm() - base) / 1024)
 """
 
 
@@ -111,27 +122,39 @@ def main():
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--peak4k", action="store_true")
+    parser.add_argument("--no-throughput", dest="throughput", action="store_false")
     args = parser.parse_args()
     tmp = pathlib.Path(tempfile.mkdtemp())
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    if args.throughput:
+        throughput(tmp, args)
+    if args.peak4k:
+        peak4k(tmp)
+
+
+def throughput(tmp, args):
     path = make_clip(tmp / "clip720p.mp4", "1280x720", 60.0, 30)
     print(f"clip: 60 s, 1280x720 @ 30 fps, H.264 + AAC, {path.stat().st_size / 2**20:.1f} MB; {FRAMES} frames")
     rows = []
     t_ref = bench_reference_style(path, args.clips)
-    rows.append(("reference style (get_batch + 300 s Whisper)", 1, t_ref))
+    rows.append(("reference style (get_batch + 300 s Whisper)", 1, *t_ref))
     for w in (int(x) for x in args.workers.split(",")):
-        rows.append(("ours (mixture, prepare_record)", w, bench_ours(path, args.clips, w)))
-    print(f"\n| pipeline | workers | clips/s | frames/s | s/clip |\n|---|---|---|---|---|")
-    for name, w, dt in rows:
-        print(f"| {name} | {w} | {args.clips / dt:.2f} | {args.clips * FRAMES / dt:.1f} | {dt / args.clips:.3f} |")
-    if args.peak4k:
-        clip = make_clip(tmp / "4k.mp4", "3840x2160", 0, 10, frames=719, audio_on=False)
-        print("\n| 4K 719 frames, max_frames 64 | frames kept | peak RSS growth (MB) |\n|---|---|---|")
-        for how in ("ours", "full-size"):
-            out = subprocess.run([sys.executable, "-c", _PEAK, str(clip), how], check=True, capture_output=True,
-                                 text=True).stdout.strip()
-            shape, mb = out.rsplit(" ", 1)
-            print(f"| {how} | {shape} | {float(mb):.0f} |")
+        rows.append(("ours (mixture, prepare_record)", w, *bench_ours(path, args.clips, w)))
+    print(f"\nload average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("\n| pipeline | workers | clips/s | frames/s | wall s/clip | CPU s/clip |\n|---|---|---|---|---|---|")
+    for name, w, dt, dc in rows:
+        print(f"| {name} | {w} | {args.clips / dt:.2f} | {args.clips * FRAMES / dt:.1f} | {dt / args.clips:.2f} "
+              f"| {dc / args.clips:.2f} |")
+
+
+def peak4k(tmp):
+    clip = make_clip(tmp / "4k.mp4", "3840x2160", 0, 10, frames=719, audio_on=False)
+    print("\n| 4K 719 frames, max_frames 64 | frames kept | peak RSS growth (MB) |\n|---|---|---|")
+    for how in ("ours", "full-size"):
+        out = subprocess.run([sys.executable, "-c", _PEAK, str(clip), how], check=True, capture_output=True,
+                             text=True).stdout.strip()
+        shape, mb = out.rsplit(" ", 1)
+        print(f"| {how} | {shape} | {float(mb):.0f} |")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,15 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, **options):
-    """Load a Qwen2.5-Omni Thinker from a local HF checkpoint directory.
+def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, step=None,
+                 **options):
+    """Load a Qwen2.5-Omni Thinker from an HF checkpoint directory or an omni_jax checkpoint store.
 
-    path: a directory with config.json and safetensors (single or sharded with an index), either a
-    full Qwen2.5-Omni (`thinker.*` keys; talker / token2wav ignored) or a thinker-only save.
+    path: a local HF directory with config.json and safetensors (single or sharded with an index),
+    either a full Qwen2.5-Omni (`thinker.*` keys; talker / token2wav ignored) or a thinker-only
+    save; or an omni_jax `CheckpointStore` (local or gs://: `python -m omni_jax.convert hf2jax`
+    output or a training run directory, or one `<store>/<step>` directory of it).
+    step: which step of a store (default: the latest committed one).
     dtype: compute dtype ("float32" or "bfloat16"); param_dtype: storage dtype (defaults to dtype).
     mesh / rules: place each parameter directly onto its sharding (logical axes → mesh axes).
     options: other ThinkerConfig numerics fields (remat, attention_query_chunk).
@@ -17,4 +21,5 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
     """
     from omni_jax.model.loading import load_thinker as _load
 
-    return _load(path, dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, progress=progress, **options)
+    return _load(path, dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, progress=progress, step=step,
+                 **options)

@@ -123,6 +123,8 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partition
                 kept.append(a)
                 size *= mesh.shape[a]
         out.append(None if not kept else (kept[0] if len(kept) == 1 else tuple(kept)))
+    while out and out[-1] is None:  # P(None, None) and P() mean the same, but jit caches them apart
+        out.pop()
     return PartitionSpec(*out)
 
 
@@ -156,3 +158,21 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     if ctx is None:
         return x
     return jax.lax.with_sharding_constraint(x, named_sharding(logical_axes, x.shape, ctx.mesh, ctx.rules))
+
+
+def on_mesh(tree, mesh: Mesh):
+    """Every array of `tree` committed to a NamedSharding of `mesh` (unplaced ones replicated).
+
+    jit caches by input sharding: a first call with uncommitted arrays and later calls with the
+    step's own outputs would otherwise compile the step twice.
+    """
+    def one(x):
+        s = getattr(x, "sharding", None)
+        if not (isinstance(s, NamedSharding) and s.mesh == mesh):
+            s = NamedSharding(mesh, PartitionSpec())
+        return jax.device_put(x, s)
+    return jax.tree.map(one, tree)
+
+
+def shardings_of(tree):
+    return jax.tree.map(lambda x: x.sharding, tree)

@@ -41,7 +41,13 @@ def _init_distributed() -> None:
 
 def main(argv):
     del argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("omni_jax").addHandler(handler)
+    logging.getLogger("omni_jax").setLevel(logging.INFO)
     _init_distributed()
     from omni_jax.grpo.trainer import run
 

@@ -342,7 +342,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         step_cfg = step_config_from_config(config)
         state = TrainState(step=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)), params=trainable,
                            opt_state=opt_state, skipped=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)))
-        tr = _compile(jit_train_step(graphdef, step_cfg, optimizer), (state, frozen, batch), mesh=mesh, rules=rules)
+        tr = _compile(jit_train_step(graphdef, step_cfg, optimizer, jax.tree.map(lambda x: x.sharding, state)),
+                      (state, frozen, batch), mesh=mesh, rules=rules)
         # Forward, remat forward and backward read the weights per micro-batch; AdamW reads and writes its state.
         traffic = 3 * step_cfg.grad_accum * (resident["trainable"] + resident["frozen"]) \
             + 2 * (resident["trainable"] + resident["optimizer"]) + _bytes_per_chip(batch)

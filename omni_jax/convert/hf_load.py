@@ -11,7 +11,6 @@ from typing import Callable
 
 import jax
 import numpy as np
-from flax import nnx
 
 from omni_jax.convert import mapping
 from omni_jax.convert.safetensors_io import SafetensorsReader
@@ -58,7 +57,7 @@ def check_weights(reader: SafetensorsReader, cfg: ThinkerConfig, shapes: dict[tu
                 missing.append(full)
             elif row.layout.flax_shape(reader.shape(full)) != tuple(per_layer):
                 misshaped.append(f"{full}: checkpoint {reader.shape(full)}, config expects "
-                                 f"{_hf_shape(row, per_layer, reader.shape(full))}")
+                                 f"{mapping.hf_shape(row, tuple(per_layer), cfg)}")
     unexpected = [k for k in reader.keys() if k not in seen and k.startswith(prefix)
                   and not k.startswith(NON_THINKER_PREFIXES)]
     if missing or misshaped or unexpected:
@@ -71,26 +70,30 @@ def check_weights(reader: SafetensorsReader, cfg: ThinkerConfig, shapes: dict[tu
     return rows
 
 
-def _hf_shape(row: mapping.Row, flax_shape, actual) -> tuple:
-    if row.layout is mapping.PATCH:
-        return (flax_shape[1], *actual[1:])
-    if row.layout in (mapping.LINEAR, mapping.CONV1D):
-        return tuple(reversed(flax_shape))
-    return tuple(flax_shape)
-
-
 def read_param(reader: SafetensorsReader, row: mapping.Row, cfg: ThinkerConfig, prefix: str, dtype,
                index: tuple[slice, ...] | None = None) -> np.ndarray:
-    """One Flax parameter (or the `index` slice of it) as a NumPy array of `dtype`."""
+    """One Flax parameter (or the `index` slice of it) as a NumPy array of `dtype`.
+
+    Only the HF rows the slice needs are read from disk (a tensor-parallel or FSDP shard reads its
+    part, not the whole tensor).
+    """
     if not row.stacked:
-        arr = row.layout.to_flax(reader.get(prefix + row.hf))
-        return np.asarray(arr[index] if index else arr, dtype=dtype)
+        return read_layer(reader, row, prefix + row.hf, dtype, index)
     n = mapping.num_layers_for(row, cfg)
-    layer_slice, rest = (index[0], index[1:]) if index else (slice(None), ())
-    layers = range(n)[layer_slice]
-    out = [np.asarray(row.layout.to_flax(reader.get(prefix + row.hf.format(i=i)))[rest], dtype=dtype)
-           for i in layers]
-    return np.stack(out)
+    layer_slice, rest = (index[0], index[1:]) if index else (slice(None), None)
+    return np.stack([read_layer(reader, row, prefix + row.hf.format(i=i), dtype, rest) for i in range(n)[layer_slice]])
+
+
+def read_layer(reader: SafetensorsReader, row: mapping.Row, name: str, dtype,
+               index: tuple[slice, ...] | None = None) -> np.ndarray:
+    """HF tensor `name` in the Flax layout of `row` (one layer), `index` slices over Flax axes."""
+    if not index:
+        return np.asarray(row.layout.to_flax(reader.read(name)), dtype=dtype)
+    axis = row.layout.hf_rows_axis
+    rows = index[axis] if axis < len(index) else None
+    flax = row.layout.to_flax(reader.read(name, rows))
+    rest = tuple(slice(None) if i == axis else s for i, s in enumerate(index))
+    return np.asarray(flax[rest], dtype=dtype)
 
 
 def load_params(directory, cfg: ThinkerConfig, abstract_state, shardings=None,

@@ -18,24 +18,27 @@ class Layout:
     """How one tensor changes between HF (torch) and Flax layouts.
 
     to_flax(hf) and to_hf(flax, hf_shape) are exact inverses (pure transposes / reshapes).
+    hf_rows_axis: the Flax axis that HF's axis 0 becomes, so a slice of the Flax array needs only
+    those rows of the HF tensor (rows are contiguous on disk).
     """
 
     name: str
     to_flax: Callable[[np.ndarray], np.ndarray]
     to_hf: Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
     flax_shape: Callable[[tuple[int, ...]], tuple[int, ...]]
+    hf_rows_axis: int
 
 
-SAME = Layout("same", lambda a: a, lambda a, shape: a, lambda s: tuple(s))
+SAME = Layout("same", lambda a: a, lambda a, shape: a, lambda s: tuple(s), 0)
 # torch Linear weight [out, in] ↔ Dense kernel [in, out]
-LINEAR = Layout("linear", lambda a: a.T, lambda a, shape: a.T, lambda s: (s[1], s[0]))
+LINEAR = Layout("linear", lambda a: a.T, lambda a, shape: a.T, lambda s: (s[1], s[0]), 1)
 # torch Conv1d weight [out, in, k] ↔ kernel [k, in, out]
 CONV1D = Layout("conv1d", lambda a: a.transpose(2, 1, 0), lambda a, shape: a.transpose(2, 1, 0),
-                lambda s: (s[2], s[1], s[0]))
+                lambda s: (s[2], s[1], s[0]), 2)
 # torch Conv3d weight [out, C, T, P, P] with kernel == stride ↔ a linear map of the flattened
 # (C, T, P, P) patch, which is exactly how the processor flattens pixel_values.
 PATCH = Layout("patch", lambda a: a.reshape(a.shape[0], -1).T,
-               lambda a, shape: a.T.reshape(shape), lambda s: (int(np.prod(s[1:])), s[0]))
+               lambda a, shape: a.T.reshape(shape), lambda s: (int(np.prod(s[1:])), s[0]), 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,3 +142,18 @@ def num_layers_for(row: Row, cfg) -> int:
     if row.flax.startswith("audio_tower."):
         return cfg.audio.encoder_layers
     return 0
+
+
+def hf_shape(row: Row, flax_shape: tuple[int, ...], cfg) -> tuple[int, ...]:
+    """The HF tensor shape of one layer of `row`, from its per-layer Flax shape and the config."""
+    if row.layout is PATCH:
+        v = cfg.vision
+        return (flax_shape[1], v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
+    if row.layout in (LINEAR, CONV1D):
+        return tuple(reversed(flax_shape))
+    return tuple(flax_shape)
+
+
+def stacked_paths() -> frozenset[tuple[str, ...]]:
+    """Flax paths whose axis 0 stacks layers (one HF tensor per index)."""
+    return frozenset(row.flax_path() for row in thinker_rows(tied=False) if row.stacked)

@@ -6,7 +6,7 @@ import bisect
 
 import numpy as np
 
-from omni_jax.data.processor import stack_audio
+from omni_jax.data.processor import concat, stack_audio
 
 
 def bucket_length(length: int, buckets) -> int:
@@ -39,7 +39,7 @@ def collate(examples: list[dict], buckets, pad_token_id: int) -> dict:
     for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid", "pixel_values", "image_grid_thw"):
         parts = [ex[key] for ex in examples if key in ex]
         if parts:
-            batch[key] = np.concatenate(parts)
+            batch[key] = concat(parts)
     audios = [(f, m) for ex in examples if "input_features" in ex
               for f, m in zip(ex["input_features"], ex["feature_attention_mask"])]
     if audios:

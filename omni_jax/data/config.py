@@ -64,6 +64,7 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seconds_per_chunk = 2.0
     c.position_id_per_seconds = 25
     c.require_context = True  # system prompt asks for <context>, as HumanOmniV2's does
+    c.system_prompt = ""  # "" = HumanOmniV2's (per require_context); any other text replaces it
     c.prompt_style = "train"  # "train" or "eval": HumanOmniV2's two question layouts
     c.max_prompt_tokens = 32768  # longer prompts are skipped with reason "prompt_over_cap"
 
@@ -87,6 +88,8 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
     c.synthetic = ml_collections.ConfigDict({"num_examples": 2048, "seed": 0, "size": 56, "num_frames": 8,
                                              "fps": 4.0})
     c.seed = 0
+    # Host memory: a prepared 64-frame clip at max_pixels is ~460 MB of float32 patches, and up to
+    # 2 * num_workers examples plus prefetch_batches batches are held at once.
     c.num_workers = 2  # threads preparing examples in parallel
     c.prefetch_batches = 2
     # A source whose first this-many records (or all of them, if fewer) are all bad stops the run.
@@ -98,7 +101,7 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
         c.min_pixels = 56 * 56
         c.max_pixels = 56 * 56
         c.audio_bucket_seconds = 2.0
-        c.prompt_buckets = (128, 256, 512, 1024)
+        c.prompt_buckets = (256, 512, 640, 768, 1024)  # synthetic prompts are 575-584 tokens
         c.max_prompt_tokens = 1024
         c.mixture = ml_collections.ConfigDict({"synthetic": 1.0})
     elif arg not in (None, "", "recipe"):

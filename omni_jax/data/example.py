@@ -23,7 +23,7 @@ def prepare_record(raw: dict, cfg, tokenizer=None) -> dict:
     messages = prompt.build_messages(
         {**rec, "audio": wave}, has_audio=has_audio, with_audio=cfg.with_audio,
         use_audio_in_video=cfg.use_audio_in_video, require_context=cfg.require_context,
-        prompt_style=cfg.prompt_style)
+        prompt_style=cfg.prompt_style, system_prompt=cfg.system_prompt)
     if cfg.use_audio_in_video and has_audio:
         for item in messages[-1]["content"]:
             if item.get("type") == "video":

@@ -155,15 +155,20 @@ def prepare(messages: list[dict], cfg, tokenizer=None) -> dict:
         "use_audio_in_video": bool(cfg.use_audio_in_video),
     }
     if videos:
-        result["pixel_values_videos"] = np.concatenate([v[0] for v in videos])
+        result["pixel_values_videos"] = concat([v[0] for v in videos])
         result["video_grid_thw"] = np.asarray([v[1] for v in videos], np.int64)
         result["video_second_per_grid"] = np.asarray([v[2] for v in videos], np.float32)
     if images:
-        result["pixel_values"] = np.concatenate([im[0] for im in images])
+        result["pixel_values"] = concat([im[0] for im in images])
         result["image_grid_thw"] = np.asarray([im[1] for im in images], np.int64)
     if audios:
         result["input_features"], result["feature_attention_mask"] = stack_audio(audios)
     return result
+
+
+def concat(parts: list[np.ndarray]) -> np.ndarray:
+    """np.concatenate without the copy for a single part (video patches are hundreds of MB)."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def stack_audio(audios: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -53,13 +53,13 @@ def question_text(problem: str, problem_type: str, options: list[str]) -> str:
 
 
 def build_messages(record: dict, *, has_audio: bool, with_audio: bool = True, use_audio_in_video: bool = False,
-                   require_context: bool = True, prompt_style: str = "train") -> list[dict]:
+                   require_context: bool = True, prompt_style: str = "train", system_prompt: str = "") -> list[dict]:
     """Chat messages for one record (schema in omni_jax.data.sources), media as content items.
 
     has_audio: the record's media has an audio track (or a separate audio file). with_audio: give
     it to the model (HumanOmniV2's run does). use_audio_in_video: the track rides inside the video
     item (interleaved) instead of a separate audio item. The media values are passed through
-    unchanged (paths, bytes or arrays).
+    unchanged (paths, bytes or arrays). system_prompt: "" for HumanOmniV2's, else this text.
     """
     if prompt_style not in ("train", "eval"):
         raise ValueError(f"prompt_style must be 'train' or 'eval', got {prompt_style!r}")
@@ -86,7 +86,7 @@ def build_messages(record: dict, *, has_audio: bool, with_audio: bool = True, us
     else:
         text = text_prompt
     content.append({"type": "text", "text": text})
-    system = SYSTEM_PROMPT if require_context else SYSTEM_PROMPT_NO_CONTEXT
+    system = system_prompt or (SYSTEM_PROMPT if require_context else SYSTEM_PROMPT_NO_CONTEXT)
     return [
         {"role": "system", "content": [{"type": "text", "text": system}]},
         {"role": "user", "content": content},

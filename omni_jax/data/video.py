@@ -181,7 +181,9 @@ def load_video(src, limits: VideoLimits, *, decode_threads: int = 1, video_fps: 
     if isinstance(src, np.ndarray):
         if src.ndim != 4 or src.shape[-1] != 3 or src.dtype != np.uint8:
             raise BadRecord("malformed_row", f"video array must be uint8[T, H, W, 3], got {src.dtype}{src.shape}")
-        total, fps_in = src.shape[0], float(video_fps or 0)
+        if not (video_fps or 0) > 0:
+            raise BadRecord("malformed_row", "a video given as frames needs its frame rate (video_fps)")
+        total, fps_in = src.shape[0], float(video_fps)
         get = lambda i: src[i]  # noqa: E731
         what = f"<array {src.shape}>"
     else:

@@ -57,11 +57,11 @@ def collect(model, inputs: ModelInputs, records: list[dict], *, rollout_cfg, sca
                    top_k=int(rollout_cfg.top_k), seed=seed, eos_token_ids=[tokenizer.eos_token_id],
                    pad_token_id=tokenizer.pad_token_id, mesh=mesh, rules=rules,
                    cache_dtype=rollout_cfg.cache_dtype or None)
-    tokens, lengths = to_host(out.tokens), to_host(out.lengths)
+    tokens, mask, lengths = to_host(out.tokens), to_host(out.mask), to_host(out.lengths)
     t1 = time.perf_counter()
     texts = tokenizer.batch_decode([row[:n] for row, n in zip(tokens, lengths)], skip_special_tokens=True)
     row_records = [r for r in records for _ in range(g)]
-    rewards, stats = reward_fn(texts, out.tokens, out.mask, row_records)
+    rewards, stats = reward_fn(texts, tokens, mask, row_records)  # host arrays: same on every process
     t2 = time.perf_counter()
 
     rows = lambda x, axis=0: jnp.repeat(jnp.asarray(x), g, axis=axis)  # noqa: E731

@@ -171,9 +171,14 @@ def build_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransfo
     return train_step
 
 
-def jit_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransformation):
-    """The train step as the run compiles it (and `omni_jax.aot` checks it): jitted, TrainState donated."""
-    return jax.jit(build_train_step(graphdef, cfg, optimizer), donate_argnums=0)
+def jit_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransformation, state_shardings=None):
+    """The train step as the run compiles it (and `omni_jax.aot` checks it): jitted, TrainState donated.
+
+    state_shardings: the TrainState's shardings, pinned on the new state so every step reuses one
+    compilation (None: the compiler chooses).
+    """
+    out = {} if state_shardings is None else {"out_shardings": (state_shardings, None)}
+    return jax.jit(build_train_step(graphdef, cfg, optimizer), donate_argnums=0, **out)
 
 
 def optimizer_from_config(config) -> optax.GradientTransformation:

@@ -56,9 +56,16 @@ class _Preemption:
 
 
 def _reward_fn(config, tokenizer):
-    from omni_jax.rewards import build_reward_fn
+    """(texts, ids, mask, records) -> ({"total": ..., component: ...}, stats) around rewards.RewardFn."""
+    from omni_jax.rewards import RewardFn
 
-    return build_reward_fn(config.rewards, tokenizer)
+    fn = RewardFn(tokenizer, config.rewards)
+
+    def call(texts, ids, mask, records):
+        total, components, stats = fn(texts, ids, mask, records)
+        return {"total": total, **components}, stats
+
+    return call
 
 
 def _data_stream(config, tokenizer):
@@ -92,7 +99,11 @@ def run(config, workdir: str) -> dict:
     graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
     optimizer = optimizer_from_config(config)
     step_cfg = step_config_from_config(config)
-    state = TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0))
+    # Every array committed to the mesh up front: host-local scalars cannot be checkpointed on
+    # several hosts, and uncommitted inputs would make the first step compile twice. The
+    # optimizer state is born sharded like the parameters (on_mesh would replicate a plain init's).
+    frozen = parallel.on_mesh(frozen, mesh)
+    state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0)), mesh)
     data = _data_stream(config, tokenizer)
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     meta = thinker_meta(cfg)
@@ -123,8 +134,9 @@ def run(config, workdir: str) -> dict:
     else:
         start = 0
         if config.warmstart.steps > 0:
-            params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg)
-            state = TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0))
+            params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh)
+            state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params),
+                                                jnp.int32(0)), mesh)
         if use_reference:
             reference = reference_params(params, config.model.reference_dtype)
         _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
@@ -133,7 +145,7 @@ def run(config, workdir: str) -> dict:
                                                trainable_filter(config.model.train_towers), ...)[1],
                                      config.model.reference_dtype)
 
-    train_step = jit_train_step(graphdef, step_cfg, optimizer)
+    train_step = jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state))
     logprob_fn = jit_logprob_fn(graphdef, step_cfg)
     reward_fn = _reward_fn(config, tokenizer)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
@@ -224,7 +236,7 @@ def _save(store, step, graphdef, state, frozen, meta, data, reference):
     store.save(step, params=params, meta=meta, extra=extra)
 
 
-def _warmstart(config, graphdef, params, frozen, tokenizer, cfg):
+def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
     """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart)."""
     from omni_jax.data import mixture_from_config
     from omni_jax.data.config import data_defaults
@@ -236,8 +248,9 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg):
     stream = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
     opt = make_optimizer(learning_rate=config.warmstart.learning_rate, total_steps=config.warmstart.steps,
                          warmup_steps=min(10, config.warmstart.steps // 10), schedule="cosine")
-    opt_state = init_opt_state(opt, params)
-    sft_step = warmstart_lib.build_sft_step(graphdef, opt, config.grpo.logits_chunk)
+    params, opt_state, frozen = parallel.on_mesh((params, init_opt_state(opt, params), frozen), mesh)
+    sft_step = warmstart_lib.build_sft_step(graphdef, opt, config.grpo.logits_chunk,
+                                            out_shardings=parallel.shardings_of((params, opt_state)))
     bar = tqdm(range(config.warmstart.steps), desc="warm-start (SFT)", disable=jax.process_index() != 0,
                dynamic_ncols=True)
     for i in bar:
@@ -263,7 +276,8 @@ def _step_scalars(exp, m, seconds, n_tokens, flops, peak, data_counters) -> dict
               "ratio_mean", "update_skipped"):
         if k in m:
             out[k] = float(m[k])
-    out.update({f"rewards/{k}": float(v) for k, v in exp.stats.items()})
+    out.update({(k if k.startswith("rewards/") else f"rewards/{k}"): float(v) for k, v in exp.stats.items()
+                if not k.startswith("rewards/") or k[len("rewards/"):] not in exp.rewards})
     out["completion/length_mean"] = float(np.mean(exp.lengths))
     out["completion/length_max"] = float(np.max(exp.lengths))
     out.update({f"time/{k}_s": v for k, v in seconds.items()})

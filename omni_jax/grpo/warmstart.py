@@ -23,8 +23,12 @@ PEOPLE_SENTENCES = (
 
 
 def demonstration(record: dict, rng: np.random.Generator) -> str:
-    """The record's solution with 0–3 people sentences inserted at the start of <think>."""
+    """The record's solution, its <context> cut to the first sentence (short completions keep the
+    CPU run fast), with 0–3 people sentences inserted at the start of <think>."""
     solution = record["solution"]
+    head, sep, rest = solution.partition("</context>")
+    if sep and ". " in head:
+        solution = head[:head.index(". ") + 1] + sep + rest
     k = int(rng.integers(0, 4))
     extra = " ".join(rng.choice(PEOPLE_SENTENCES, size=k, replace=False)) if k else ""
     if extra and "<think>" in solution:
@@ -44,7 +48,7 @@ def demonstration_tokens(records: list[dict], tokenizer, max_new_tokens: int, se
     return ids, mask
 
 
-def build_sft_step(graphdef, optimizer, logits_chunk: int = 256):
+def build_sft_step(graphdef, optimizer, logits_chunk: int = 256, out_shardings=None):
     """sft_step(params, opt_state, frozen, inputs, ids, mask, next_position) -> (params, opt_state, loss).
 
     Cross-entropy of the demonstration tokens given the prompt (encoders run inside, frozen).
@@ -69,4 +73,6 @@ def build_sft_step(graphdef, optimizer, logits_chunk: int = 256):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    if out_shardings is not None:
+        out_shardings = (*out_shardings, None)
+    return jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings)

@@ -1,4 +1,8 @@
-"""`load_thinker`: config + abstract model + parameters placed from the checkpoint."""
+"""`load_thinker`: config + abstract model + parameters placed from the checkpoint.
+
+The checkpoint is either an HF directory (config.json + safetensors) or an omni_jax
+`CheckpointStore` (conversion output or a training run; optionally one step of it).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ import jax.numpy as jnp
 from flax import nnx
 from tqdm import tqdm
 
-from omni_jax import parallel
+from omni_jax import checkpoint, parallel
 from omni_jax.convert import hf_load
-from omni_jax.model.config import load_config
+from omni_jax.model.config import from_hf_dict, load_config
 from omni_jax.model.thinker import Thinker, abstract_thinker
 
 
@@ -23,8 +27,33 @@ def param_shardings(abstract_state, mesh, rules=parallel.DEFAULT_RULES):
     return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True,
+def abstract_params(abstract_state, mesh=None, rules=None) -> dict:
+    """The params pure dict with jax.ShapeDtypeStruct leaves carrying their target shardings.
+
+    This is the `params_abstract` that `CheckpointStore.restore` takes. abstract_state: from
+    `nnx.split(abstract_thinker(cfg))`; mesh None places everything on the first device.
+    """
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        by_path = None
+    else:
+        tree = param_shardings(abstract_state, mesh, rules or parallel.DEFAULT_RULES)
+        flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0]
+        by_path = {hf_load.path_of(kp): sharding for kp, sharding in flat}
+
+    def one(kp, leaf):
+        sharding = device if by_path is None else by_path[hf_load.path_of(kp)]
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+    return jax.tree_util.tree_map_with_path(one, abstract_state.to_pure_dict())
+
+
+def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, step=None,
                  **options) -> Thinker:
+    if checkpoint.is_checkpoint(path):
+        return _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options)
+    if step is not None:
+        raise ValueError(f"step={step} only applies to an omni_jax checkpoint store; {path} is an HF directory")
     path = pathlib.Path(path)
     cfg = load_config(path, dtype=jnp.dtype(dtype).name, param_dtype=jnp.dtype(param_dtype or dtype).name,
                       **options)
@@ -37,3 +66,20 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
     with tqdm(total=n, desc=f"loading {path.name}", unit="tensor", disable=not progress) as bar:
         state = hf_load.load_params(path, cfg, abstract_state, shardings, progress=lambda _: bar.update())
     return nnx.merge(graphdef, state)
+
+
+def _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options) -> Thinker:
+    directory, step = checkpoint.locate(path, step)
+    store = checkpoint.CheckpointStore(directory, read_only=True)
+    step = store.resolve_step(step)
+    meta = store.meta(step)
+    if "hf_config" not in meta:
+        raise ValueError(f"step {step} of {directory} has no 'hf_config' in its meta; it was not written by omni_jax")
+    cfg = from_hf_dict(meta["hf_config"], dtype=jnp.dtype(dtype).name,
+                       param_dtype=jnp.dtype(param_dtype or dtype).name, **options)
+    graphdef, abstract_state = nnx.split(abstract_thinker(cfg))
+    with tqdm(total=1, desc=f"restoring step {step} of {directory.name}", disable=not progress) as bar:
+        params = store.restore(step, params_abstract=abstract_params(abstract_state, mesh, rules)).params
+        bar.update()
+    nnx.replace_by_pure_dict(abstract_state, params)
+    return nnx.merge(graphdef, abstract_state)

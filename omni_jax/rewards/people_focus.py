@@ -90,11 +90,13 @@ def score_text(text: str, cfg: ml_collections.ConfigDict | kw.PeopleFocusSpec | 
 
 def build(tokenizer, cfg: ml_collections.ConfigDict | kw.PeopleFocusSpec | None = None):
     """A jitted `fn(ids: int32[B, T], mask: bool[B, T]) -> float32[B]` equal to
-    `score_text(tokenizer.decode(ids[b][mask[b]], skip_special_tokens=True), cfg)` for every row.
+    `score_text(tokenizer.decode(ids[b][mask[b]], skip_special_tokens=True), cfg)` for every row:
+    the keyword counts exactly, the score up to float32 rounding (≤ 1e-6).
 
     Tokens where mask is False are skipped (as if cut out of the sequence); special tokens decode
     to nothing, as with skip_special_tokens=True; ids outside the tokenizer also decode to nothing.
-    Compiles once per (B, T).
+    Needs a byte-level BPE tokenizer (Qwen2.5-Omni's is one). Building the tables takes ~2.5 s for a
+    151k vocabulary; the function compiles once per (B, T). `fn.tables` holds the host tables.
     """
     from omni_jax.rewards import people_focus_device
 

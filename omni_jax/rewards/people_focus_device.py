@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from omni_jax.rewards import token_tables as tt
 
@@ -25,9 +24,10 @@ def _mod(x, m: int):
     return x if m == 0 else x % jnp.uint32(m)
 
 
-def make_count_fn(tables: tt.Tables):
+def make_count_fn(tables: tt.Tables, whole_text: bool = True):
     """A pure `counts(ids: int32[B, T], mask: bool[B, T]) -> (inside int32[B, C], whole int32[B, C],
-    closed bool[B])`: keyword counts inside the first complete think block and over all text."""
+    closed bool[B])`: keyword counts inside the first complete think block and over all text
+    (`whole` stays 0 unless `whole_text`, which saves work when no policy needs it)."""
     moduli, cap = tables.moduli, tables.cap
     num_lanes, num_cats = len(moduli), len(tables.weights)
     num_interior = tables.interior.shape[1]
@@ -36,6 +36,7 @@ def make_count_fn(tables: tt.Tables):
     base = tables.num_phrase_words + 1
     packed_t = jnp.asarray(tables.packed)
     codes_t = jnp.asarray(tables.codes.reshape(len(tables.packed), -1))
+    powers_t = jnp.asarray(tables.powers)
     interior_t = jnp.asarray(tables.interior)
     tags_t = jnp.asarray(tables.tags)
     slot_len = jnp.asarray(tables.slot_len)
@@ -60,11 +61,14 @@ def make_count_fn(tables: tt.Tables):
     def add(counts, cat, on):
         return counts + jax.nn.one_hot(cat, num_cats, dtype=jnp.int32) * on[:, None].astype(jnp.int32)
 
+    def add_whole(counts, cat, on):
+        return add(counts, cat, on) if whole_text else counts
+
     def arrive(st, on, cat, pid, joined, inside):
         """A word ends (rows where `on`): find occurrences ending at it, settle the oldest."""
         if history == 0:
             st["inside"] = add(st["inside"], cat, on & inside)
-            st["whole"] = add(st["whole"], cat, on)
+            st["whole"] = add_whole(st["whole"], cat, on)
             return st
         wins = [cat]
         ok, index = joined, pid
@@ -83,7 +87,7 @@ def make_count_fn(tables: tt.Tables):
         for k in range(max_k):  # the oldest word can no longer be covered: count it
             cat_old = hist_win[:, history - 1, k]
             st["inside"] = add(st["inside"], cat_old, on & st["ins"][:, history - 1])
-            st["whole"] = add(st["whole"], cat_old, on)
+            st["whole"] = add_whole(st["whole"], cat_old, on)
         new_win = jnp.stack(wins, axis=1)[:, None, :]
         shifted = {
             "pid": jnp.concatenate([pid[:, None], st["pid"][:, :-1]], axis=1),
@@ -97,17 +101,18 @@ def make_count_fn(tables: tt.Tables):
         return st
 
     def step(st, xs):
-        tok, packed, codes = xs
+        tok, packed, codes, powers = xs
+        packed = packed.astype(jnp.int32)
         st = dict(st)
         n_pre, n_suf = packed & 63, (packed >> 6) & 63
         has_sep, sep0_joiner = ((packed >> 12) & 1) == 1, ((packed >> 13) & 1) == 1
-        tag_entry = tags_t[tok * tt.NUM_TAG_STATES + st["tag"]]
+        tag_entry = tags_t[tok * tt.NUM_TAG_STATES + st["tag"]].astype(jnp.int32)
         inside_bits = tag_entry >> 4
         # Letters at the token's start continue the word in progress.
         starts = (st["len"] == 0) & (n_pre > 0)
         st["pjoined"] = jnp.where(starts, st["has_prev"] & st["run_ok"], st["pjoined"])
-        lanes = [_mod(_mod(st["lanes"][i] * codes[:, i], m) + codes[:, num_lanes + i], m)
-                 for i, m in enumerate(moduli)]
+        # 27^n with n saturated at cap: a longer word is no keyword, its lanes may be anything
+        lanes = [_mod(_mod(st["lanes"][i] * powers[:, i], m) + codes[:, i], m) for i, m in enumerate(moduli)]
         length = jnp.minimum(st["len"] + n_pre, cap)
         # A separator ends it.
         ends = has_sep & (length > 0)
@@ -124,7 +129,7 @@ def make_count_fn(tables: tt.Tables):
             st["run_ok"] = jnp.where(on, ((value >> 1) & 1) == 1, st["run_ok"])
         # Letters at the token's end start the next word.
         st["pjoined"] = jnp.where(has_sep & (n_suf > 0), st["has_prev"] & st["run_ok"], st["pjoined"])
-        st["lanes"] = jnp.stack([jnp.where(has_sep, codes[:, 2 * num_lanes + i], lanes[i])
+        st["lanes"] = jnp.stack([jnp.where(has_sep, codes[:, num_lanes + i], lanes[i])
                                  for i in range(num_lanes)])
         st["len"] = jnp.where(has_sep, n_suf, length)
         st["tag"] = tag_entry & 15
@@ -147,7 +152,9 @@ def make_count_fn(tables: tt.Tables):
             "whole": jnp.zeros((batch, num_cats), jnp.int32),
         }
         ids_tb = ids.T
-        st, _ = jax.lax.scan(step, st, (ids_tb, packed_t[ids_tb], codes_t[ids_tb]))
+        packed_tb = packed_t[ids_tb]
+        powers_tb = powers_t[packed_tb.astype(jnp.int32) & 63]
+        st, _ = jax.lax.scan(step, st, (ids_tb, packed_tb, codes_t[ids_tb], powers_tb))
         # The end of the text ends the last word; then every waiting occurrence is final.
         phase_inside = (st["tag"] >= tt.INSIDE_FIRST) & (st["tag"] < tt.CLOSED)
         cat, pid = lookup(list(st["lanes"]), st["len"])
@@ -155,7 +162,7 @@ def make_count_fn(tables: tt.Tables):
         for r in range(history):
             for k in range(max_k):
                 st["inside"] = add(st["inside"], st["win"][:, r, k], st["ins"][:, r])
-                st["whole"] = add(st["whole"], st["win"][:, r, k], jnp.ones(batch, bool))
+                st["whole"] = add_whole(st["whole"], st["win"][:, r, k], jnp.ones(batch, bool))
         return st["inside"], st["whole"], st["tag"] == tt.CLOSED
 
     return counts
@@ -163,7 +170,7 @@ def make_count_fn(tables: tt.Tables):
 
 def make_score_fn(tables: tt.Tables):
     """Pure `scores(ids: int32[B, T], mask: bool[B, T]) -> float32[B]` (see `people_focus.build`)."""
-    counts_fn = make_count_fn(tables)
+    counts_fn = make_count_fn(tables, whole_text=tables.whole_text)
     weights = jnp.asarray(tables.weights)
 
     def scores(ids, mask):

@@ -7,8 +7,9 @@ summarised once here, so the device does one step per token, not per byte:
   separator, whether its first separator run is joiner-only, letters at its end (which start the
   next word);
 - `codes`: those letter runs as exact base-27 numbers in CRT lanes (mod 2^32 and mod primes
-  < 2^16), plus 27^n for extending a word in progress: a word of up to `max_word_letters` letters
-  has a unique lane tuple, so keyword look-ups are exact, never probabilistic;
+  < 2^16); `powers` holds 27^n to extend a word in progress: a word of up to `cap - 1` letters
+  has a unique lane tuple, so keyword look-ups are exact, never probabilistic (a longer word,
+  whose length saturates at `cap`, can be no keyword, so its lanes may be anything);
 - `interior`: whole words strictly inside a token that are keyword words (rare; words that are no
   keyword word act as phrase-breaking separators, which is what they are to the counting);
 - `tags`: a 16-state automaton finding "<think>" then "</think>" across token boundaries, per
@@ -124,11 +125,12 @@ class Tables:
 
     moduli: tuple[int, ...]     # lanes; 0 means 2^32
     cap: int                    # saturated word length (max_word_letters + 1)
-    packed: np.ndarray          # int32[V]: n_pre | n_suf << 6 | has_sep << 12 | sep0_joiner << 13
-    codes: np.ndarray           # uint32[V, 3, lanes]: 27^n_pre, prefix code, suffix code
+    packed: np.ndarray          # uint16[V]: n_pre | n_suf << 6 | has_sep << 12 | sep0_joiner << 13
+    codes: np.ndarray           # uint32[V, 2, lanes]: prefix code, suffix code
+    powers: np.ndarray          # uint32[cap + 1, lanes]: 27^n
     interior: np.ndarray        # int32[V, R]: valid | joiner_after << 1 | (cat+1) << 8 | pid << 16
-    tags: np.ndarray            # int32[V * 16]: next_state | inside_bits << 4 (bit 0: word ended
-                                #   by the first separator, bit 1+r: interior word r)
+    tags: np.ndarray            # uint8/16/int32[V * 16]: next_state | inside_bits << 4 (bit 0: the
+                                #   word ended by the first separator, bit 1+r: interior word r)
     hash_bits: int
     hash_mult: np.ndarray       # uint32[lanes + 1]
     slot_len: np.ndarray        # int32[S]: word length, -1 for an empty slot
@@ -145,13 +147,15 @@ class Tables:
         return self.packed.shape[0] - 1
 
     def nbytes(self) -> int:
-        arrays = [self.packed, self.codes, self.interior, self.tags, self.slot_len, self.slot_lanes,
+        arrays = [self.packed, self.codes, self.powers, self.interior, self.tags, self.slot_len, self.slot_lanes,
                   self.slot_value, *self.phrase]
         return int(sum(a.nbytes for a in arrays))
 
 
 def _word_info(spec: kw.PeopleFocusSpec):
     """word → (category as a single-word keyword or -1, phrase-word id or 0); phrase tables."""
+    if len(spec.categories) > 254:
+        raise ValueError(f"people_focus has {len(spec.categories)} categories; at most 254 are supported")
     phrase_words = sorted({w for k in spec.keywords if len(k) > 1 for w in k})
     pid = {w: i + 1 for i, w in enumerate(phrase_words)}
     info = {w: [-1, pid[w]] for w in phrase_words}
@@ -220,15 +224,14 @@ def build_tables(tokenizer, spec: kw.PeopleFocusSpec) -> Tables:
     cap = max_letters + 1
     pieces = token_bytes(tokenizer) + [b""]  # last row: masked / unknown ids
     vocab = len(pieces)
-    packed = np.zeros(vocab, np.int32)
-    codes = np.zeros((vocab, 3, len(moduli)), np.uint32)
+    packed = np.zeros(vocab, np.uint16)
+    codes = np.zeros((vocab, 2, len(moduli)), np.uint32)
     interiors: list[list[tuple[int, int]]] = []  # per token: (packed word, terminator offset)
     first_sep = np.full(vocab, -1, np.int32)
     for t, data in enumerate(pieces):
         runs = [(m.group(1) is not None, m.start(), m.end()) for m in kw._ITEMS.finditer(data)]
         n_pre = runs[0][2] if runs and runs[0][0] else 0
-        codes[t, 0] = _lanes(27**n_pre, moduli)
-        codes[t, 1] = _lanes(word_code(data[:n_pre]), moduli)
+        codes[t, 0] = _lanes(word_code(data[:n_pre]), moduli)
         words: list[tuple[int, int]] = []
         if n_pre == len(data):
             packed[t] = min(n_pre, cap)
@@ -237,7 +240,7 @@ def build_tables(tokenizer, spec: kw.PeopleFocusSpec) -> Tables:
         first_sep[t] = n_pre
         last_letters = runs[-1][0] and len(runs) > 1
         n_suf = runs[-1][2] - runs[-1][1] if last_letters else 0
-        codes[t, 2] = _lanes(word_code(data[len(data) - n_suf :]), moduli)
+        codes[t, 1] = _lanes(word_code(data[len(data) - n_suf :]), moduli)
         joiner = True  # of the separator run in progress (interior non-keyword words break it)
         sep0_joiner = None
         for is_word, s, e in runs[1 if n_pre else 0 : len(runs) - (1 if last_letters else 0)]:
@@ -270,8 +273,9 @@ def build_tables(tokenizer, spec: kw.PeopleFocusSpec) -> Tables:
             interior[t, r], term[t, 1 + r] = value, end
     tags = _tag_tables(pieces, term)
     bits, mult, slot_len, slot_lanes, slot_value = _hash_table(info, moduli)
+    powers = np.array([_lanes(27**n, moduli) for n in range(cap + 1)], np.uint32)
     return Tables(
-        moduli=moduli, cap=cap, packed=packed, codes=codes, interior=interior, tags=tags,
+        moduli=moduli, cap=cap, packed=packed, codes=codes, powers=powers, interior=interior, tags=tags,
         hash_bits=bits, hash_mult=mult, slot_len=slot_len, slot_lanes=slot_lanes,
         slot_value=slot_value, phrase=phrase, num_phrase_words=num_phrase_words,
         weights=np.asarray(spec.weights, np.float32), normaliser=spec.normaliser,
@@ -302,4 +306,6 @@ def _tag_tables(pieces: list[bytes], term: np.ndarray) -> np.ndarray:
             hit = (term[:, e] == j)[:, None]
             bits |= (hit & inside).astype(np.int32) << e
         state = np.where(live, new, state)
-    return (state | (bits << 4)).reshape(-1).astype(np.int32)
+    width = 4 + term.shape[1]
+    dtype = np.uint8 if width <= 8 else np.uint16 if width <= 16 else np.int32
+    return (state | (bits << 4)).reshape(-1).astype(dtype)

@@ -61,6 +61,9 @@ def test_question_layout_train_and_eval():
     assert [c["type"] for c in inter] == ["video", "text"]
     with pytest.raises(ValueError):
         prompt.build_messages(MC, has_audio=True, prompt_style="other")
+    assert prompt.build_messages(MC, has_audio=True)[0]["content"][0]["text"] == prompt.SYSTEM_PROMPT
+    short = prompt.build_messages(MC, has_audio=True, require_context=False, system_prompt="Be brief.")
+    assert short[0]["content"][0]["text"] == "Be brief."
 
 
 @pytest.mark.parametrize("case", ["video_audio", "image", "no_system", "string_content"])

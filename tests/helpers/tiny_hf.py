@@ -123,3 +123,43 @@ def audio_features(rng: np.random.Generator, lengths, mel: int, total: int | Non
 def pixels(rng: np.random.Generator, grids) -> np.ndarray:
     n = int(sum(np.prod(g) for g in grids))
     return rng.normal(size=(n, 3 * 2 * 14 * 14)).astype(np.float32)
+
+
+def full_omni_config_dict(variant: str = "a") -> dict:
+    """A tiny full Qwen2.5-Omni config (thinker `variant` + one-layer talker + minimal token2wav).
+
+    The talker and token2wav are as small as their constructors allow, so the whole model builds
+    and saves in well under a second on CPU.
+    """
+    ids = dict(audio_token_index=AUDIO, image_token_index=IMAGE, video_token_index=VIDEO,
+               vision_start_token_id=V_BOS, vision_end_token_id=V_EOS, audio_start_token_id=A_BOS,
+               audio_end_token_id=A_EOS)
+    talker = dict(vocab_size=64, embedding_size=32, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+                  tts_text_start_token_id=40, tts_text_end_token_id=41, tts_text_pad_token_id=42,
+                  tts_codec_start_token_id=60, tts_codec_end_token_id=61, tts_codec_pad_token_id=62,
+                  tts_codec_mask_token_id=63, **{k: v % 64 for k, v in ids.items()})
+    dit = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ff_mult=1, emb_dim=16, head_dim=16,
+               num_embeds=64, mel_dim=8, enc_emb_dim=16, enc_dim=16, enc_channels=[16, 16, 16, 16, 48],
+               enc_attention_channels=8, enc_se_channels=8, look_ahead_layers=[1], look_backward_layers=[0])
+    bigvgan = dict(mel_dim=8, upsample_initial_channel=16, resblock_kernel_sizes=[3],
+                   resblock_dilation_sizes=[[1, 3, 5]], upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4])
+    thinker = {k: v for k, v in thinker_config_dict(variant).items() if k != "model_type"}
+    return dict(thinker_config=thinker, talker_config=talker,
+                token2wav_config=dict(dit_config=dit, bigvgan_config=bigvgan))
+
+
+def build_hf_full_omni(variant: str = "a", seed: int = 0):
+    """A random tiny `Qwen2_5OmniForConditionalGeneration` (thinker perturbed like build_hf_thinker)."""
+    import torch
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = Qwen2_5OmniConfig(**full_omni_config_dict(variant))
+    cfg.thinker_config._attn_implementation = "eager"
+    model = Qwen2_5OmniForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model

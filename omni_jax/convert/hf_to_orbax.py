@@ -1,0 +1,132 @@
+"""HF safetensors → Orbax `CheckpointStore` (step 0), tensor by tensor.
+
+Two ways to place the parameters, same files on disk:
+- streamed (no mesh): each parameter is a `StreamedArray`, written one HF tensor (one layer of a
+  stacked parameter) at a time; peak host memory is about one tensor, never the model.
+- on a mesh: each parameter is built on its target sharding with `jax.make_array_from_callback`
+  (every process reads only the slices its devices hold) and Orbax writes the shards; the model
+  lives in device memory, host memory holds one tensor slice at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+from flax import nnx
+from tqdm import tqdm
+
+from omni_jax import parallel
+from omni_jax.checkpoint import CheckpointStore, StreamedArray, thinker_meta
+from omni_jax.convert import hf_load, mapping
+from omni_jax.convert.safetensors_io import SafetensorsReader
+from omni_jax.model.config import load_config
+from omni_jax.model.loading import param_shardings
+from omni_jax.model.thinker import abstract_thinker
+
+CONVERTED_STEP = 0
+
+
+def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mesh | None = None, rules=None,
+                overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Convert the HF Qwen2.5-Omni (or thinker-only) checkpoint in `hf_dir` to a store at `out`.
+
+    hf_dir: local directory with config.json and *.safetensors (single or sharded with an index);
+      full Omni checkpoints keep their talker / token2wav tensors out of the result.
+    out: local path or gs:// URL; refused if it exists and is not empty, unless overwrite.
+    dtype: "bfloat16" / "float32" storage dtype (default: the checkpoint's own, from its embedding).
+    mesh / rules: place parameters on their shardings (logical axes → mesh axes) before writing;
+      None streams from host memory.
+    Returns the meta written with step 0.
+    """
+    hf_dir = pathlib.Path(hf_dir)
+    if "://" in str(hf_dir) or not hf_dir.is_dir():
+        raise FileNotFoundError(f"HF checkpoint directory {hf_dir} does not exist (it must be on local disk)")
+    reader = SafetensorsReader(hf_dir)
+    prefix = hf_load.thinker_prefix(reader)
+    cfg = load_config(hf_dir)
+    shapes = _shapes(cfg)
+    rows = {row.flax_path(): row for row in hf_load.check_weights(reader, cfg, shapes)}
+    dtype = jnp.dtype(dtype or reader.dtype(prefix + "model.embed_tokens.weight")).name
+    cfg = cfg.replace(dtype=dtype, param_dtype=dtype)
+
+    store_dir = prepare_output(out, overwrite)
+    total = sum(int(np.prod(s)) for s in shapes.values()) * jnp.dtype(dtype).itemsize
+    bar = tqdm(total=total, desc=f"hf2jax {hf_dir.name}", unit="B", unit_scale=True,
+               disable=not progress or jax.process_index() != 0)
+    if mesh is None:
+        params = _streamed_params(reader, cfg, rows, shapes, prefix, jnp.dtype(dtype), bar)
+    else:
+        _, abstract_state = nnx.split(abstract_thinker(cfg))
+        shardings = jax.tree.leaves(param_shardings(abstract_state, mesh, rules or parallel.DEFAULT_RULES),
+                                    is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+        state = hf_load.load_params(hf_dir, cfg, abstract_state, shardings,
+                                    progress=lambda row: bar.update(_row_bytes(row, shapes, dtype)))
+        params = state.to_pure_dict()
+    meta = thinker_meta(cfg, source=_provenance(hf_dir, reader), generation_config=_read_json(hf_dir, "generation_config.json"))
+    with CheckpointStore(store_dir, async_save=False) as store:
+        store.save(CONVERTED_STEP, params=params, meta=meta)
+    bar.close()
+    reader.close()
+    return meta
+
+
+def _shapes(cfg) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flax path → shape of every Thinker parameter under `cfg`."""
+    _, abstract_state = nnx.split(abstract_thinker(cfg))
+    return {hf_load.path_of(kp): tuple(leaf.shape) for kp, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+
+
+def _row_bytes(row: mapping.Row, shapes, dtype) -> int:
+    return int(np.prod(shapes[row.flax_path()])) * jnp.dtype(dtype).itemsize
+
+
+def _streamed_params(reader, cfg, rows, shapes, prefix, dtype, bar) -> dict:
+    """The params pure dict with a StreamedArray per leaf, read through the mapping table."""
+    params: dict = {}
+    for path, shape in shapes.items():
+        def read(index, row=rows[path]):
+            out = hf_load.read_param(reader, row, cfg, prefix, dtype, index)
+            bar.update(out.nbytes)
+            return out
+        node = params
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = StreamedArray(shape, dtype, read, layers=rows[path].stacked)
+    return params
+
+
+def prepare_output(out, overwrite: bool) -> epath.Path:
+    """`out` as an empty directory to write into; an existing non-empty one only with overwrite."""
+    out = epath.Path(out)
+    if out.exists() and (not out.is_dir() or any(True for _ in out.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"output {out} already exists; pass --overwrite (overwrite=True) to replace it")
+        if jax.process_index() == 0:
+            out.rmtree() if out.is_dir() else out.unlink()
+    _sync("omni_jax_prepare_output")
+    return out
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _read_json(directory: pathlib.Path, name: str) -> dict | None:
+    path = directory / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _provenance(hf_dir: pathlib.Path, reader: SafetensorsReader) -> dict[str, Any]:
+    files = sorted({reader.file_of(k) for k in reader.keys()})
+    return {"kind": "hf", "hf_dir": str(hf_dir.resolve()),
+            "files": [{"name": f.name, "bytes": f.stat().st_size} for f in files],
+            "tensors": len(reader.keys())}
