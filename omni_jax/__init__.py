@@ -16,7 +16,7 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
     step: which step of a store (default: the latest committed one).
     dtype: compute dtype ("float32" or "bfloat16"); param_dtype: storage dtype (defaults to dtype).
     mesh / rules: place each parameter directly onto its sharding (logical axes → mesh axes).
-    options: other ThinkerConfig numerics fields (remat, attention_query_chunk).
+    options: other ThinkerConfig numerics fields (remat, attention_query_chunk, attention_key_chunk).
     Returns an `omni_jax.model.Thinker`; call it as `model(**processor_outputs)` for logits.
     """
     from omni_jax.model.loading import load_thinker as _load
