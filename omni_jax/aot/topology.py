@@ -14,6 +14,7 @@ A v4 chip's two TensorCores run as one device ("megacore"), as JAX sees a v4 VM.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -93,17 +94,37 @@ def devices(name: str) -> list:
         raise RuntimeError(
             "the TPU fit check compiles with libtpu, which is not installed: "
             "pip install 'libtpu==0.0.42.*' (the jax[tpu]==0.10.2 extra) into this environment")
-    # libtpu reads these at start-up; without them it probes for a TPU VM and logs warnings. A
-    # compile-only client touches no chip, so it need not take libtpu's one-process lock either
-    # (parallel test workers, or a fit check next to a training job on a TPU VM).
-    os.environ.setdefault("TPU_ACCELERATOR_TYPE", s.name)
-    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
 
-    topo = topologies.get_topology_desc(platform="tpu", topology_name=s.topology, chip_config_name=s.chip.chip_config,
-                                        chips_per_host_bounds=s.host_bounds, num_slices=1)
+    with _libtpu_env(s.name):
+        topo = topologies.get_topology_desc(platform="tpu", topology_name=s.topology,
+                                            chip_config_name=s.chip.chip_config, chips_per_host_bounds=s.host_bounds,
+                                            num_slices=1)
     devs = list(topo.devices)
     if len(devs) != s.chips:
         raise RuntimeError(f"libtpu gave {len(devs)} devices for {s.name} ({s.topology}); expected {s.chips} chips")
     return devs
+
+
+@contextlib.contextmanager
+def _libtpu_env(accelerator_type: str):
+    """The environment libtpu reads when it loads, set only while it does.
+
+    Without TPU_ACCELERATOR_TYPE / TPU_WORKER_HOSTNAMES it probes for a TPU VM and logs warnings;
+    a compile-only client touches no chip, so it need not take libtpu's one-process lock either
+    (parallel test workers, a fit check next to a training job). Restored afterwards: child
+    processes must not think they run on a TPU VM (`omni_jax.train` starts jax.distributed then).
+    """
+    wanted = {"TPU_ACCELERATOR_TYPE": accelerator_type, "TPU_WORKER_HOSTNAMES": "localhost",
+              "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
+    saved = {k: os.environ.get(k) for k in wanted}
+    for k, v in wanted.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

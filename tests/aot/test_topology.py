@@ -1,6 +1,7 @@
 """TPU slices: names, chip counts, HBM, and libtpu's compile-only devices (when libtpu is installed)."""
 
 import math
+import os
 
 import pytest
 
@@ -39,3 +40,12 @@ def test_libtpu_devices_of_each_slice(name):
     assert len({d.id for d in devices}) == len(devices)
     kind = {"v4": "TPU v4", "v5p": "TPU v5", "v5e": "TPU v5 lite", "v6e": "TPU v6 lite"}[name.split("-")[0]]
     assert devices[0].device_kind == kind
+
+
+@pytest.mark.skipif(not T.libtpu_available(), reason="libtpu not installed (pip install -r requirements-test.txt)")
+def test_libtpu_environment_does_not_leak_to_child_processes(monkeypatch):
+    for key in ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES", "ALLOW_MULTIPLE_LIBTPU_LOAD"):
+        monkeypatch.delenv(key, raising=False)
+    T.devices("v5p-8")
+    # omni_jax.train would take a leaked TPU_WORKER_HOSTNAMES for a TPU VM and start jax.distributed.
+    assert not {"TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES", "ALLOW_MULTIPLE_LIBTPU_LOAD"} & set(os.environ)
