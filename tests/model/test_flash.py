@@ -130,3 +130,24 @@ def test_memory_stays_linear_in_length_inside_a_differentiated_layer_scan():
     # the temporaries (quadratic growth would quadruple them).
     small, large = _layer_scan_grad_temp_bytes(1024), _layer_scan_grad_temp_bytes(2048)
     assert large < 2.6 * small, (small, large)
+
+
+def test_thinker_with_flash_attention_gives_the_same_logits():
+    # Text decoder and the ViT's attention both switch to flash with attention_key_chunk > 0.
+    from flax import nnx
+
+    from omni_jax.model import Thinker, from_hf_dict
+    from tests.helpers import tiny_hf as th
+
+    rng = np.random.default_rng(8)
+    grids = [(2, 8, 8)]
+    ids, mask = th.left_pad([th.expand("see <|vision_bos|><|VIDEO|><|vision_eos|> now", grids_video=grids),
+                             th.expand("hi")])
+    inputs = dict(input_ids=ids, attention_mask=mask, pixel_values_videos=th.pixels(rng, grids),
+                  video_grid_thw=np.array(grids), video_second_per_grid=np.array([1.0]))
+    logits = {}
+    for key_chunk in (0, 8):
+        cfg = from_hf_dict(th.thinker_config_dict("a"), attention_query_chunk=8, attention_key_chunk=key_chunk)
+        logits[key_chunk] = Thinker(cfg, rngs=nnx.Rngs(0))(**inputs)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(logits[8][valid], logits[0][valid], atol=1e-4)
