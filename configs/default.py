@@ -13,30 +13,30 @@ from omni_jax.data.config import data_defaults
 
 
 def get_config(arg=None):
-    variant = config_utils.parse_arg(arg, num_generations=8, steps=120)
+    variant = config_utils.parse_arg(arg, num_generations=8, steps=100)
     c = config_utils.base()
     c.seed = 0
     c.total_steps = variant.steps
     c.checkpoint_every_steps = 40
     c.sample_every_steps = 20
-    c.batch_prompts = 8
+    c.batch_prompts = 4
     c.tokenizer = "tiny"
     c.model.init = "random"
     c.model.architecture = "tiny"
     c.model.reference_dtype = "float32"
     c.rollout.num_generations = variant.num_generations
     c.rollout.max_new_tokens = 112
-    c.rollout.temperature = 1.0
+    c.rollout.temperature = 0.7
     c.rollout.top_k = 0
     c.grpo.scale_rewards = "group"
     c.grpo.beta = 0.0
-    c.optim.learning_rate = 1e-3
+    c.optim.learning_rate = 2e-4
     c.optim.warmup_steps = 5
     c.optim.schedule = "constant"
     c.optim.grad_accum = 1
-    c.warmstart.steps = 150
-    c.warmstart.learning_rate = 2e-3
-    c.warmstart.batch_prompts = 16
+    c.warmstart.steps = 160
+    c.warmstart.learning_rate = 3e-3
+    c.warmstart.batch_prompts = 8
     c.mesh.fsdp = -1
     c.data = data_defaults("tiny")
     # A one-line system prompt instead of HumanOmniV2's ~450-token one: the same three-block

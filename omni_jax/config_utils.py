@@ -85,6 +85,10 @@ def validate(config, num_devices: int) -> None:
         problems.append("grpo.num_iterations must be >= 1")
     if config.grpo.old_logprobs not in ("sampler", "recompute"):
         problems.append("grpo.old_logprobs must be 'sampler' or 'recompute'")
+    if config.model.train_towers:
+        # The update reuses the rollout's prompt embeddings, so tower weights would get no gradient.
+        problems.append("model.train_towers=True is not supported: the GRPO update reuses the rollout's encoder "
+                        "outputs (frozen towers); keep the vision and audio towers frozen")
     if config.total_steps < 1 or config.checkpoint_every_steps < 1:
         problems.append("total_steps and checkpoint_every_steps must be >= 1")
     if problems:

@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import os
 import re
 from typing import Any
 
@@ -57,7 +58,7 @@ class CheckpointStore:
 
     def __init__(self, directory, *, max_to_keep: int | None = None, async_save: bool = True,
                  read_only: bool = False):
-        self.directory = epath.Path(directory)
+        self.directory = absolute(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, read_only=read_only,
             create=not read_only, cleanup_tmp_directories=not read_only)
@@ -193,6 +194,14 @@ class CheckpointStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def absolute(path) -> epath.Path:
+    """`path` as an epath; a local one made absolute (Orbax refuses relative paths), URLs as given."""
+    text = os.fspath(path) if not isinstance(path, str) else path
+    if "://" in str(text):
+        return epath.Path(text)
+    return epath.Path(os.path.abspath(os.path.expanduser(text)))
 
 
 def _version() -> str:

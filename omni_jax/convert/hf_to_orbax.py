@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from omni_jax import parallel
 from omni_jax.checkpoint import CheckpointStore, StreamedArray, thinker_meta
+from omni_jax.checkpoint.store import absolute
 from omni_jax.convert import hf_load, mapping
 from omni_jax.convert.safetensors_io import SafetensorsReader
 from omni_jax.model.config import load_config
@@ -103,7 +104,7 @@ def _streamed_params(reader, cfg, rows, shapes, prefix, dtype, bar) -> dict:
 
 def prepare_output(out, overwrite: bool) -> epath.Path:
     """`out` as an empty directory to write into; an existing non-empty one only with overwrite."""
-    out = epath.Path(out)
+    out = absolute(out)
     if out.exists() and (not out.is_dir() or any(True for _ in out.iterdir())):
         if not overwrite:
             raise FileExistsError(f"output {out} already exists; pass --overwrite (overwrite=True) to replace it")

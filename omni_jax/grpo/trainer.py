@@ -13,7 +13,6 @@ on every host, and a 2-process run equals a 1-process run on the same number of 
 from __future__ import annotations
 
 import logging
-import math
 import pathlib
 import signal
 import time
@@ -238,13 +237,17 @@ def _save(store, step, graphdef, state, frozen, meta, data, reference):
 
 def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
     """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart)."""
-    from omni_jax.data import mixture_from_config
-    from omni_jax.data.config import data_defaults
+    import ml_collections
 
-    data_cfg = data_defaults("tiny")
+    from omni_jax.data import mixture_from_config
+
+    # The run's own prompt settings (system prompt, caps, buckets) on the synthetic source, whose
+    # records carry demonstrations; a seed apart from the GRPO stream's.
+    data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():
         data_cfg.batch_size = int(config.warmstart.batch_prompts)
-        data_cfg.seed = int(config.seed) + 1000  # not the GRPO stream
+        data_cfg.seed = int(config.seed) + 1000
+        data_cfg.mixture = ml_collections.ConfigDict({"synthetic": 1.0})
     stream = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
     opt = make_optimizer(learning_rate=config.warmstart.learning_rate, total_steps=config.warmstart.steps,
                          warmup_steps=min(10, config.warmstart.steps // 10), schedule="cosine")

@@ -60,6 +60,20 @@ def test_params_meta_and_extra_items_round_trip(tmp_path):
     assert out.meta["step"] == 10 and "omni_jax_version" in out.meta and "saved_at" in out.meta
 
 
+def test_a_relative_directory_saves_and_restores(tmp_path, monkeypatch):
+    # `python -m omni_jax.train` defaults to workdir/default: Orbax itself refuses relative paths.
+    monkeypatch.chdir(tmp_path)
+    params = jax.tree.map(jnp.asarray, _params())
+    with CheckpointStore("run/checkpoints", async_save=True) as store:
+        store.save(3, params=params, meta=META, extra={"opt_state": {"count": jnp.int32(1)}})
+        store.wait()
+    assert (tmp_path / "run" / "checkpoints" / "3").is_dir()
+    out = CheckpointStore("run/checkpoints", read_only=True).restore(params_abstract=_abstract(params))
+    assert out.step == 3
+    for got, want in zip(jax.tree.leaves(out.params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_restore_casts_to_the_abstract_dtype(tmp_path):
     params = _params()
     with CheckpointStore(tmp_path, async_save=False) as store:

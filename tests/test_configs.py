@@ -1,0 +1,92 @@
+"""Every config file and variant builds and validates; bad variants, unknown keys, inconsistent values fail."""
+
+import itertools
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from configs import default, stage4_people_focus
+from omni_jax import config_utils
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("arg", [None, "num_generations=2", "num_generations=4", "num_generations=8,steps=50"])
+def test_default_variants_validate(arg):
+    c = default.get_config(arg)
+    config_utils.validate(c, num_devices=1)
+    assert c.model.architecture == "tiny" and c.data.mixture.synthetic == 1.0
+
+
+STAGE4 = [f"model={m},num_generations={g}" for m, g in itertools.product(("3b", "7b"), (2, 4, 8))]
+
+
+@pytest.mark.parametrize("arg", STAGE4)
+def test_stage4_variants_validate_on_v5p_8(arg):
+    c = stage4_people_focus.get_config(arg + ",topology=v5p-8")
+    config_utils.validate(c, num_devices=4)  # v5p-8 = 4 chips
+    assert c.model.architecture == arg.split(",")[0].split("=")[1]
+    assert c.rollout.num_generations == int(arg.rsplit("=", 1)[1])
+
+
+def test_stage4_holds_the_recipe():
+    c = stage4_people_focus.get_config("model=7b")
+    assert c.optim.learning_rate == 5e-7 and c.optim.grad_accum == 8
+    assert c.rollout.num_generations == 8 and c.rollout.max_new_tokens == 1024
+    assert c.rollout.temperature == 0.9 and c.rollout.top_k == 50
+    assert c.grpo.beta == 0.04 and c.grpo.epsilon_low == c.grpo.epsilon_high == 0.2
+    assert dict(c.data.mixture) == {"social_iq2": 0.5, "emer": 0.3, "video_r1": 0.2}
+    assert c.data.max_frames == 64 and c.data.max_pixels == 602112
+    assert not c.model.train_towers
+    assert dict(c.rewards.weights) == {"format": 1.0, "accuracy": 1.0, "people_focus": 1.0}
+
+
+def test_runlocal_variant_is_small_and_valid():
+    c = stage4_people_focus.get_config("runlocal")
+    config_utils.validate(c, num_devices=1)
+    assert c.model.architecture == "tiny" and c.model.init == "random"
+
+
+@pytest.mark.parametrize("arg,match", [("model=13b", "3b or 7b"), ("num_generations=3", "2, 4 or 8"),
+                                       ("modle=7b", "unknown config variant key 'modle'"),
+                                       ("topology=v9-8", "unknown topology")])
+def test_bad_variants(arg, match):
+    with pytest.raises(ValueError, match=match):
+        stage4_people_focus.get_config(arg)
+
+
+def test_configs_are_locked_against_typos():
+    c = default.get_config()
+    with pytest.raises(AttributeError):
+        c.optim.learning_rat = 1.0
+
+
+@pytest.mark.parametrize("change,devices,match", [
+    (dict(optim__grad_accum=3), 1, "equal micro-batches"),
+    (dict(mesh__fsdp=8), 4, "needs 8 devices; 4 are available"),
+    (dict(mesh__fsdp=-1, mesh__data=3), 4, "does not divide the 4 available devices"),
+    (dict(batch_prompts=1, rollout__num_generations=2, mesh__fsdp=4), 4, "does not divide over data × fsdp"),
+    (dict(rollout__top_p=0.0), 1, "top_p"),
+    (dict(grpo__scale_rewards="std"), 1, "scale_rewards"),
+    (dict(model__train_towers=True), 1, "train_towers"),
+])
+def test_inconsistent_values_are_refused(change, devices, match):
+    c = default.get_config()
+    with c.unlocked():
+        for key, value in change.items():
+            *path, leaf = key.split("__")
+            node = c
+            for p in path:
+                node = node[p]
+            node[leaf] = value
+    with pytest.raises(ValueError, match=match):
+        config_utils.validate(c, num_devices=devices)
+
+
+def test_unknown_override_on_the_command_line_fails_fast():
+    proc = subprocess.run([sys.executable, "-m", "omni_jax.train", "--config.optim.learning_rat=1e-3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "learning_rat" in proc.stderr
