@@ -3,8 +3,9 @@
     python benchmarks/bench_decode.py [--batch 8] [--prompt 64] [--new 128]
 
 Same weights, same prompts, greedy, EOS disabled so both decode exactly --new tokens per row.
-Also prints the weight-bytes / memory-bandwidth floor measured on this machine (a streaming read
-of a buffer the size of the weights a decode step touches).
+Also prints the weight-bytes / memory-bandwidth floor measured on this machine (a streaming read,
+on every core, of a buffer the size of the weights a decode step touches), and the time of one
+step's weight matmuls alone in jax and in torch (what bounds both systems here).
 """
 
 from __future__ import annotations
@@ -23,14 +24,46 @@ from benchmarks.common import build_hf, machine, text_100m_config  # noqa: E402
 
 
 def bandwidth_floor(nbytes: int) -> float:
-    """Seconds to stream `nbytes` once, measured with NumPy (best of 5)."""
-    buf = np.ones(nbytes // 4, np.float32)
+    """Seconds to stream `nbytes` once with every core reading its share (best of 5), NumPy threads."""
+    import concurrent.futures
+    import os
+
+    workers = os.cpu_count() or 1
+    parts = np.array_split(np.ones(nbytes // 4, np.float32), workers)
     best = 1e9
-    for _ in range(5):
-        t0 = time.perf_counter()
-        buf.sum()
-        best = min(best, time.perf_counter() - t0)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = min(best, time.perf_counter() - t0)
     return best
+
+
+def matmul_seconds(shapes, batch: int, repeat: int = 20) -> tuple[float, float]:
+    """One decode step's weight matmuls alone ([batch, k] @ [k, n] for each (k, n, count)): (jax, torch) s."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    rng = np.random.default_rng(0)
+    out = []
+    for lib in ("jax", "torch"):
+        total = 0.0
+        for k, n, count in shapes:
+            x, w = rng.standard_normal((batch, k), np.float32), rng.standard_normal((k, n), np.float32)
+            if lib == "jax":
+                f, x, w = jax.jit(jnp.matmul), jnp.asarray(x), jnp.asarray(w)
+                call = lambda: f(x, w).block_until_ready()  # noqa: E731
+            else:
+                x, w = torch.from_numpy(x), torch.from_numpy(w)
+                call = lambda: torch.matmul(x, w)  # noqa: E731
+            call()
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                call()
+            total += (time.perf_counter() - t0) / repeat * count
+        out.append(total)
+    return out[0], out[1]
 
 
 def main():
@@ -95,6 +128,16 @@ def main():
     print(f"| weight-bytes / bandwidth floor | {floor_step * args.new:.2f} | {n_tok / (floor_step * args.new):,.0f} | "
           f"{hf_s / (floor_step * args.new):.2f}x |")
     print(f"greedy tokens identical: {agree:.1%}")
+    t = config["text_config"]
+    d, f, v = t["hidden_size"], t["intermediate_size"], t["vocab_size"]
+    kv = t["num_key_value_heads"] * d // t["num_attention_heads"]
+    layers = t["num_hidden_layers"]
+    shapes = [(d, d, 2 * layers), (d, kv, 2 * layers), (d, f, 2 * layers), (f, d, layers), (d, v, 1)]
+    jax_mm, torch_mm = matmul_seconds(shapes, args.batch)
+    print(f"one step's weight matmuls alone ([{args.batch}, k] @ [k, n], one jitted dot each, summed): "
+          f"jax {jax_mm * 1e3:.1f} ms, torch {torch_mm * 1e3:.1f} ms; decode step: omni_jax "
+          f"{ours_s / args.new * 1e3:.1f} ms, transformers {hf_s / args.new * 1e3:.1f} ms, "
+          f"floor {floor_step * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

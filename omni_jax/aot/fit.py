@@ -325,9 +325,9 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
             sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
             rng = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
             pad = _replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32))
-            dec = _compile(sampler._decode, (graphdef_all, sampling, max_new, length, (0,), False, policy_state, cache,
-                                             logits, kv_valid, next_pos, rng, pad),
-                           mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5), while_trips=max_new)
+            dec = _compile(sampler._decode, (graphdef_all, sampling, max_new, length, (0,), False, False, policy_state,
+                                             cache, logits, kv_valid, next_pos, rng, pad),
+                           mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5, 6), while_trips=max_new)
             # Each new token reads the text weights and the whole cache once.
             per_token = policy_bytes - resident["frozen"] + _bytes_per_chip(cache)
             report("decode", dec, (6,), inputs_bytes + _bytes_per_chip(embeds),

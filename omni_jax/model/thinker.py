@@ -56,11 +56,15 @@ class Thinker(nnx.Module):
         idx = inputs.feature_index
         return jnp.where((idx >= 0)[..., None], feats[jnp.maximum(idx, 0)], x)
 
-    def hidden_states(self, embeds, position_ids, mask, cache: KVCache | None = None, cache_index=None):
-        """Decoder over `embeds` [B, T, D] with TMRoPE `position_ids` [3, B, T] and mask bool[B, T, S]."""
+    def hidden_states(self, embeds, position_ids, mask, cache: KVCache | None = None, cache_index=None,
+                      layers: list | None = None):
+        """Decoder over `embeds` [B, T, D] with TMRoPE `position_ids` [3, B, T] and mask bool[B, T, S].
+
+        layers: `self.model.unstacked_layers()`, to run the layers unrolled (see there).
+        """
         t = self.cfg.text
         cos, sin = mrope_cos_sin(position_ids, t.kv_head_dim, t.rope_theta, t.mrope_section)
-        return self.model(embeds, cos, sin, mask, cache, cache_index)
+        return self.model(embeds, cos, sin, mask, cache, cache_index, layers=layers)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """[..., D] → float32[..., vocab]."""

@@ -133,11 +133,13 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_length: int, cache_dtyp
     return cache, rep(logits), rep(kv_valid), rep(next_pos), x
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(7,))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6), donate_argnums=(8,))
 def _decode(graphdef, sampling: Sampling, max_new_tokens: int, prompt_length: int, eos: tuple[int, ...],
-            return_logits: bool, state, cache, logits, kv_valid, next_pos, rng, pad_id):
+            return_logits: bool, unroll_layers: bool, state, cache, logits, kv_valid, next_pos, rng, pad_id):
     model: Thinker = nnx.merge(graphdef, state)
     rows = logits.shape[0]
+    # Sliced once, outside the loop (see TextModel.unstacked_layers).
+    layers = model.model.unstacked_layers() if unroll_layers else None
     eos_ids = jnp.asarray(eos if eos else (-1,), jnp.int32)
 
     def cond(s: _DecodeState):
@@ -158,7 +160,7 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, prompt_length: in
         x = model.model.embed_tokens(tok[:, None])
         pos = jnp.broadcast_to((next_pos + s.step)[None, :, None], (3, rows, 1))
         q_index = jnp.full((rows, 1), index)
-        hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, index)
+        hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, index, layers=layers)
         return _DecodeState(s.step + 1, tokens, logprobs, done, model.logits(hidden[:, 0]), cache, kv_valid,
                             s.rng, all_logits)
 
@@ -208,10 +210,14 @@ def generate(
     cache_dtype=None,
     max_cache_length: int | None = None,
     return_logits: bool = False,
+    unroll_layers: bool | None = None,
 ) -> RolloutOutput:
     """Sample `num_samples` completions for every prompt of `inputs` (HF processor kwargs or ModelInputs).
 
     Greedy when temperature is 0. Everything is validated before anything is traced.
+    unroll_layers: decode with the layers unrolled on weights sliced once per call instead of a
+    scan over the stacked weights; None: on CPU only, where the scan copies every layer's
+    weights on every token (TPU fuses the slice into the matmul and keeps the smaller program).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -227,6 +233,9 @@ def generate(
     graphdef, state = nnx.split(model)
     rng = jax.random.key(seed) if isinstance(seed, int) else seed
     rules = rules or parallel.DEFAULT_RULES
+    if unroll_layers is None:
+        devices = mesh.devices.flat if mesh is not None else jax.devices()
+        unroll_layers = all(d.platform == "cpu" for d in devices)
     ctx = parallel.use_mesh(mesh, rules) if mesh is not None else _nullcontext()
     with ctx:
         if mesh is not None:
@@ -238,7 +247,7 @@ def generate(
             prompts_per_prefill(int(np.shape(inputs.input_ids)[0]), mesh, rules))
         tokens, logprobs, mask, lengths, all_logits, _ = _decode(
             graphdef, sampling, max_new_tokens, prompt_length, tuple(int(e) for e in eos_token_ids), return_logits,
-            state, cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))
+            bool(unroll_layers), state, cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))
     return RolloutOutput(tokens, logprobs, mask, lengths, embeds, all_logits)
 
 

@@ -67,10 +67,12 @@ def test_greedy_tokens_equal_transformers(pair, kind):
     np.testing.assert_array_equal(np.where(mask, got, -1), np.where(mask, ref, -1))
 
 
-def test_cached_decode_logits_equal_full_forward(pair):
+@pytest.mark.parametrize("unroll_layers", [True, False], ids=["layers unrolled (CPU default)", "layer scan (TPU)"])
+def test_cached_decode_logits_equal_full_forward(pair, unroll_layers):
     _, model, _ = pair
     inputs = _video_audio()
-    out = generate(model, inputs, max_new_tokens=M, temperature=0.8, seed=3, return_logits=True)
+    out = generate(model, inputs, max_new_tokens=M, temperature=0.8, seed=3, return_logits=True,
+                   unroll_layers=unroll_layers)
     full = dict(inputs)
     full["input_ids"] = np.concatenate([inputs["input_ids"], np.asarray(out.tokens)], 1)
     full["attention_mask"] = np.concatenate([inputs["attention_mask"], np.asarray(out.mask)], 1)
@@ -78,7 +80,7 @@ def test_cached_decode_logits_equal_full_forward(pair):
     t = inputs["input_ids"].shape[1]
     mask = np.asarray(out.mask)
     diff = np.abs(logits[:, t - 1:t - 1 + M] - np.asarray(out.logits))[mask].max()
-    print(f"cached decode vs full forward: max|Δlogit| = {diff:.2e}")
+    print(f"cached decode ({'unrolled' if unroll_layers else 'scan'}) vs full forward: max|Δlogit| = {diff:.2e}")
     assert diff <= 1e-4
 
 
