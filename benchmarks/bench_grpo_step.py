@@ -56,7 +56,8 @@ def build_models(tok, workdir: str, seed: int = 0):
     missing = thinker.load_state_dict(state, strict=False)
     assert not [k for k in missing.missing_keys if k.startswith("model.")], missing.missing_keys
     thinker.save_pretrained(workdir)
-    return lm.train(), omni_jax.load_thinker(workdir, progress=False)
+    # layer_loop as configs/default.py (the tiny CPU run) sets it.
+    return lm.train(), omni_jax.load_thinker(workdir, progress=False, layer_loop="unrolled")
 
 
 def prompts(tok, n: int, length: int, seed: int = 0) -> list[str]:
@@ -109,7 +110,7 @@ def run_ours(model, tok, texts, args) -> list[float]:
     from flax import nnx
 
     from omni_jax import parallel
-    from omni_jax.grpo.experience import collect
+    from omni_jax.grpo import experience
     from omni_jax.grpo.loss import LossConfig
     from omni_jax.grpo.step import StepConfig, TrainState, build_train_step, make_optimizer, trainable_filter
     from omni_jax.model.inputs import prepare_inputs
@@ -146,7 +147,7 @@ def run_ours(model, tok, texts, args) -> list[float]:
     for i in range(args.steps):
         t0 = time.perf_counter()
         policy = nnx.merge(graphdef, state.params, frozen)
-        exp = collect(policy, inputs, [{}] * len(texts), rollout_cfg=rollout, scale_rewards="group", tokenizer=NoEos,
+        exp = experience.collect(policy, inputs, [{}] * len(texts), rollout_cfg=rollout, scale_rewards="group", tokenizer=NoEos,
                       reward_fn=reward_fn, seed=jax.random.key(i), mesh=mesh)
         state, metrics = step_fn(state, frozen, exp.batch)
         jax.block_until_ready(metrics)

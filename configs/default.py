@@ -24,6 +24,7 @@ def get_config(arg=None):
     c.model.init = "random"
     c.model.architecture = "tiny"
     c.model.reference_dtype = "float32"
+    c.model.layer_loop = "unrolled"  # CPU: faster than a scan over 3 layers (see omni_jax.model.config)
     c.rollout.num_generations = variant.num_generations
     c.rollout.max_new_tokens = 112
     c.rollout.temperature = 0.7

@@ -83,6 +83,8 @@ def validate(config, num_devices: int) -> None:
         problems.append("grpo.scale_rewards must be group|batch|none")
     if config.grpo.num_iterations < 1:
         problems.append("grpo.num_iterations must be >= 1")
+    if config.model.layer_loop not in ("scan", "unrolled"):
+        problems.append(f"model.layer_loop must be scan|unrolled (got {config.model.layer_loop!r})")
     if config.grpo.old_logprobs not in ("sampler", "recompute"):
         problems.append("grpo.old_logprobs must be 'sampler' or 'recompute'")
     if config.model.train_towers:
@@ -119,6 +121,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.remat = "none"  # none | full | dots
     c.model.attention_query_chunk = 2048
     c.model.attention_key_chunk = 0  # > 0: flash attention, keys in blocks of this size (long prompts)
+    c.model.layer_loop = "scan"  # scan | unrolled (faster on CPU; see omni_jax.model.config)
     c.model.train_towers = False  # vision and audio towers frozen (no optimizer state)
 
     c.rollout = ml_collections.ConfigDict()

@@ -71,6 +71,7 @@ def test_configs_are_locked_against_typos():
     (dict(rollout__top_p=0.0), 1, "top_p"),
     (dict(grpo__scale_rewards="std"), 1, "scale_rewards"),
     (dict(model__train_towers=True), 1, "train_towers"),
+    (dict(model__layer_loop="unroll"), 1, "layer_loop must be scan|unrolled"),
 ])
 def test_inconsistent_values_are_refused(change, devices, match):
     c = default.get_config()

@@ -20,7 +20,7 @@ from omni_jax.model.thinker import Thinker, abstract_thinker
 def model_options(config) -> dict:
     m = config.model
     return dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention_query_chunk=m.attention_query_chunk,
-                attention_key_chunk=m.attention_key_chunk)
+                attention_key_chunk=m.attention_key_chunk, layer_loop=m.layer_loop)
 
 
 def build_model(config, tokenizer, mesh, rules=parallel.DEFAULT_RULES) -> Thinker:
@@ -29,9 +29,9 @@ def build_model(config, tokenizer, mesh, rules=parallel.DEFAULT_RULES) -> Thinke
         raise ValueError("config.model.init is empty: set it to 'random' or to an HF / omni_jax checkpoint directory")
     if config.model.init != "random":
         m = config.model
+        options = {k: v for k, v in model_options(config).items() if k not in ("dtype", "param_dtype")}
         return load_thinker(m.init, m.dtype, param_dtype=m.param_dtype, mesh=mesh, rules=rules,
-                            remat=m.remat, attention_query_chunk=m.attention_query_chunk,
-                            attention_key_chunk=m.attention_key_chunk, progress=jax.process_index() == 0)
+                            progress=jax.process_index() == 0, **options)
     cfg = presets.architecture_config(config.model.architecture, tokenizer, **model_options(config))
     graphdef, abstract = nnx.split(abstract_thinker(cfg))
     shardings = param_shardings(abstract, mesh, rules)

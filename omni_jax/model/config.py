@@ -96,6 +96,10 @@ class ThinkerConfig:
     remat: str = "none"  # none | full | dots (what jax.checkpoint keeps per decoder layer)
     attention_query_chunk: int = 2048  # queries per block in long-sequence attention
     attention_key_chunk: int = 0  # > 0: blockwise (flash) attention over keys in blocks of this size
+    # scan: one compiled layer body over the stacked weights (TPU/GPU). unrolled: every layer in
+    # the program on its own weight slices; faster on XLA:CPU, which copies each layer's weights
+    # and saved activations out of the stacked arrays inside a scan, and compiles longer.
+    layer_loop: str = "scan"
     # Original HF dict, kept for export (config.json is written back from it).
     hf_config: dict[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -144,7 +148,8 @@ def _vision_config(d: dict) -> VisionConfig:
 def from_hf_dict(config: dict[str, Any], **options) -> ThinkerConfig:
     """ThinkerConfig from a parsed HF config.json (full Omni or thinker-only).
 
-    `options` set the numerics fields (dtype, param_dtype, remat, attention_query_chunk, attention_key_chunk).
+    `options` set the numerics fields (dtype, param_dtype, remat, attention_query_chunk, attention_key_chunk,
+    layer_loop).
     """
     model_type = config.get("model_type")
     if model_type == "qwen2_5_omni":

@@ -96,7 +96,49 @@ class GatedMLP(nnx.Module):
         self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.act == "silu" and self.gate_proj.bias is None:  # the text decoder's MLP
+            dtype = self.gate_proj.dtype
+            return swiglu(x.astype(dtype), *(p.kernel[...].astype(dtype)
+                                             for p in (self.gate_proj, self.up_proj, self.down_proj)))
         return self.down_proj(activation(self.act, self.gate_proj(x)) * self.up_proj(x))
+
+
+@jax.custom_vjp
+def swiglu(x, w_gate, w_up, w_down):
+    """(silu(x @ w_gate) * (x @ w_up)) @ w_down, with a hand-written backward pass.
+
+    The same values and gradients as autodiff (to float rounding); the backward is written out so
+    each weight gradient is one contraction over the tokens of tensors laid out as the forward
+    made them. Autodiff's version made XLA:CPU transpose the [tokens, hidden] activations inside
+    fused elementwise loops: 163 ms against 77 ms for one layer's MLP forward + backward at
+    8,768 tokens, hidden 128 → 384, 2 CPU cores.
+    """
+    return (jax.nn.silu(x @ w_gate) * (x @ w_up)) @ w_down
+
+
+def _swiglu_fwd(x, w_gate, w_up, w_down):
+    g, u = x @ w_gate, x @ w_up
+    return (jax.nn.silu(g) * u) @ w_down, (x, g, u, w_gate, w_up, w_down)
+
+
+def _swiglu_bwd(res, dy):
+    x, g, u, w_gate, w_up, w_down = res
+    sig = jax.nn.sigmoid(g)
+    act = g * sig
+    h = act * u
+    dh = dy @ w_down.T
+    du = dh * act
+    dg = dh * u * (sig * (1 + g * (1 - sig)))  # silu'(g)
+    tokens = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+    x2 = tokens(x)
+    dw_down = jnp.einsum("tf,td->fd", tokens(h), tokens(dy))
+    dw_gate = jnp.einsum("td,tf->df", x2, tokens(dg))
+    dw_up = jnp.einsum("td,tf->df", x2, tokens(du))
+    dx = dg @ w_gate.T + du @ w_up.T
+    return dx, dw_gate, dw_up, dw_down
+
+
+swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 def activation(name: str, x: jax.Array) -> jax.Array:

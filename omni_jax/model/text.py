@@ -81,7 +81,7 @@ class TextModel(nnx.Module):
     """HF's Qwen2_5OmniThinkerTextModel: embed_tokens, layers, norm."""
 
     def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
-                 remat: str = "none", query_chunk: int = 0, key_chunk: int = 0):
+                 remat: str = "none", query_chunk: int = 0, key_chunk: int = 0, layer_loop: str = "scan"):
         self.embed_tokens = Embed(cfg.vocab_size, cfg.hidden_size, rngs=rngs, param_dtype=param_dtype)
 
         @nnx.split_rngs(splits=cfg.num_hidden_layers)
@@ -94,11 +94,14 @@ class TextModel(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, "norm", eps=cfg.rms_norm_eps, param_dtype=param_dtype)
         if remat not in ("none", *_REMAT_POLICIES):
             raise ValueError(f"remat must be none|full|dots, got {remat!r}")
+        if layer_loop not in ("scan", "unrolled"):
+            raise ValueError(f"layer_loop must be scan|unrolled, got {layer_loop!r}")
         self.remat = remat
+        self.layer_loop = layer_loop
         self.dtype = dtype
 
-    def unstacked_layers(self) -> list:
-        """The decoder layers as separate modules (their weights sliced off the stacked arrays).
+    def unstacked_layers(self) -> tuple:
+        """(graphdef, [state of layer 0, layer 1, ...]): each layer's weights sliced off the stacks.
 
         For a decode loop: slice once before the loop and pass them as `layers=` on every step.
         Inside a `scan` over the stacked weights XLA:CPU copies each layer's weights out of the
@@ -106,22 +109,19 @@ class TextModel(nnx.Module):
         """
         graphdef, layer_state = nnx.split(self.layers)
         n_layers = jax.tree.leaves(layer_state)[0].shape[0]
-        return [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], layer_state)) for i in range(n_layers)]
+        return graphdef, [jax.tree.map(lambda a, i=i: a[i], layer_state) for i in range(n_layers)]
 
     def __call__(self, inputs_embeds, cos, sin, mask, cache: KVCache | None = None, cache_index=None,
-                 layers: list | None = None):
+                 layers: tuple | None = None):
         """inputs_embeds: [B, T, D]; cos/sin: float32[B, T, H]; mask: a CausalMask over S keys.
 
-        layers: from `unstacked_layers()`: run them one after another (unrolled) instead of
-        scanning the stacked weights.
+        layers: from `unstacked_layers()`: run the layers one after another (unrolled) on those
+        slices instead of scanning the stacked weights (as `layer_loop="unrolled"` does).
         Returns (hidden [B, T, D] after the final norm, the updated cache or None).
         """
-        if layers is not None:
-            x = parallel.constrain(inputs_embeds.astype(self.dtype), ("batch", "length", "act_embed"))
-            for i, layer in enumerate(layers):
-                x, cache = layer(x, cos, sin, mask, cache, i, cache_index)
-            return self.norm(x), cache
-        graphdef, layer_state = nnx.split(self.layers)
+        if layers is None and self.layer_loop == "unrolled":
+            layers = self.unstacked_layers()
+        graphdef, layer_state = layers if layers is not None else nnx.split(self.layers)
 
         # The cache rides in the scan carry so each layer updates it in place (no copy per step).
         def body(carry, xs):
@@ -133,6 +133,10 @@ class TextModel(nnx.Module):
         if self.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT_POLICIES[self.remat], prevent_cse=False)
         x = parallel.constrain(inputs_embeds.astype(self.dtype), ("batch", "length", "act_embed"))
+        if layers is not None:
+            for i, state in enumerate(layer_state):
+                (x, cache), _ = body((x, cache), (state, i))
+            return self.norm(x), cache
         n_layers = jax.tree.leaves(layer_state)[0].shape[0]
         (x, cache), _ = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(n_layers)))
         return self.norm(x), cache

@@ -32,7 +32,7 @@ class Thinker(nnx.Module):
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.model = TextModel(cfg.text, remat=cfg.remat, query_chunk=cfg.attention_query_chunk,
-                               key_chunk=cfg.attention_key_chunk, **kw)
+                               key_chunk=cfg.attention_key_chunk, layer_loop=cfg.layer_loop, **kw)
         self.lm_head = None if cfg.text.tie_word_embeddings else Dense(
             cfg.text.hidden_size, cfg.text.vocab_size, ("embed", "vocab"), bias=False, **kw)
         self.visual = VisionEncoder(cfg.vision, query_chunk=cfg.attention_query_chunk,
@@ -57,10 +57,10 @@ class Thinker(nnx.Module):
         return jnp.where((idx >= 0)[..., None], feats[jnp.maximum(idx, 0)], x)
 
     def hidden_states(self, embeds, position_ids, mask, cache: KVCache | None = None, cache_index=None,
-                      layers: list | None = None):
+                      layers: tuple | None = None):
         """Decoder over `embeds` [B, T, D] with TMRoPE `position_ids` [3, B, T] and mask bool[B, T, S].
 
-        layers: `self.model.unstacked_layers()`, to run the layers unrolled (see there).
+        layers: `self.model.unstacked_layers()`, to run the layers unrolled on those slices (see there).
         """
         t = self.cfg.text
         cos, sin = mrope_cos_sin(position_ids, t.kv_head_dim, t.rope_theta, t.mrope_section)

@@ -216,8 +216,9 @@ def generate(
 
     Greedy when temperature is 0. Everything is validated before anything is traced.
     unroll_layers: decode with the layers unrolled on weights sliced once per call instead of a
-    scan over the stacked weights; None: on CPU only, where the scan copies every layer's
-    weights on every token (TPU fuses the slice into the matmul and keeps the smaller program).
+    scan over the stacked weights; None: when the model's layer_loop is "unrolled" or on CPU,
+    where the scan copies every layer's weights on every token (TPU fuses the slice into the
+    matmul and keeps the smaller program).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -235,7 +236,7 @@ def generate(
     rules = rules or parallel.DEFAULT_RULES
     if unroll_layers is None:
         devices = mesh.devices.flat if mesh is not None else jax.devices()
-        unroll_layers = all(d.platform == "cpu" for d in devices)
+        unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
     ctx = parallel.use_mesh(mesh, rules) if mesh is not None else _nullcontext()
     with ctx:
         if mesh is not None:

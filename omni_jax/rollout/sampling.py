@@ -51,7 +51,14 @@ class Sampling:
         """int32[B] sampled from logits float[B, V]."""
         if self.greedy:
             return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        return jax.random.categorical(rng, self.filtered_logits(logits), axis=-1).astype(jnp.int32)
+        # Inverse CDF with one uniform per row: the first token whose cumulative probability
+        # reaches u. Exact, like the Gumbel-max trick of jax.random.categorical, which draws a
+        # random number per vocabulary entry (3x slower per decode step on CPU at vocab 1,408).
+        # Truncated tokens have probability 0, so the cumulative sum never stops on them.
+        probs = jax.nn.softmax(self.filtered_logits(logits), axis=-1)
+        cdf = jnp.cumsum(probs, axis=-1)
+        u = (1.0 - jax.random.uniform(rng, (logits.shape[0], 1))) * cdf[:, -1:]  # in (0, total]
+        return jnp.minimum(jnp.sum(cdf < u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)
 
     def logprobs(self, logits: jax.Array, tokens: jax.Array) -> jax.Array:
         """float32[B]: log-prob of `tokens` under softmax(logits / T), the policy the GRPO loss uses

@@ -62,8 +62,10 @@ def test_accumulation_equals_one_batch_and_towers_stay_frozen(setup):
     batch = GRPOBatch(seqs, adv, old_logp=None, ref_logp=None)
     _, one, m1, frozen = _step(model, batch, 1)
     _, four, m4, _ = _step(model, batch, 4)
+    # Adam's first update is about lr·sign(g) (lr 1e-2): an accumulation bug moves parameters by
+    # ~1e-2; float reordering moves an element whose gradient is ~0 by a little, hence atol 1e-4.
     for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)):
-        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-4)
     np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
     np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-4)
     assert int(one.step) == 1 and int(one.skipped) == 0
