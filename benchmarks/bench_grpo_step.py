@@ -162,9 +162,20 @@ def main():
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--prompt_words", type=int, default=48)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--cpu_devices", type=int, default=-1,
+                    help="JAX CPU devices for omni_jax (-1: as configs/default.py sets mesh.cpu_devices)")
     args = ap.parse_args()
 
+    import jax
     import torch
+
+    from configs import default
+    from omni_jax import config_utils
+
+    cfg = default.get_config()
+    if args.cpu_devices >= 0:
+        cfg.mesh.cpu_devices = args.cpu_devices
+    config_utils.apply_cpu_devices(cfg)
 
     from benchmarks.common import machine
     from omni_jax.tokenizer import load_tokenizer
@@ -184,7 +195,7 @@ def main():
     print("| system | s / GRPO step | vs TRL |")
     print("|---|---|---|")
     print(f"| TRL {trl.__version__} GRPOTrainer (torch {torch.__version__}) | {t:.2f} | 1.00x |")
-    print(f"| omni_jax (jitted rollout + step) | {o:.2f} | {t / o:.2f}x |")
+    print(f"| omni_jax (jitted rollout + step, {jax.device_count()} CPU device(s)) | {o:.2f} | {t / o:.2f}x |")
     print(f"first step (compile / warm-up): omni_jax {ours[0]:.1f} s, TRL {trl_times[0]:.1f} s")
 
 

@@ -39,6 +39,9 @@ def get_config(arg=None):
     c.warmstart.learning_rate = 3e-3
     c.warmstart.batch_prompts = 8
     c.mesh.fsdp = -1
+    # The batch split over 2 JAX CPU devices (one per core of the 2-core machines this targets):
+    # a GRPO step of this config takes 0.71 s on 2 devices against 0.98 s on 1 (bench_grpo_step).
+    c.mesh.cpu_devices = 2
     c.data = data_defaults("tiny")
     # A one-line system prompt instead of HumanOmniV2's ~450-token one: the same three-block
     # answer form at a fifth of the prompt length, which is what a 10-minute CPU run can afford.

@@ -10,6 +10,8 @@ agree with each other before anything is built.
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 
@@ -52,6 +54,22 @@ def mesh_shape(config, num_devices: int) -> dict[str, int]:
     elif known != num_devices:
         raise ValueError(f"mesh {shape} needs {known} devices; {num_devices} are available")
     return shape
+
+
+def apply_cpu_devices(config) -> int | None:
+    """Set JAX's CPU device count from `config.mesh.cpu_devices`; call before JAX starts a backend.
+
+    Returns the count set, or None (0 in the config, or XLA_FLAGS already forces a count).
+    """
+    import jax
+
+    n = int(config.mesh.get("cpu_devices", 0) or 0)
+    if n < 0:
+        raise ValueError(f"mesh.cpu_devices must be >= 0, got {n}")
+    if n == 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    jax.config.update("jax_num_cpu_devices", n)
+    return n
 
 
 def validate(config, num_devices: int) -> None:
@@ -161,6 +179,10 @@ def base() -> ml_collections.ConfigDict:
     c.warmstart.batch_prompts = 16
 
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tp": 1})
+    # > 0: run the CPU backend as this many JAX devices (one per core is the use), so the mesh
+    # splits the batch over the cores. Only the CPU platform is affected; XLA_FLAGS'
+    # --xla_force_host_platform_device_count, when set, wins. 0: JAX's default (1 CPU device).
+    c.mesh.cpu_devices = 0
     c.data = data_defaults()
     c.rewards = reward_defaults()
     return c

@@ -48,6 +48,9 @@ def main(argv):
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("omni_jax").addHandler(handler)
     logging.getLogger("omni_jax").setLevel(logging.INFO)
+    from omni_jax import config_utils
+
+    config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
     _init_distributed()
     from omni_jax.grpo.trainer import run
 

@@ -91,3 +91,43 @@ def test_unknown_override_on_the_command_line_fails_fast():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "learning_rat" in proc.stderr
+
+
+_CPU_DEVICES = """
+import sys
+from configs import default
+from omni_jax import config_utils
+c = default.get_config()
+c.mesh.cpu_devices = int(sys.argv[1])
+config_utils.apply_cpu_devices(c)
+import jax
+print(jax.device_count(), jax.devices()[0].platform)
+"""
+
+
+@pytest.mark.parametrize("cpu_devices,xla_flags,expected", [
+    (3, "", "3 cpu"),  # the config sets the count
+    (0, "", "1 cpu"),  # 0: JAX's default
+    (3, "--xla_force_host_platform_device_count=4", "4 cpu"),  # an explicit XLA_FLAGS count wins
+])
+def test_cpu_devices_sets_the_cpu_device_count(cpu_devices, xla_flags, expected):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), **({"XLA_FLAGS": xla_flags} if xla_flags else {}))
+    proc = subprocess.run([sys.executable, "-c", _CPU_DEVICES, str(cpu_devices)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[-2] == expected
+
+
+def test_default_config_splits_the_batch_over_two_cpu_devices():
+    c = default.get_config()
+    assert c.mesh.cpu_devices == 2
+    config_utils.validate(c, num_devices=2)
+
+
+def test_negative_cpu_devices_is_refused():
+    c = default.get_config()
+    with c.unlocked():
+        c.mesh.cpu_devices = -2
+    with pytest.raises(ValueError, match="cpu_devices must be >= 0"):
+        config_utils.apply_cpu_devices(c)

@@ -31,6 +31,7 @@ from omni_jax.grpo.policy import build_model, reference_params
 from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
     optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model.inputs import prepare_inputs
+from omni_jax.rollout.sampler import input_shardings
 from omni_jax.tokenizer import load_tokenizer
 
 log = logging.getLogger("omni_jax.train")
@@ -262,8 +263,10 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
         inputs = prepare_inputs(cfg, **batch)
         ids, mask = warmstart_lib.demonstration_tokens(records, tokenizer, config.rollout.max_new_tokens,
                                                        seed=config.seed * 7919 + i)
-        params, opt_state, loss = sft_step(params, opt_state, frozen, jax.device_put(inputs), jnp.asarray(ids),
-                                           jnp.asarray(mask), jnp.asarray(next_positions(inputs)))
+        # Rows over the batch mesh axes, as the GRPO batches (one device held them all before).
+        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(next_positions(inputs))), mesh)
+        params, opt_state, loss = sft_step(params, opt_state, frozen,
+                                           jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
         if i % 10 == 0:
             bar.set_postfix(loss=f"{float(loss):.3f}")
     stream.close()
