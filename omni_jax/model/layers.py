@@ -46,10 +46,52 @@ class Dense(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-        if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
-        return y
+        kernel = self.kernel[...].astype(self.dtype)
+        if self.bias is None:
+            return linear(x.astype(self.dtype), kernel)
+        return linear_bias(x.astype(self.dtype), kernel, self.bias[...].astype(self.dtype))
+
+
+@jax.custom_vjp
+def linear(x, kernel):
+    """x @ kernel with the kernel's gradient written as one contraction over the tokens of x and dy.
+
+    Autodiff gives the same values; written out, XLA:CPU transposes the (materialised) input x for
+    the kernel gradient instead of the incoming gradient, which it otherwise transposes inside
+    the fused loop that produces it (e.g. the rotary backward of q and k).
+    """
+    return jnp.dot(x, kernel)
+
+
+def _linear_fwd(x, kernel):
+    return jnp.dot(x, kernel), (x, kernel)
+
+
+def _linear_bwd(res, dy):
+    x, kernel = res
+    flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+    return jnp.dot(dy, kernel.T), jnp.einsum("td,tf->df", flat(x), flat(dy))
+
+
+linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+@jax.custom_vjp
+def linear_bias(x, kernel, bias):
+    """x @ kernel + bias, with `linear`'s backward (and the bias gradient summed over the tokens)."""
+    return jnp.dot(x, kernel) + bias
+
+
+def _linear_bias_fwd(x, kernel, bias):
+    return jnp.dot(x, kernel) + bias, (x, kernel)
+
+
+def _linear_bias_bwd(res, dy):
+    dx, dk = _linear_bwd(res, dy)
+    return dx, dk, dy.reshape(-1, dy.shape[-1]).sum(0)
+
+
+linear_bias.defvjp(_linear_bias_fwd, _linear_bias_bwd)
 
 
 class RMSNorm(nnx.Module):

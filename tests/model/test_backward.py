@@ -1,11 +1,11 @@
-"""The text MLP's hand-written backward (layers.swiglu) equals autodiff of the plain formula and NumPy."""
+"""Hand-written backward passes (layers.swiglu, linear, linear_bias) equal autodiff and a NumPy chain rule."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from omni_jax.model.layers import swiglu
+from omni_jax.model.layers import Dense, linear, linear_bias, swiglu
 
 
 def _plain(x, wg, wu, wd):
@@ -53,3 +53,35 @@ def test_bfloat16_and_remat(remat):
         assert a.dtype == jnp.bfloat16
         scale = np.abs(r).max()
         assert np.abs(np.asarray(a, np.float64) - r).max() <= 0.03 * scale
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 0.03)])
+def test_linear_and_bias_gradients(dtype, tol):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((2, 7, 12)), dtype)
+    w = jnp.asarray(rng.standard_normal((12, 5)) * 0.3, dtype)
+    b = jnp.asarray(rng.standard_normal(5), dtype)
+    dy = jnp.asarray(rng.standard_normal((2, 7, 5)), dtype)
+    x64, w64, dy64 = (np.asarray(a, np.float64) for a in (x, w, dy))
+    want = {"x": dy64 @ w64.T, "w": x64.reshape(-1, 12).T @ dy64.reshape(-1, 5), "b": dy64.sum((0, 1))}
+    y, vjp = jax.vjp(linear_bias, x, w, b)
+    got = dict(zip("xwb", vjp(dy)))
+    y2, vjp2 = jax.vjp(linear, x, w)
+    got2 = dict(zip("xw", vjp2(dy)))
+    auto = dict(zip("xwb", jax.vjp(lambda x, w, b: x @ w + b, x, w, b)[1](dy)))
+    np.testing.assert_allclose(np.asarray(y, np.float64), x64 @ w64 + np.asarray(b, np.float64), rtol=tol, atol=tol)
+    for name, g in [*got.items(), *(("2" + k, v) for k, v in got2.items())]:
+        key = name[-1]
+        assert g.dtype == dtype and g.shape == want[key].shape, name
+        scale = max(np.abs(want[key]).max(), 1.0)
+        assert np.abs(np.asarray(g, np.float64) - want[key]).max() <= tol * scale, name
+        assert np.abs(np.asarray(g, np.float64) - np.asarray(auto[key], np.float64)).max() <= tol * scale, name
+
+
+def test_dense_uses_the_kernel_and_bias():
+    from flax import nnx
+
+    layer = Dense(4, 3, ("embed", "mlp"), bias=True, rngs=nnx.Rngs(0))
+    layer.bias[...] = jnp.arange(3.0)
+    x = jnp.ones((2, 4))
+    np.testing.assert_allclose(layer(x), x @ layer.kernel[...] + jnp.arange(3.0), rtol=1e-6)
