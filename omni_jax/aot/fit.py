@@ -180,6 +180,11 @@ class _Compiled:
         return inputs_lib.with_shardings(self.traced.out_info, fallback_shardings(self.traced.out_info))
 
 
+def _position(args: tuple, arg) -> int:
+    """Index of `arg` (by identity) in a step's argument tuple: which argument is the resident state."""
+    return next(i for i, a in enumerate(args) if a is arg)
+
+
 def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _Compiled:
     """Trace (under the mesh and rules), count FLOPs, lower and compile `jitted` on abstract `args`."""
     t0 = time.perf_counter()
@@ -325,12 +330,13 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
             sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
             rng = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
             pad = _replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32))
-            dec = _compile(sampler._decode, (graphdef_all, sampling, max_new, length, (0,), False, False, policy_state,
-                                             cache, logits, kv_valid, next_pos, rng, pad),
-                           mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5, 6), while_trips=max_new)
+            dec_args = (graphdef_all, sampling, max_new, length, (0,), False, False, policy_state, cache, logits,
+                        kv_valid, next_pos, rng, pad)
+            dec = _compile(sampler._decode, dec_args, mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5, 6),
+                           while_trips=max_new)
             # Each new token reads the text weights and the whole cache once.
             per_token = policy_bytes - resident["frozen"] + _bytes_per_chip(cache)
-            report("decode", dec, (6,), inputs_bytes + _bytes_per_chip(embeds),
+            report("decode", dec, (_position(dec_args, policy_state),), inputs_bytes + _bytes_per_chip(embeds),
                    traffic=per_token * max_new)
 
     # ---- learner: the donated train step and the reference pass ----
