@@ -7,7 +7,7 @@
 
 from omni_jax.checkpoint.store import CheckpointStore, Restored
 from omni_jax.checkpoint.streaming import StreamedArray, TensorStoreLeaf
-from omni_jax.checkpoint.thinker import FORMAT, is_checkpoint, locate, thinker_meta
+from omni_jax.checkpoint.thinker import FORMAT, is_checkpoint, locate, open_thinker_step, thinker_meta
 
 __all__ = ["CheckpointStore", "Restored", "StreamedArray", "TensorStoreLeaf", "FORMAT", "is_checkpoint", "locate",
-           "thinker_meta"]
+           "open_thinker_step", "thinker_meta"]

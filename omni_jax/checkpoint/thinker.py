@@ -56,3 +56,20 @@ def locate(path, step: int | None = None) -> tuple[epath.Path, int | None]:
             raise ValueError(f"{p} is step {p.name}, but step={step} was asked for")
         return p.parent, int(p.name)
     return p, step
+
+
+def open_thinker_step(path, step: int | None = None):
+    """(read-only store, its directory, the resolved step, that step's meta) for a Thinker checkpoint.
+
+    `path`: a store directory or one step of it; step None: the latest committed step. Refuses a
+    step whose meta has no HF config (not written by omni_jax).
+    """
+    from omni_jax.checkpoint.store import CheckpointStore
+
+    directory, step = locate(path, step)
+    store = CheckpointStore(directory, read_only=True)
+    step = store.resolve_step(step)
+    meta = store.meta(step)
+    if "hf_config" not in meta:
+        raise ValueError(f"step {step} of {directory} has no 'hf_config' in its meta; it was not written by omni_jax")
+    return store, directory, step, meta

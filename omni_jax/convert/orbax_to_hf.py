@@ -51,12 +51,7 @@ def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: 
         raise ValueError(f"jax2hf writes a local directory, not {out}; export locally, then copy it (gsutil, hf upload)")
     out = pathlib.Path(out)
     hf_write.refuse_existing(out, overwrite)
-    directory, step = checkpoint.locate(ckpt, step)
-    store = checkpoint.CheckpointStore(directory, read_only=True)
-    step = store.resolve_step(step)
-    meta = store.meta(step)
-    if "hf_config" not in meta:
-        raise ValueError(f"step {step} of {directory} has no 'hf_config' in its meta; it was not written by omni_jax")
+    store, directory, step, meta = checkpoint.open_thinker_step(ckpt, step)
     cfg = from_hf_dict(meta["hf_config"])
     handles = {hf_load.path_of(kp): h for kp, h in jax.tree_util.tree_flatten_with_path(store.open_params(step))[0]}
     _check_params(handles, cfg, f"step {step} of {directory}")

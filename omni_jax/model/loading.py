@@ -69,12 +69,7 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
 
 
 def _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options) -> Thinker:
-    directory, step = checkpoint.locate(path, step)
-    store = checkpoint.CheckpointStore(directory, read_only=True)
-    step = store.resolve_step(step)
-    meta = store.meta(step)
-    if "hf_config" not in meta:
-        raise ValueError(f"step {step} of {directory} has no 'hf_config' in its meta; it was not written by omni_jax")
+    store, directory, step, meta = checkpoint.open_thinker_step(path, step)
     cfg = from_hf_dict(meta["hf_config"], dtype=jnp.dtype(dtype).name,
                        param_dtype=jnp.dtype(param_dtype or dtype).name, **options)
     graphdef, abstract_state = nnx.split(abstract_thinker(cfg))
