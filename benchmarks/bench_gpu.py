@@ -31,38 +31,17 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import machine, text_only_config  # noqa: E402
 
 # Text decoder widths: Qwen2.5-1.5B's (28 layers, 1536 wide, tied embeddings); "tiny" for smoke runs.
 SIZES = {
-    "1.5b": dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                 num_attention_heads=12, num_key_value_heads=2, mrope_section=[16, 24, 24], tie=True),
-    "tiny": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, mrope_section=[2, 3, 3], tie=True),
+    "1.5b": dict(vocab=151936, hidden=1536, intermediate=8960, layers=28, heads=12, kv_heads=2,
+                 mrope_section=[16, 24, 24], tie=True),
+    "tiny": dict(vocab=512, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, mrope_section=[2, 3, 3],
+                 tie=True),
 }
 # HBM bandwidth per device (bytes/s), from the vendors' specification sheets (SXM parts).
 BANDWIDTH = {"NVIDIA H100 80GB HBM3": 3.35e12, "NVIDIA H200": 4.8e12}
-
-
-def thinker_config(size: str) -> dict:
-    s = SIZES[size]
-    vocab, d = s["vocab_size"], s["hidden_size"]
-    return {
-        "model_type": "qwen2_5_omni_thinker",
-        "audio_token_index": vocab - 7, "image_token_index": vocab - 6, "video_token_index": vocab - 5,
-        "vision_start_token_id": vocab - 4, "vision_end_token_id": vocab - 3,
-        "audio_start_token_id": vocab - 2, "audio_end_token_id": vocab - 1, "tie_word_embeddings": s["tie"],
-        "text_config": {
-            "vocab_size": vocab, "hidden_size": d, "intermediate_size": s["intermediate_size"],
-            "num_hidden_layers": s["num_hidden_layers"], "num_attention_heads": s["num_attention_heads"],
-            "num_key_value_heads": s["num_key_value_heads"], "max_position_embeddings": 32768,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": s["mrope_section"]},
-        },
-        "vision_config": {"depth": 1, "hidden_size": 32, "intermediate_size": 32, "num_heads": 2,
-                          "out_hidden_size": d, "fullatt_block_indexes": [0]},
-        "audio_config": {"num_mel_bins": 16, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 32,
-                         "d_model": 32, "output_dim": d, "max_source_positions": 64},
-    }
 
 
 def measured_bandwidth(nbytes: int) -> float:
@@ -190,7 +169,7 @@ def main(argv=None):
     from omni_jax.model import Thinker, from_hf_dict
 
     def build(dtype, param_dtype, remat):
-        cfg = from_hf_dict(thinker_config(args.size), dtype=dtype, param_dtype=param_dtype, remat=remat)
+        cfg = from_hf_dict(text_only_config(**SIZES[args.size]), dtype=dtype, param_dtype=param_dtype, remat=remat)
         return Thinker(cfg, rngs=nnx.Rngs(0))
 
     # Decode reads weights stored in the compute dtype (as a rollout copy would be); train keeps

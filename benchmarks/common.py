@@ -29,23 +29,31 @@ def timeit(fn, *, warmup: int = 1, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def text_100m_config(vocab: int = 32000) -> dict:
-    """HF thinker config.json whose text decoder is ~110M parameters; the towers are minimal."""
+def text_only_config(*, vocab: int, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int,
+                     mrope_section: list[int], tie: bool) -> dict:
+    """HF thinker config.json with the given text decoder and minimal towers (text-only benchmarks)."""
     return {
         "model_type": "qwen2_5_omni_thinker",
         "audio_token_index": vocab - 7, "image_token_index": vocab - 6, "video_token_index": vocab - 5,
         "vision_start_token_id": vocab - 4, "vision_end_token_id": vocab - 3,
-        "audio_start_token_id": vocab - 2, "audio_end_token_id": vocab - 1, "tie_word_embeddings": False,
+        "audio_start_token_id": vocab - 2, "audio_end_token_id": vocab - 1, "tie_word_embeddings": tie,
         "text_config": {
-            "vocab_size": vocab, "hidden_size": 640, "intermediate_size": 2560, "num_hidden_layers": 12,
-            "num_attention_heads": 10, "num_key_value_heads": 2,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
+            "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate,
+            "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
         },
         "vision_config": {"depth": 1, "hidden_size": 32, "intermediate_size": 32, "num_heads": 2,
-                          "out_hidden_size": 640, "fullatt_block_indexes": [0]},
+                          "out_hidden_size": hidden, "fullatt_block_indexes": [0]},
         "audio_config": {"num_mel_bins": 16, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 32,
-                         "d_model": 32, "output_dim": 640, "max_source_positions": 64},
+                         "d_model": 32, "output_dim": hidden, "max_source_positions": 64},
     }
+
+
+def text_100m_config(vocab: int = 32000) -> dict:
+    """HF thinker config.json whose text decoder is ~110M parameters; the towers are minimal."""
+    return text_only_config(vocab=vocab, hidden=640, intermediate=2560, layers=12, heads=10, kv_heads=2,
+                            mrope_section=[8, 12, 12], tie=False)
 
 
 def build_hf(config: dict, seed: int = 0):
