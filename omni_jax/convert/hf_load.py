@@ -60,14 +60,23 @@ def check_weights(reader: SafetensorsReader, cfg: ThinkerConfig, shapes: dict[tu
                                  f"{mapping.hf_shape(row, tuple(per_layer), cfg)}")
     unexpected = [k for k in reader.keys() if k not in seen and k.startswith(prefix)
                   and not k.startswith(NON_THINKER_PREFIXES)]
+    raise_mismatch(f"checkpoint {reader.directory} does not fit its config:", missing, misshaped, unexpected)
+    return rows
+
+
+def raise_mismatch(header: str, missing, misshaped, unexpected) -> None:
+    """One WeightMismatchError listing every missing, mis-shaped and unexpected tensor (none: return)."""
     if missing or misshaped or unexpected:
-        lines = [f"checkpoint {reader.directory} does not fit its config:"]
+        lines = [header]
         for title, items in (("missing", missing), ("mis-shaped", misshaped), ("unexpected", unexpected)):
             if items:
-                lines.append(f"  {len(items)} {title}:")
-                lines += [f"    {x}" for x in items]
+                lines += [f"  {len(items)} {title}:"] + [f"    {x}" for x in items]
         raise WeightMismatchError("\n".join(lines))
-    return rows
+
+
+def param_shapes(abstract_state) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flax path → shape of every leaf of a (abstract) parameter state."""
+    return {path_of(kp): tuple(leaf.shape) for kp, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
 
 
 def read_param(reader: SafetensorsReader, row: mapping.Row, cfg: ThinkerConfig, prefix: str, dtype,
@@ -96,17 +105,17 @@ def read_layer(reader: SafetensorsReader, row: mapping.Row, name: str, dtype,
     return np.asarray(flax[rest], dtype=dtype)
 
 
-def load_params(directory, cfg: ThinkerConfig, abstract_state, shardings=None,
+def load_params(source, cfg: ThinkerConfig, abstract_state, shardings=None,
                 progress: Callable | None = None):
-    """A state (same tree as `abstract_state`) filled from the HF checkpoint in `directory`.
+    """A state (same tree as `abstract_state`) filled from the HF checkpoint `source`.
 
+    source: its directory, or a SafetensorsReader already open on it (headers parsed once).
     shardings: optional tree of jax.sharding.Sharding matching abstract_state (None → one device).
     """
-    reader = SafetensorsReader(directory)
+    reader = source if isinstance(source, SafetensorsReader) else SafetensorsReader(source)
     prefix = thinker_prefix(reader)
     leaves = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-    shapes = {path_of(kp): tuple(leaf.shape) for kp, leaf in leaves}
-    rows = {row.flax_path(): row for row in check_weights(reader, cfg, shapes)}
+    rows = {row.flax_path(): row for row in check_weights(reader, cfg, param_shapes(abstract_state))}
     flat_shardings = jax.tree.leaves(shardings) if shardings is not None else [None] * len(leaves)
     out = []
     for (kp, leaf), sharding in zip(leaves, flat_shardings):

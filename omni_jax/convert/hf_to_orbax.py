@@ -50,11 +50,11 @@ def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mes
         raise FileNotFoundError(f"HF checkpoint directory {hf_dir} does not exist (it must be on local disk)")
     reader = SafetensorsReader(hf_dir)
     prefix = hf_load.thinker_prefix(reader)
-    cfg = load_config(hf_dir)
-    shapes = _shapes(cfg)
-    rows = {row.flax_path(): row for row in hf_load.check_weights(reader, cfg, shapes)}
     dtype = jnp.dtype(dtype or reader.dtype(prefix + "model.embed_tokens.weight")).name
-    cfg = cfg.replace(dtype=dtype, param_dtype=dtype)
+    cfg = load_config(hf_dir, dtype=dtype, param_dtype=dtype)
+    _, abstract_state = nnx.split(abstract_thinker(cfg))
+    shapes = hf_load.param_shapes(abstract_state)
+    rows = {row.flax_path(): row for row in hf_load.check_weights(reader, cfg, shapes)}
 
     store_dir = prepare_output(out, overwrite)
     total = sum(int(np.prod(s)) for s in shapes.values()) * jnp.dtype(dtype).itemsize
@@ -63,10 +63,9 @@ def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mes
     if mesh is None:
         params = _streamed_params(reader, cfg, rows, shapes, prefix, jnp.dtype(dtype), bar)
     else:
-        _, abstract_state = nnx.split(abstract_thinker(cfg))
         shardings = jax.tree.leaves(param_shardings(abstract_state, mesh, rules or parallel.DEFAULT_RULES),
                                     is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-        state = hf_load.load_params(hf_dir, cfg, abstract_state, shardings,
+        state = hf_load.load_params(reader, cfg, abstract_state, shardings,
                                     progress=lambda row: bar.update(_row_bytes(row, shapes, dtype)))
         params = state.to_pure_dict()
     meta = thinker_meta(cfg, source=_provenance(hf_dir, reader), generation_config=_read_json(hf_dir, "generation_config.json"))
@@ -75,12 +74,6 @@ def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mes
     bar.close()
     reader.close()
     return meta
-
-
-def _shapes(cfg) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Flax path → shape of every Thinker parameter under `cfg`."""
-    _, abstract_state = nnx.split(abstract_thinker(cfg))
-    return {hf_load.path_of(kp): tuple(leaf.shape) for kp, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
 
 
 def _row_bytes(row: mapping.Row, shapes, dtype) -> int:

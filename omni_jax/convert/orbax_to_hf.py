@@ -83,17 +83,12 @@ def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: 
 def _check_params(handles: dict, cfg: ThinkerConfig, where: str) -> None:
     """The stored params must be exactly the config's Thinker parameters: one error lists all problems."""
     _, abstract_state = nnx.split(abstract_thinker(cfg))
-    expected = {hf_load.path_of(kp): tuple(leaf.shape) for kp, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    expected = hf_load.param_shapes(abstract_state)
     missing = sorted(".".join(p) for p in expected.keys() - handles.keys())
     unexpected = sorted(".".join(p) for p in handles.keys() - expected.keys())
     misshaped = sorted(f"{'.'.join(p)}: stored {tuple(handles[p].shape)}, config expects {expected[p]}"
                        for p in expected.keys() & handles.keys() if tuple(handles[p].shape) != expected[p])
-    if missing or unexpected or misshaped:
-        lines = [f"{where}: params do not fit its hf_config:"]
-        for title, items in (("missing", missing), ("mis-shaped", misshaped), ("unexpected", unexpected)):
-            if items:
-                lines += [f"  {len(items)} {title}:"] + [f"    {x}" for x in items]
-        raise WeightMismatchError("\n".join(lines))
+    hf_load.raise_mismatch(f"{where}: params do not fit its hf_config:", missing, misshaped, unexpected)
 
 
 def _thinker_tensors(handles: dict, cfg: ThinkerConfig, prefix: str, dtype: str | None) -> list[tuple[str, LazyTensor]]:
