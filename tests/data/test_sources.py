@@ -143,3 +143,14 @@ def test_open_source_by_config(media_dir, tmp_path):
         open_source("social_iq2", cfg)
     with pytest.raises(DataError, match="unknown source"):
         open_source("nope", cfg)
+
+
+def test_a_problem_type_without_an_accuracy_rule_is_a_malformed_row():
+    # "emer_ov" has a prompt template but no reward rule: refused when read (a counted skip),
+    # not mid-run inside the reward function.
+    from omni_jax.data.errors import BadRecord
+
+    sources.validate_record(humanomni_row("a.mp4", answer="A,B", problem_type="emer_ov_mc", id="r1", video="a.mp4"))
+    with pytest.raises(BadRecord, match="has no accuracy rule") as e:
+        sources.validate_record(humanomni_row("a.mp4", answer="happy", problem_type="emer_ov", id="r2", video="a.mp4"))
+    assert e.value.reason == "malformed_row"

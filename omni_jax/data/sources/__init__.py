@@ -35,6 +35,7 @@ import numpy as np
 
 from omni_jax.data.errors import BadRecord, DataError
 from omni_jax.data.prompt import TYPE_TEMPLATE
+from omni_jax.rewards.accuracy import PROBLEM_TYPES as ACCURACY_TYPES
 
 TEXT_FIELDS = ("id", "source", "data_type", "problem", "problem_type", "solution", "answer")
 MC_TYPES = ("multiple choice", "emer_ov_mc")
@@ -83,6 +84,9 @@ def validate_record(raw: dict) -> dict:
     if rec["problem_type"] not in TYPE_TEMPLATE:
         raise BadRecord("malformed_row", f"record {rid!r}: unknown problem_type {rec['problem_type']!r} "
                         f"(expected one of {sorted(TYPE_TEMPLATE)})")
+    if rec["problem_type"] not in ACCURACY_TYPES:  # e.g. "emer_ov": a prompt template, no reward rule
+        raise BadRecord("malformed_row", f"record {rid!r}: problem_type {rec['problem_type']!r} has no accuracy "
+                        f"rule (rewards.accuracy handles {list(ACCURACY_TYPES)})")
     options = raw.get("options")
     options = [] if options is None else list(options)
     rec["options"] = [_text(o, "options", rid) for o in options]
