@@ -25,14 +25,14 @@ def get_config(arg=None):
         raise ValueError(f"num_generations must be 2, 4 or 8, got {v.num_generations}")
     c = config_utils.base()
     c.seed = 42
-    # One epoch: ~3,200 questions (IntentTrain's 2,887 people-centred questions and the Video-R1 share).
-    c.total_steps = 3200 // (64 // v.num_generations)
-    c.checkpoint_every_steps = 25
-    c.keep_checkpoints = 3
-    c.sample_every_steps = 10
     # 64 sequences per optimizer step, as the recipe's 8 GPUs × 1 sequence × 8 accumulation steps:
     # fewer candidates per question means more questions per step.
     c.batch_prompts = 64 // v.num_generations
+    # One epoch: ~3,200 questions (IntentTrain's 2,887 people-centred questions and the Video-R1 share).
+    c.total_steps = 3200 // c.batch_prompts
+    c.checkpoint_every_steps = 25
+    c.keep_checkpoints = 3
+    c.sample_every_steps = 10
     c.tokenizer = ""  # set to the HF checkpoint directory holding tokenizer.json
     c.model.init = ""  # set: HF directory or omni_jax checkpoint of HumanOmniV2
     c.model.architecture = v.model

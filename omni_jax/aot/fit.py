@@ -317,13 +317,14 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     if want & {"prefill", "decode"}:
         say("prefill: compiling")
         per_pass = sampler.prompts_per_prefill(b, mesh, rules)
-        pre = _compile(sampler._prefill, (graphdef_all, policy_state, inputs, cache_length, cache_dtype, g, per_pass),
+        pre_args = (graphdef_all, policy_state, inputs, cache_length, cache_dtype, g, per_pass)
+        pre = _compile(sampler._prefill, pre_args,
                        mesh=mesh, rules=rules, static=(0, 3, 4, 5, 6))
         outputs = pre.outputs(_row_shardings(mesh, rules))
         cache, logits, kv_valid, next_pos, embeds = outputs
         if "prefill" in want:
             # Prompts that do not divide over the chips are prefilled on every chip: an upper bound of 1 chip's time.
-            report("prefill", pre, (1,), 0, traffic=sum(pre.arg_bytes) + _bytes_per_chip(outputs),
+            report("prefill", pre, (_position(pre_args, policy_state),), 0, traffic=sum(pre.arg_bytes) + _bytes_per_chip(outputs),
                    compute_chips=n_chips if per_pass == b else 1)
         if "decode" in want:
             say("decode: compiling")
@@ -348,7 +349,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         step_cfg = step_config_from_config(config)
         state = TrainState(step=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)), params=trainable,
                            opt_state=opt_state, skipped=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)))
-        tr = _compile(jit_train_step(graphdef, step_cfg, optimizer, jax.tree.map(lambda x: x.sharding, state)),
+        tr = _compile(jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state)),
                       (state, frozen, batch), mesh=mesh, rules=rules)
         # Forward, remat forward and backward read the weights per micro-batch; AdamW reads and writes its state.
         traffic = 3 * step_cfg.grad_accum * (resident["trainable"] + resident["frozen"]) \
