@@ -1,6 +1,6 @@
 """Load HF safetensors into the Flax Thinker through the mapping table.
 
-Tensors are read one at a time from memory maps and, when a sharding is given, only the slices a
+Tensors are read one at a time (positioned reads of just their bytes) and, when a sharding is given, only the slices a
 process's own devices hold are ever materialised (`jax.make_array_from_callback`), so a 7B model
 is never whole on one host.
 """

@@ -10,7 +10,6 @@ Two ways to place the parameters, same files on disk:
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any
 
@@ -24,7 +23,7 @@ from tqdm import tqdm
 from omni_jax import parallel
 from omni_jax.checkpoint import CheckpointStore, StreamedArray, thinker_meta
 from omni_jax.checkpoint.store import absolute
-from omni_jax.convert import hf_load, mapping
+from omni_jax.convert import hf_load, hf_write, mapping
 from omni_jax.convert.safetensors_io import SafetensorsReader
 from omni_jax.model.config import load_config
 from omni_jax.model.loading import param_shardings
@@ -68,7 +67,7 @@ def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mes
         state = hf_load.load_params(reader, cfg, abstract_state, shardings,
                                     progress=lambda row: bar.update(_row_bytes(row, shapes, dtype)))
         params = state.to_pure_dict()
-    meta = thinker_meta(cfg, source=_provenance(hf_dir, reader), generation_config=_read_json(hf_dir, "generation_config.json"))
+    meta = thinker_meta(cfg, source=_provenance(hf_dir, reader), generation_config=hf_write.read_json(hf_dir / "generation_config.json"))
     with CheckpointStore(store_dir, async_save=False) as store:
         store.save(CONVERTED_STEP, params=params, meta=meta)
     bar.close()
@@ -112,11 +111,6 @@ def _sync(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
-
-
-def _read_json(directory: pathlib.Path, name: str) -> dict | None:
-    path = directory / name
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _provenance(hf_dir: pathlib.Path, reader: SafetensorsReader) -> dict[str, Any]:

@@ -87,5 +87,10 @@ def write_hf_weights(directory: pathlib.Path, tensors: Sequence[tuple[str, LazyT
     return index
 
 
+def read_json(path: pathlib.Path, default=None):
+    """The parsed JSON file at `path`, or `default` when there is none."""
+    return json.loads(path.read_text()) if path.exists() else default
+
+
 def write_json(path: pathlib.Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -12,7 +12,6 @@ config.json and speaker file are the base's, untouched.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import shutil
 from typing import Any
@@ -145,7 +144,7 @@ class _Base:
             raise FileNotFoundError(f"base HF directory {directory} does not exist")
         self.directory = directory
         config = directory / "config.json"  # a tokenizer-only directory has none
-        self.config = json.loads(config.read_text()) if config.exists() else {}
+        self.config = hf_write.read_json(config, {})
         self.is_full = self.config.get("model_type") == "qwen2_5_omni"
         # Weights are needed only to copy the talker / token2wav tensors of a full model.
         self.reader = SafetensorsReader(directory) if self.is_full else None
@@ -179,8 +178,7 @@ class _Base:
         return out
 
     def generation_config(self) -> dict | None:
-        path = self.directory / "generation_config.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return hf_write.read_json(self.directory / "generation_config.json")
 
     def files_to_copy(self) -> list[pathlib.Path]:
         names = PROCESSOR_FILES + ((SPEAKER_FILE,) if self.is_full else ())

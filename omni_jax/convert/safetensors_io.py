@@ -1,8 +1,7 @@
 """Streaming safetensors I/O (bfloat16 included, via ml_dtypes).
 
 Reading never loads a whole file: `read` copies just the requested tensor (or rows of it) with
-positioned reads, so memory is returned as soon as the caller drops the array; `get` gives a
-memory-mapped view for callers that want one. Writing takes tensors one at a time (`LazyTensor`s
+positioned reads, so memory is returned as soon as the caller drops the array. Writing takes tensors one at a time (`LazyTensor`s
 are computed only when their bytes are written).
 PyTorch pickle checkpoints (*.bin, *.pt, *.pth) are refused, never unpickled.
 """
@@ -67,7 +66,6 @@ class SafetensorsReader:
             for key, meta in header.items():
                 if key != "__metadata__":
                     self._entries[key] = (path, meta, offset)
-        self._maps: dict[pathlib.Path, np.memmap] = {}
         self._fds: dict[pathlib.Path, int] = {}
 
     def keys(self) -> list[str]:
@@ -84,15 +82,6 @@ class SafetensorsReader:
         if code not in DTYPES:
             raise ValueError(f"tensor {name}: unsupported safetensors dtype {code}")
         return DTYPES[code]
-
-    def get(self, name: str) -> np.ndarray:
-        """A read-only memory-mapped view of tensor `name` (no copy)."""
-        path, meta, offset = self._entries[name]
-        if path not in self._maps:
-            self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
-        start, end = meta["data_offsets"]
-        raw = self._maps[path][offset + start:offset + end]
-        return raw.view(self.dtype(name)).reshape(meta["shape"])
 
     def read(self, name: str, rows: slice | None = None) -> np.ndarray:
         """A fresh array with tensor `name`, or only rows `rows` (a step-1 slice of axis 0).
@@ -134,7 +123,6 @@ class SafetensorsReader:
         for fd in fds.values():
             os.close(fd)
         fds.clear()
-        getattr(self, "_maps", {}).clear()
 
     def __del__(self):
         self.close()

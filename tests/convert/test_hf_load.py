@@ -67,7 +67,7 @@ def test_mismatched_weights_are_listed_in_one_error(hf, tmp_path):
     hf.save_pretrained(tmp_path)
     (f,) = tmp_path.glob("*.safetensors")
     reader = SafetensorsReader(tmp_path)
-    tensors = {k: torch.from_numpy(np.array(reader.get(k))) for k in reader.keys()}
+    tensors = {k: torch.from_numpy(np.array(reader.read(k))) for k in reader.keys()}
     del reader
     tensors.pop("model.layers.1.mlp.up_proj.weight")
     tensors.pop("visual.blocks.0.attn.q.bias")
