@@ -8,7 +8,9 @@ tensors inside a Thinker for omni_jax), `prompts` text prompts per step, `genera
 each, `new` completion tokens (EOS disabled on both sides so lengths match), temperature 1, the
 same reward (people_focus of the whole completion, the plain-Python reference), β = 0, one
 optimizer step per generation round. A step = sampling + reward + advantages + update. The first
-step (compilation / warm-up) is excluded from the median.
+step (compilation / warm-up) is excluded from the median. omni_jax runs as the trainer does (a
+question's candidates share one prompt pass in the update) and once more with a prompt pass per
+row (grpo.share_prompt=False), the way TRL computes it.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def run_trl(lm, tok, texts, args) -> list[float]:
     return times
 
 
-def run_ours(model, tok, texts, args) -> list[float]:
+def run_ours(model, tok, texts, args, share_prompt: bool = True) -> list[float]:
     import jax
     import jax.numpy as jnp
     import ml_collections
@@ -112,7 +114,8 @@ def run_ours(model, tok, texts, args) -> list[float]:
     from omni_jax import parallel
     from omni_jax.grpo import experience
     from omni_jax.grpo.loss import LossConfig
-    from omni_jax.grpo.step import StepConfig, TrainState, build_train_step, make_optimizer, trainable_filter
+    from omni_jax.grpo.step import StepConfig, TrainState, build_train_step, make_optimizer, prompt_share, \
+        trainable_filter
     from omni_jax.model.inputs import prepare_inputs
     from omni_jax.rewards.config import people_focus_defaults
     from omni_jax.rewards.people_focus import score_text
@@ -126,10 +129,14 @@ def run_ours(model, tok, texts, args) -> list[float]:
 
     mesh = parallel.make_mesh({"data": 1, "fsdp": -1, "tp": 1})
     graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    params = jax.tree.map(jnp.copy, params)  # the step donates its state; the model is run again
     opt = make_optimizer(learning_rate=1e-5, total_steps=args.steps, schedule="linear")
     state = parallel.on_mesh(TrainState(jnp.int32(0), params, jax.jit(opt.init)(params), jnp.int32(0)), mesh)
     frozen = parallel.on_mesh(frozen, mesh)
-    step_fn = jax.jit(build_train_step(graphdef, StepConfig(LossConfig(beta=0.0), 1, args.steps, 1.0), opt),
+    # As the trainer sets it (grpo.share_prompt): a question's candidates share one prompt pass.
+    share = prompt_share(args.generations, len(texts) * args.generations, 1, jax.device_count()) if share_prompt else 1
+    step_cfg = StepConfig(LossConfig(beta=0.0), 1, args.steps, 1.0, prefix_share=share)
+    step_fn = jax.jit(build_train_step(graphdef, step_cfg, opt),
                       donate_argnums=0, out_shardings=(parallel.shardings_of(state), None))
     enc = tok(texts, padding=True, return_tensors="np")
     inputs = prepare_inputs(model.cfg, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
@@ -185,16 +192,19 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         lm, model = build_models(tok, d)
     ours = run_ours(model, tok, texts, args)
+    per_row = run_ours(model, tok, texts, args, share_prompt=False)
     trl_times = run_trl(lm, tok, texts, args)
     import trl
 
     o, t = statistics.median(ours[1:]), statistics.median(trl_times[1:])
+    r = statistics.median(per_row[1:])
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}")
     print(f"tiny text decoder (hidden 128, 3 layers), {args.prompts} prompts × {args.generations} samples, "
           f"{args.new} new tokens, prompts ≈ {len(tok(texts[0]).input_ids)} tokens; median of steps 2..{args.steps}")
     print("| system | s / GRPO step | vs TRL |")
     print("|---|---|---|")
     print(f"| TRL {trl.__version__} GRPOTrainer (torch {torch.__version__}) | {t:.2f} | 1.00x |")
+    print(f"| omni_jax, a prompt pass per row (grpo.share_prompt=False) | {r:.2f} | {t / r:.2f}x |")
     print(f"| omni_jax (jitted rollout + step, {jax.device_count()} CPU device(s)) | {o:.2f} | {t / o:.2f}x |")
     print(f"first step (compile / warm-up): omni_jax {ours[0]:.1f} s, TRL {trl_times[0]:.1f} s")
 

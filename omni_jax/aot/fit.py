@@ -346,7 +346,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     batch = inputs_lib.with_shardings(batch, row_shardings(batch, mesh, rules))
     if "train" in want:
         say("train: compiling")
-        step_cfg = step_config_from_config(config)
+        step_cfg = step_config_from_config(config, rows_shards)
         state = TrainState(step=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)), params=trainable,
                            opt_state=opt_state, skipped=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)))
         tr = _compile(jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state)),
@@ -357,7 +357,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("train", tr, (0, 1), 0, traffic=traffic)
     if "reference" in want and with_reference:
         say("reference: compiling")
-        ref = _compile(jit_logprob_fn(graphdef, step_config_from_config(config)), (reference, frozen, batch.seqs),
+        ref = _compile(jit_logprob_fn(graphdef, step_config_from_config(config, rows_shards)), (reference, frozen, batch.seqs),
                        mesh=mesh, rules=rules)
         # The GRPO batch's other fields stay live next to the sequences.
         others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)

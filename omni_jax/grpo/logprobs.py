@@ -55,15 +55,41 @@ def _chunked_token_logprobs(model, hidden, targets, temperature: float, chunk: i
     return unchunk(logp), unchunk(ent)
 
 
-def completion_logprobs(model, seqs: Sequences, *, temperature: float = 1.0, logits_chunk: int = 256):
-    """(logp, entropy): float32[N, M] for each completion token under `model` (a Thinker)."""
+def completion_logprobs(model, seqs: Sequences, *, temperature: float = 1.0, logits_chunk: int = 256,
+                        share: int = 1):
+    """(logp, entropy): float32[N, M] for each completion token under `model` (a Thinker).
+
+    share > 1: each run of `share` consecutive rows continues the same prompt (GRPO's candidates
+    of one question: `experience.collect` repeats each prompt's rows). The prompt then goes
+    through the decoder once per run, not once per row, and the rows' completions attend to its
+    keys and values; the result equals the per-row pass (to float rounding), gradients too. With
+    long video prompts and short completions this divides the step's work by up to `share`.
+    Only valid when those rows' prompt fields are equal: the caller vouches for it.
+    """
     n, t = seqs.prompt_mask.shape
     m = seqs.completions.shape[1]
-    x = jnp.concatenate([seqs.prompt_embeds.astype(model.model.dtype),
-                         model.model.embed_tokens(seqs.completions).astype(model.model.dtype)], axis=1)
+    dtype = model.model.dtype
     completion_pos = seqs.next_position[:, None] + jnp.arange(m)[None, :]
-    positions = jnp.concatenate([seqs.prompt_positions, jnp.broadcast_to(completion_pos[None], (3, n, m))], axis=2)
     kv_valid = jnp.concatenate([seqs.prompt_mask, seqs.completion_mask], axis=1)
+    completion_embeds = model.model.embed_tokens(seqs.completions).astype(dtype)
+    if share > 1:
+        if n % share:
+            raise ValueError(f"{n} rows do not split into runs of {share} rows sharing a prompt")
+        first = lambda a, axis=0: jnp.take(  # noqa: E731
+            a.reshape(*a.shape[:axis], n // share, share, *a.shape[axis + 1:]), 0, axis=axis + 1)
+        p_mask = first(seqs.prompt_mask)
+        p_hidden, _, prompt_kv = model.hidden_states(
+            first(seqs.prompt_embeds).astype(dtype), first(seqs.prompt_positions, axis=1),
+            causal_mask(p_mask, jnp.broadcast_to(jnp.arange(t), p_mask.shape)), return_kv=True)
+        q_index = jnp.broadcast_to(t + jnp.arange(m), (n, m))
+        c_hidden, _ = model.hidden_states(completion_embeds, jnp.broadcast_to(completion_pos[None], (3, n, m)),
+                                          causal_mask(kv_valid, q_index), prefix=(prompt_kv, share))
+        # The prompt's last position predicts completion token 0; completion position j predicts j + 1.
+        last = jnp.repeat(p_hidden[:, t - 1:], share, axis=0)
+        hidden = jnp.concatenate([last, c_hidden[:, :m - 1]], axis=1)
+        return _chunked_token_logprobs(model, hidden, seqs.completions, temperature or 1.0, logits_chunk)
+    x = jnp.concatenate([seqs.prompt_embeds.astype(dtype), completion_embeds], axis=1)
+    positions = jnp.concatenate([seqs.prompt_positions, jnp.broadcast_to(completion_pos[None], (3, n, m))], axis=2)
     q_index = jnp.broadcast_to(jnp.arange(t + m), (n, t + m))
     hidden, _ = model.hidden_states(x, positions, causal_mask(kv_valid, q_index))
     # Position T-1+j predicts completion token j.

@@ -10,6 +10,7 @@ the update and is counted.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import jax
@@ -51,6 +52,9 @@ class StepConfig:
     total_steps: int
     temperature: float
     logits_chunk: int = 256
+    # Runs of this many consecutive rows share one prompt pass (see `prompt_share`); 1: every row
+    # runs its own prompt.
+    prefix_share: int = 1
 
 
 def trainable_filter(train_towers: bool):
@@ -99,27 +103,41 @@ def init_opt_state(optimizer: optax.GradientTransformation, params):
     return jax.jit(optimizer.init, out_shardings=opt_state_shardings(optimizer, params))(params)
 
 
-def _split_micro(x, grad_accum: int, axis: int = 0):
-    """[..., N, ...] → [A, ..., N/A, ...] with the micro-batch index leading; row r goes to micro-batch r % A.
+def prompt_share(num_generations: int, rows: int, grad_accum: int, row_shards: int) -> int:
+    """How many consecutive rows (candidates of one question) can share one prompt pass.
 
-    Strided, not contiguous: rows are sharded in contiguous runs over the devices, so every
-    micro-batch takes the same number of rows from every device and stays spread over all of
-    them (a contiguous split would put each micro-batch on a few devices).
+    The largest divisor of num_generations that keeps every micro-batch's runs of shared rows
+    whole on one device: it must divide the rows each device holds of one micro-batch,
+    rows / (grad_accum · row_shards). E.g. 64 rows of 8 candidates: one device, no accumulation →
+    8; 4 devices × grad_accum 8 → 2 (each device holds 2 rows of a micro-batch).
+    """
+    per_device = rows // max(grad_accum * row_shards, 1)
+    return max(math.gcd(int(num_generations), int(per_device)), 1)
+
+
+def _split_micro(x, grad_accum: int, axis: int = 0, block: int = 1):
+    """[..., N, ...] → [A, ..., N/A, ...] with the micro-batch index leading.
+
+    Runs of `block` consecutive rows stay together: run j goes to micro-batch j % A (block 1: row
+    r to micro-batch r % A). Strided, not contiguous: rows are sharded in contiguous runs over the
+    devices, so every micro-batch takes the same number of rows from every device and stays
+    spread over all of them (a contiguous split would put each micro-batch on a few devices).
     """
     n = x.shape[axis]
-    if n % grad_accum:
-        raise ValueError(f"{n} rows do not split into {grad_accum} micro-batches")
-    x = jnp.moveaxis(x, axis, 0).reshape(n // grad_accum, grad_accum, *x.shape[:axis], *x.shape[axis + 1:])
-    return jnp.moveaxis(jnp.swapaxes(x, 0, 1), 1, axis + 1)
+    if n % (grad_accum * block):
+        raise ValueError(f"{n} rows do not split into {grad_accum} micro-batches of whole {block}-row runs")
+    x = jnp.moveaxis(x, axis, 0).reshape(n // (grad_accum * block), grad_accum, block, *x.shape[:axis],
+                                         *x.shape[axis + 1:])
+    x = jnp.swapaxes(x, 0, 1).reshape(grad_accum, n // grad_accum, *x.shape[3:])
+    return jnp.moveaxis(x, 1, axis + 1)
 
 
-def _micro_batches(batch: GRPOBatch, grad_accum: int) -> GRPOBatch:
+def _micro_batches(batch: GRPOBatch, grad_accum: int, block: int = 1) -> GRPOBatch:
     seqs = batch.seqs
-    split = lambda x: None if x is None else _split_micro(x, grad_accum)  # noqa: E731
+    split = lambda x, axis=0: None if x is None else _split_micro(x, grad_accum, axis, block)  # noqa: E731
     return GRPOBatch(
-        seqs=Sequences(split(seqs.prompt_embeds), _split_micro(seqs.prompt_positions, grad_accum, axis=1),
-                       split(seqs.prompt_mask), split(seqs.completions), split(seqs.completion_mask),
-                       split(seqs.next_position)),
+        seqs=Sequences(split(seqs.prompt_embeds), split(seqs.prompt_positions, 1), split(seqs.prompt_mask),
+                       split(seqs.completions), split(seqs.completion_mask), split(seqs.next_position)),
         advantages=split(batch.advantages), old_logp=split(batch.old_logp), ref_logp=split(batch.ref_logp))
 
 
@@ -129,7 +147,7 @@ def build_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransfo
     def loss_fn(params, frozen, micro: GRPOBatch, norm: loss_lib.Normalisers, beta):
         model = nnx.merge(graphdef, params, frozen)
         logp, entropy = completion_logprobs(model, micro.seqs, temperature=cfg.temperature,
-                                            logits_chunk=cfg.logits_chunk)
+                                            logits_chunk=cfg.logits_chunk, share=cfg.prefix_share)
         old = jax.lax.stop_gradient(logp) if micro.old_logp is None else micro.old_logp
         loss, metrics = loss_lib.grpo_loss(cfg.loss, logp, old, micro.ref_logp, micro.advantages,
                                            micro.seqs.completion_mask, norm, beta)
@@ -143,7 +161,7 @@ def build_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransfo
                                     num_tokens=mask.sum().astype(jnp.float32),
                                     max_length=jnp.float32(mask.shape[1]))
         beta = loss_lib.beta_at(cfg.loss, state.step, cfg.total_steps)
-        micro = _micro_batches(batch, cfg.grad_accum)
+        micro = _micro_batches(batch, cfg.grad_accum, cfg.prefix_share)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
         def accumulate(carry, mb):
@@ -189,36 +207,47 @@ def optimizer_from_config(config) -> optax.GradientTransformation:
                           max_grad_norm=o.max_grad_norm)
 
 
-def step_config_from_config(config) -> StepConfig:
-    """StepConfig from a training config's grpo / optim / rollout blocks."""
+def step_config_from_config(config, row_shards: int) -> StepConfig:
+    """StepConfig from a training config's grpo / optim / rollout blocks.
+
+    row_shards: over how many devices the rows are sharded (mesh data × fsdp), for `prompt_share`.
+    """
     g = config.grpo
     loss_cfg = loss_lib.LossConfig(epsilon_low=g.epsilon_low, epsilon_high=g.epsilon_high, beta=g.beta,
                                    kl_estimator=g.kl_estimator, beta_decay=g.beta_decay, aggregation=g.aggregation)
+    share = prompt_share(config.rollout.num_generations, config.batch_prompts * config.rollout.num_generations,
+                         config.optim.grad_accum, row_shards) if g.share_prompt else 1
     return StepConfig(loss=loss_cfg, grad_accum=config.optim.grad_accum, total_steps=config.total_steps,
-                      temperature=float(config.rollout.temperature) or 1.0, logits_chunk=g.logits_chunk)
+                      temperature=float(config.rollout.temperature) or 1.0, logits_chunk=g.logits_chunk,
+                      prefix_share=share)
 
 
-def build_logprob_fn(graphdef, temperature: float, logits_chunk: int = 256, micro_batches: int = 1):
+def build_logprob_fn(graphdef, temperature: float, logits_chunk: int = 256, micro_batches: int = 1,
+                     share: int = 1):
     """logprob_fn(params, frozen, seqs) -> float32[N, M] (reference or old-policy log-probs).
 
     micro_batches: the rows run in that many slices one after the other (the train step's
     grad_accum split), so activations take a micro-batch's memory, not the whole batch's.
+    share: runs of that many consecutive rows share one prompt pass (`StepConfig.prefix_share`).
     """
 
     def one(model, seqs: Sequences):
-        return completion_logprobs(model, seqs, temperature=temperature, logits_chunk=logits_chunk)[0]
+        return completion_logprobs(model, seqs, temperature=temperature, logits_chunk=logits_chunk, share=share)[0]
 
     def fn(params, frozen, seqs: Sequences):
         model = nnx.merge(graphdef, params, frozen)
         if micro_batches == 1:
             return one(model, seqs)
-        micro = _micro_batches(GRPOBatch(seqs, seqs.next_position, None, None), micro_batches).seqs
-        logp = jax.lax.map(lambda mb: one(model, mb), micro)  # [A, N/A, M]; row i·A + a is logp[a, i]
-        return jnp.swapaxes(logp, 0, 1).reshape(seqs.completions.shape)
+        micro = _micro_batches(GRPOBatch(seqs, seqs.next_position, None, None), micro_batches, share).seqs
+        logp = jax.lax.map(lambda mb: one(model, mb), micro)  # [A, N/A, M]
+        # Undo the split: micro-batch a holds runs a, a + A, ... of `share` rows each.
+        n, m = seqs.completions.shape
+        logp = logp.reshape(micro_batches, n // (micro_batches * share), share, m)
+        return jnp.swapaxes(logp, 0, 1).reshape(n, m)
 
     return fn
 
 
 def jit_logprob_fn(graphdef, cfg: StepConfig):
     """The reference / old-policy log-prob pass as the run compiles it: in cfg.grad_accum row slices."""
-    return jax.jit(build_logprob_fn(graphdef, cfg.temperature, cfg.logits_chunk, cfg.grad_accum))
+    return jax.jit(build_logprob_fn(graphdef, cfg.temperature, cfg.logits_chunk, cfg.grad_accum, cfg.prefix_share))

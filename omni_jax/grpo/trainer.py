@@ -91,14 +91,15 @@ def run(config, workdir: str) -> dict:
     workdir = str(workdir)
     is_main = jax.process_index() == 0
     config_utils.validate(config, jax.device_count())
-    mesh = parallel.make_mesh(config_utils.mesh_shape(config, jax.device_count()))
+    shape = config_utils.mesh_shape(config, jax.device_count())
+    mesh = parallel.make_mesh(shape)
     rules = parallel.DEFAULT_RULES
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
     graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
     optimizer = optimizer_from_config(config)
-    step_cfg = step_config_from_config(config)
+    step_cfg = step_config_from_config(config, shape["data"] * shape["fsdp"])
     # Every array committed to the mesh up front: host-local scalars cannot be checkpointed on
     # several hosts, and uncommitted inputs would make the first step compile twice. The
     # optimizer state is born sharded like the parameters (on_mesh would replicate a plain init's).

@@ -31,12 +31,14 @@ class TextAttention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
         self.query_chunk, self.key_chunk = query_chunk, key_chunk
 
-    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None):
+    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None, prefix=None):
         """x: [B, T, D]; cos/sin: [B, T, H]; mask: a CausalMask (or bool[B, T, S]).
 
         Without a cache S == T. With one (k, v: [L, B, S, K, H]) this layer's new keys and values
         are written in place at [layer, :, cache_index] and attention reads the layer's whole
-        cache. Returns (out [B, T, D], cache).
+        cache. With `prefix` = (k, v: [B / share, P, K, H], share) — keys and values of a shared
+        prompt, one per `share` consecutive rows — the keys are that prompt's followed by x's own
+        (S == P + T). Returns (out [B, T, D], cache, (k, v) of x's tokens after rotary).
         """
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
@@ -44,6 +46,13 @@ class TextAttention(nnx.Module):
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         cos, sin = cos.astype(q.dtype), sin.astype(q.dtype)  # HF casts the tables to the compute dtype
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        new_kv = (k, v)
+        if prefix is not None:
+            pk, pv, share = prefix
+            rows = lambda a: parallel.constrain(jnp.repeat(a.astype(k.dtype), share, axis=0),  # noqa: E731
+                                                ("batch", "length", "act_kv_heads", None))
+            k = jnp.concatenate([rows(pk), k], axis=1)
+            v = jnp.concatenate([rows(pv), v], axis=1)
         if cache is not None:
             at = (layer, 0, cache_index, 0, 0)
             cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k[None].astype(cache["k"].dtype), at),
@@ -52,7 +61,7 @@ class TextAttention(nnx.Module):
         q = parallel.constrain(q, ("batch", "length", "act_heads", None))
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, query_chunk=self.query_chunk,
                         key_chunk=self.key_chunk)
-        return self.o_proj(out.reshape(b, t, -1)), cache
+        return self.o_proj(out.reshape(b, t, -1)), cache, new_kv
 
 
 class DecoderLayer(nnx.Module):
@@ -64,11 +73,11 @@ class DecoderLayer(nnx.Module):
         self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), bias=False,
                             act=cfg.hidden_act, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
-    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None):
-        h, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, cache_index)
+    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None, prefix=None):
+        h, cache, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, cache_index, prefix)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
-        return parallel.constrain(x, ("batch", "length", "act_embed")), cache
+        return parallel.constrain(x, ("batch", "length", "act_embed")), cache, kv
 
 
 _REMAT_POLICIES = {
@@ -112,34 +121,51 @@ class TextModel(nnx.Module):
         return graphdef, [jax.tree.map(lambda a, i=i: a[i], layer_state) for i in range(n_layers)]
 
     def __call__(self, inputs_embeds, cos, sin, mask, cache: KVCache | None = None, cache_index=None,
-                 layers: tuple | None = None):
+                 layers: tuple | None = None, return_kv: bool = False, prefix: tuple | None = None):
         """inputs_embeds: [B, T, D]; cos/sin: float32[B, T, H]; mask: a CausalMask over S keys.
 
         layers: from `unstacked_layers()`: run the layers one after another (unrolled) on those
         slices instead of scanning the stacked weights (as `layer_loop="unrolled"` does).
-        Returns (hidden [B, T, D] after the final norm, the updated cache or None).
+        return_kv: also return every layer's keys and values of these tokens, {"k", "v": [L, B, T,
+        K, H]}: a shared prompt's, to pass as `prefix` to the rows that continue it.
+        prefix: ({"k", "v": [L, B / share, P, K, H]}, share): the keys and values of a prompt that
+        each run of `share` consecutive rows continues; these tokens then attend to the prompt's
+        P keys followed by their own T (mask over P + T keys). Differentiable: the prompt's
+        gradient is the sum over the rows that share it.
+        Returns (hidden [B, T, D] after the final norm, the updated cache or None[, kv]).
         """
         if layers is None and self.layer_loop == "unrolled":
             layers = self.unstacked_layers()
         graphdef, layer_state = layers if layers is not None else nnx.split(self.layers)
+        share = 0 if prefix is None else prefix[1]
 
-        # The cache rides in the scan carry so each layer updates it in place (no copy per step).
+        # The cache rides in the scan carry so each layer updates it in place (no copy per step);
+        # a shared prompt's keys and values are per-layer inputs (xs) and outputs (ys), never carry.
         def body(carry, xs):
             x, cache = carry
-            state, layer = xs
-            x, cache = nnx.merge(graphdef, state)(x, cos, sin, mask, cache, layer, cache_index)
-            return (x, cache), None
+            state, layer, pk, pv = xs
+            x, cache, kv = nnx.merge(graphdef, state)(x, cos, sin, mask, cache, layer, cache_index,
+                                                      None if prefix is None else (pk, pv, share))
+            return (x, cache), (kv if return_kv else None)
 
         if self.remat != "none":
             body = jax.checkpoint(body, policy=_REMAT_POLICIES[self.remat], prevent_cse=False)
         x = parallel.constrain(inputs_embeds.astype(self.dtype), ("batch", "length", "act_embed"))
         if layers is not None:
+            kvs = []
             for i, state in enumerate(layer_state):
-                (x, cache), _ = body((x, cache), (state, i))
-            return self.norm(x), cache
+                pk, pv = (None, None) if prefix is None else (prefix[0]["k"][i], prefix[0]["v"][i])
+                (x, cache), kv = body((x, cache), (state, i, pk, pv))
+                kvs.append(kv)
+            if not return_kv:
+                return self.norm(x), cache
+            return self.norm(x), cache, {"k": jnp.stack([k for k, _ in kvs]), "v": jnp.stack([v for _, v in kvs])}
         n_layers = jax.tree.leaves(layer_state)[0].shape[0]
-        (x, cache), _ = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(n_layers)))
-        return self.norm(x), cache
+        pkv = (None, None) if prefix is None else (prefix[0]["k"], prefix[0]["v"])
+        (x, cache), kv = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(n_layers), *pkv))
+        if not return_kv:
+            return self.norm(x), cache
+        return self.norm(x), cache, {"k": kv[0], "v": kv[1]}
 
 
 class Embed(nnx.Module):
