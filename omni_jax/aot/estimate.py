@@ -60,6 +60,7 @@ class Shapes:
     with_reference: bool
     cache_dtype: str
     reference_dtype: str
+    prefix_share: int = 1  # candidates sharing one prompt pass in train / reference (StepConfig.prefix_share)
 
 
 def _item(dtype: str) -> int:
@@ -105,10 +106,14 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     next_logits = per_row(rows) * t.vocab_size * 4
     batch = per_row(rows) * (T * (t.hidden_size * a_item + 12 + 1) + M * (4 + 1 + 4 * s.with_reference) + 8)
     micro = rows / s.grad_accum
-    checkpoints = t.num_hidden_layers * per_row(micro) * (T + M) * t.hidden_size * a_item
+    # Tokens through the decoder per micro-batch and chip: the prompt once per `prefix_share` rows.
+    prompt_tokens, completion_tokens = per_row(micro / s.prefix_share) * T, per_row(micro) * M
+    checkpoints = t.num_hidden_layers * (prompt_tokens + completion_tokens) * t.hidden_size * a_item
     grads = 2 * trainable  # the accumulator and one micro-batch's gradients, in param_dtype
     update = 3 * trainable  # AdamW's new mu and nu and the update, before they replace the old ones
-    mlp = 3 * per_row(micro) * (T + M) * t.intermediate_size * a_item  # gate, up, their product
+    # gate, up, their product of one layer: of the prompt pass, or of the completions' pass after it
+    mlp = 3 * max(prompt_tokens, completion_tokens) if s.prefix_share > 1 else 3 * (prompt_tokens + completion_tokens)
+    mlp *= t.intermediate_size * a_item
     return {
         # The prompts' own cache is a temporary: the output is its copy per candidate.
         "prefill": {"params": params, "optimizer": optimizer, "temporaries": per_row(b) * kv,

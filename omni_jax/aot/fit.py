@@ -273,7 +273,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
         param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
         train_towers=bool(config.model.train_towers), with_reference=with_reference, cache_dtype=cache_dtype.name,
-        reference_dtype=ref_dtype.name)
+        reference_dtype=ref_dtype.name, prefix_share=step_config_from_config(config, rows_shards).prefix_share)
     estimates = estimate_lib.estimate(cfg, shapes)
 
     reports: list[StepReport] = []

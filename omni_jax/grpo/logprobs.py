@@ -78,12 +78,11 @@ def completion_logprobs(model, seqs: Sequences, *, temperature: float = 1.0, log
         first = lambda a, axis=0: jnp.take(  # noqa: E731
             a.reshape(*a.shape[:axis], n // share, share, *a.shape[axis + 1:]), 0, axis=axis + 1)
         p_mask = first(seqs.prompt_mask)
-        p_hidden, _, prompt_kv = model.hidden_states(
-            first(seqs.prompt_embeds).astype(dtype), first(seqs.prompt_positions, axis=1),
-            causal_mask(p_mask, jnp.broadcast_to(jnp.arange(t), p_mask.shape)), return_kv=True)
-        q_index = jnp.broadcast_to(t + jnp.arange(m), (n, m))
-        c_hidden, _ = model.hidden_states(completion_embeds, jnp.broadcast_to(completion_pos[None], (3, n, m)),
-                                          causal_mask(kv_valid, q_index), prefix=(prompt_kv, share))
+        prompt = (first(seqs.prompt_embeds), first(seqs.prompt_positions, axis=1),
+                  causal_mask(p_mask, jnp.broadcast_to(jnp.arange(t), p_mask.shape)))
+        rest = (completion_embeds, jnp.broadcast_to(completion_pos[None], (3, n, m)),
+                causal_mask(kv_valid, jnp.broadcast_to(t + jnp.arange(m), (n, m))))
+        p_hidden, c_hidden = model.shared_prompt_hidden_states(prompt, rest, share)
         # The prompt's last position predicts completion token 0; completion position j predicts j + 1.
         last = jnp.repeat(p_hidden[:, t - 1:], share, axis=0)
         hidden = jnp.concatenate([last, c_hidden[:, :m - 1]], axis=1)

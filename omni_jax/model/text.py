@@ -120,52 +120,75 @@ class TextModel(nnx.Module):
         n_layers = jax.tree.leaves(layer_state)[0].shape[0]
         return graphdef, [jax.tree.map(lambda a, i=i: a[i], layer_state) for i in range(n_layers)]
 
+    def _run_layers(self, body, carry, layers: tuple | None):
+        """carry through every layer: body(carry, (layer state, layer index)) -> (carry, None).
+
+        A `scan` over the stacked weights, or a Python loop over `layers` (from
+        `unstacked_layers()`, or made here when layer_loop is "unrolled"); remat per layer.
+        """
+        if layers is None and self.layer_loop == "unrolled":
+            layers = self.unstacked_layers()
+        if self.remat != "none":
+            body = jax.checkpoint(body, policy=_REMAT_POLICIES[self.remat], prevent_cse=False)
+        if layers is not None:
+            for i, state in enumerate(layers[1]):
+                carry, _ = body(carry, (state, i))
+            return carry
+        layer_state = nnx.split(self.layers)[1]
+        n_layers = jax.tree.leaves(layer_state)[0].shape[0]
+        return jax.lax.scan(body, carry, (layer_state, jnp.arange(n_layers)))[0]
+
+    def _graphdef(self, layers: tuple | None):
+        return layers[0] if layers is not None else nnx.graphdef(self.layers)
+
     def __call__(self, inputs_embeds, cos, sin, mask, cache: KVCache | None = None, cache_index=None,
-                 layers: tuple | None = None, return_kv: bool = False, prefix: tuple | None = None):
+                 layers: tuple | None = None):
         """inputs_embeds: [B, T, D]; cos/sin: float32[B, T, H]; mask: a CausalMask over S keys.
 
         layers: from `unstacked_layers()`: run the layers one after another (unrolled) on those
         slices instead of scanning the stacked weights (as `layer_loop="unrolled"` does).
-        return_kv: also return every layer's keys and values of these tokens, {"k", "v": [L, B, T,
-        K, H]}: a shared prompt's, to pass as `prefix` to the rows that continue it.
-        prefix: ({"k", "v": [L, B / share, P, K, H]}, share): the keys and values of a prompt that
-        each run of `share` consecutive rows continues; these tokens then attend to the prompt's
-        P keys followed by their own T (mask over P + T keys). Differentiable: the prompt's
-        gradient is the sum over the rows that share it.
-        Returns (hidden [B, T, D] after the final norm, the updated cache or None[, kv]).
+        Returns (hidden [B, T, D] after the final norm, the updated cache or None).
         """
-        if layers is None and self.layer_loop == "unrolled":
-            layers = self.unstacked_layers()
-        graphdef, layer_state = layers if layers is not None else nnx.split(self.layers)
-        share = 0 if prefix is None else prefix[1]
+        graphdef = self._graphdef(layers)
 
-        # The cache rides in the scan carry so each layer updates it in place (no copy per step);
-        # a shared prompt's keys and values are per-layer inputs (xs) and outputs (ys), never carry.
+        # The cache rides in the carry so each layer updates it in place (no copy per step).
         def body(carry, xs):
             x, cache = carry
-            state, layer, pk, pv = xs
-            x, cache, kv = nnx.merge(graphdef, state)(x, cos, sin, mask, cache, layer, cache_index,
-                                                      None if prefix is None else (pk, pv, share))
-            return (x, cache), (kv if return_kv else None)
+            state, layer = xs
+            x, cache, _ = nnx.merge(graphdef, state)(x, cos, sin, mask, cache, layer, cache_index)
+            return (x, cache), None
 
-        if self.remat != "none":
-            body = jax.checkpoint(body, policy=_REMAT_POLICIES[self.remat], prevent_cse=False)
         x = parallel.constrain(inputs_embeds.astype(self.dtype), ("batch", "length", "act_embed"))
-        if layers is not None:
-            kvs = []
-            for i, state in enumerate(layer_state):
-                pk, pv = (None, None) if prefix is None else (prefix[0]["k"][i], prefix[0]["v"][i])
-                (x, cache), kv = body((x, cache), (state, i, pk, pv))
-                kvs.append(kv)
-            if not return_kv:
-                return self.norm(x), cache
-            return self.norm(x), cache, {"k": jnp.stack([k for k, _ in kvs]), "v": jnp.stack([v for _, v in kvs])}
-        n_layers = jax.tree.leaves(layer_state)[0].shape[0]
-        pkv = (None, None) if prefix is None else (prefix[0]["k"], prefix[0]["v"])
-        (x, cache), kv = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(n_layers), *pkv))
-        if not return_kv:
-            return self.norm(x), cache
-        return self.norm(x), cache, {"k": kv[0], "v": kv[1]}
+        x, cache = self._run_layers(body, (x, cache), layers)
+        return self.norm(x), cache
+
+    def shared_prompt(self, prompt: tuple, rest: tuple, share: int, layers: tuple | None = None):
+        """Prompts and the rows that continue them, through the decoder side by side, layer by layer.
+
+        prompt: (embeds [B / share, P, D], cos, sin, mask over its P keys): each prompt once;
+        rest: (embeds [B, T, D], cos, sin, mask over P + T keys): the continuations, each run of
+        `share` consecutive rows continuing one prompt. In every layer the prompts go first and
+        the continuations then attend to that layer's prompt keys and values followed by their
+        own, so the result equals running each row's prompt + continuation, while the prompt's
+        work is done once per run; only one layer's prompt keys and values exist at a time.
+        Differentiable: a prompt's gradient sums over the rows that continue it.
+        Returns (prompt hidden [B / share, P, D], continuation hidden [B, T, D]), both after the final norm.
+        """
+        graphdef = self._graphdef(layers)
+        p_embeds, p_cos, p_sin, p_mask = prompt
+        embeds, cos, sin, mask = rest
+
+        def body(carry, xs):
+            xp, x = carry
+            state, _ = xs
+            layer = nnx.merge(graphdef, state)
+            xp, _, (k, v) = layer(xp, p_cos, p_sin, p_mask)
+            x, _, _ = layer(x, cos, sin, mask, prefix=(k, v, share))
+            return (xp, x), None
+
+        constrain = lambda a: parallel.constrain(a.astype(self.dtype), ("batch", "length", "act_embed"))  # noqa: E731
+        xp, x = self._run_layers(body, (constrain(p_embeds), constrain(embeds)), layers)
+        return self.norm(xp), self.norm(x)
 
 
 class Embed(nnx.Module):

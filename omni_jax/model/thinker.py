@@ -57,16 +57,25 @@ class Thinker(nnx.Module):
         return jnp.where((idx >= 0)[..., None], feats[jnp.maximum(idx, 0)], x)
 
     def hidden_states(self, embeds, position_ids, mask, cache: KVCache | None = None, cache_index=None,
-                      layers: tuple | None = None, return_kv: bool = False, prefix: tuple | None = None):
+                      layers: tuple | None = None):
         """Decoder over `embeds` [B, T, D] with TMRoPE `position_ids` [3, B, T] and mask bool[B, T, S].
 
         layers: `self.model.unstacked_layers()`, to run the layers unrolled on those slices (see there).
-        return_kv / prefix: a shared prompt's keys and values out / in (see `TextModel.__call__`).
         """
+        cos, sin = self._rope(position_ids)
+        return self.model(embeds, cos, sin, mask, cache, cache_index, layers=layers)
+
+    def shared_prompt_hidden_states(self, prompt: tuple, rest: tuple, share: int):
+        """Each prompt once and the `share` rows that continue each (see `TextModel.shared_prompt`).
+
+        prompt / rest: (embeds, position_ids [3, ·, ·], mask). Returns (prompt hidden, rest hidden).
+        """
+        (pe, pp, pm), (e, pos, m) = prompt, rest
+        return self.model.shared_prompt((pe, *self._rope(pp), pm), (e, *self._rope(pos), m), share)
+
+    def _rope(self, position_ids):
         t = self.cfg.text
-        cos, sin = mrope_cos_sin(position_ids, t.kv_head_dim, t.rope_theta, t.mrope_section)
-        return self.model(embeds, cos, sin, mask, cache, cache_index, layers=layers, return_kv=return_kv,
-                          prefix=prefix)
+        return mrope_cos_sin(position_ids, t.kv_head_dim, t.rope_theta, t.mrope_section)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """[..., D] → float32[..., vocab]."""

@@ -1,5 +1,7 @@
 """The fit check's arithmetic by hand: parameter counts against the real model, bytes against a hand count."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -61,6 +63,14 @@ def test_bytes_per_chip_by_hand():
     # remat checkpoints: 1 layer × (8 rows / 2 micro-batches / 2 chips) × 16 positions × width 4 × 2 bytes
     mlp = 3 * 2 * 16 * 6 * 2
     assert est["train"]["temporaries"] == 2 * trainable + 3 * trainable + 1 * 2 * 16 * 4 * 2 + mlp
+
+    # A prompt pass shared by 2 candidates: per micro-batch and chip 2 rows → the prompt (12
+    # positions) once, the completions (4 positions) twice; MLP peak: the larger of the two passes.
+    shared = E.estimate(cfg, dataclasses.replace(s, prefix_share=2))
+    tokens = 1 * 12 + 2 * 4
+    mlp = 3 * max(12, 8) * 6 * 2
+    assert shared["train"]["temporaries"] == 5 * trainable + 1 * tokens * 4 * 2 + mlp
+    assert shared["train"]["temporaries"] < est["train"]["temporaries"]
 
 
 def test_kv_cache_bytes_match_the_cache_the_sampler_builds():
