@@ -28,7 +28,7 @@ GIB = 2**30
 # The slices of issue 9, smallest first per family, with what a config needs to be valid there
 # (a micro-batch's rows must divide over the chips: 64 rows / grad_accum).
 DEFAULT_CASES = (
-    "v5p-8",
+    "v5p-8", "v5p-8:optim.grad_accum=2",  # 2: every candidate of a question shares one prompt pass
     "v4-8", "v4-16", "v4-32:optim.grad_accum=4",
     "v6e-8", "v6e-16:optim.grad_accum=4",
     "v5e-16:optim.grad_accum=4", "v5e-32:optim.grad_accum=2", "v5e-64:optim.grad_accum=1",

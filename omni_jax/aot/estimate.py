@@ -79,8 +79,8 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
 
     Each step maps "params" (policy, towers, reference), "optimizer", "activations" (inputs,
     KV cache, GRPO batch, outputs: the step's arguments and results other than weights) and
-    "temporaries" (only the terms known for sure: in prefill the prompts' KV cache before it is copied
-    per candidate; in train the gradient accumulator and one micro-batch's gradients, AdamW's new
+    "temporaries" (only the terms known for sure: in decode the candidates' caches of their own
+    completions; in train the gradient accumulator and one micro-batch's gradients, AdamW's new
     moments and update, the remat checkpoints of every layer, and one layer's MLP intermediates).
     """
     t = cfg.text
@@ -92,12 +92,12 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     optimizer = 2 * trainable  # AdamW mu and nu, in param_dtype, trainable only
     params = trainable + frozen + reference
     b, rows, T, M = s.prompts, s.prompts * s.generations, s.prompt_length, s.max_new_tokens
-    S = T + M
 
     def per_row(n_rows: float) -> float:  # rows split over the row shards, or replicated when they do not divide
         return n_rows / s.row_shards if n_rows % s.row_shards == 0 else n_rows
 
-    kv = 2 * t.num_hidden_layers * S * t.num_key_value_heads * t.kv_head_dim * c_item  # one row of the cache
+    kv_per_position = 2 * t.num_hidden_layers * t.num_key_value_heads * t.kv_head_dim * c_item
+    prompt_kv, own_kv = T * kv_per_position, M * kv_per_position  # a prompt's cache; a candidate's own
     # Model inputs: ids, mask, 3 position rows, feature index; float32 pixels split over the
     # row shards (the ViT's patch axis); mel chunks replicated.
     prompt_inputs = per_row(b) * T * (4 + 1 + 12 + 4) + per_row(s.patches) * cfg.vision.patch_dim * 4 \
@@ -115,11 +115,13 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     mlp = 3 * max(prompt_tokens, completion_tokens) if s.prefix_share > 1 else 3 * (prompt_tokens + completion_tokens)
     mlp *= t.intermediate_size * a_item
     return {
-        # The prompts' own cache is a temporary: the output is its copy per candidate.
-        "prefill": {"params": params, "optimizer": optimizer, "temporaries": per_row(b) * kv,
-                    "activations": prompt_inputs + per_row(rows) * kv + next_logits + prompt_embeds},
-        "decode": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
-                   "activations": prompt_inputs + prompt_embeds + per_row(rows) * (kv + M * 8) + next_logits},
+        # The prompts' cache is prefill's output and decode's input, once per prompt (not per
+        # candidate); decode adds each candidate's cache of its own completion.
+        "prefill": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
+                    "activations": prompt_inputs + per_row(b) * prompt_kv + next_logits + prompt_embeds},
+        "decode": {"params": params, "optimizer": optimizer, "temporaries": per_row(rows) * own_kv,
+                   "activations": prompt_inputs + prompt_embeds + per_row(b) * prompt_kv + per_row(rows) * M * 8
+                   + next_logits},
         "train": {"params": params, "optimizer": optimizer, "temporaries": grads + update + checkpoints + mlp,
                   "activations": batch},
         "reference": {"params": params, "optimizer": optimizer, "temporaries": 0.0,

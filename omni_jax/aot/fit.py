@@ -38,6 +38,7 @@ from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_s
     optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model import presets
 from omni_jax.model.loading import param_shardings
+from omni_jax.model.text import init_cache
 from omni_jax.model.thinker import abstract_thinker
 from omni_jax.rollout import sampler
 from omni_jax.rollout.sampling import Sampling
@@ -317,9 +318,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     if want & {"prefill", "decode"}:
         say("prefill: compiling")
         per_pass = sampler.prompts_per_prefill(b, mesh, rules)
-        pre_args = (graphdef_all, policy_state, inputs, cache_length, cache_dtype, g, per_pass)
-        pre = _compile(sampler._prefill, pre_args,
-                       mesh=mesh, rules=rules, static=(0, 3, 4, 5, 6))
+        pre_args = (graphdef_all, policy_state, inputs, cache_dtype, g, per_pass)
+        pre = _compile(sampler._prefill, pre_args, mesh=mesh, rules=rules, static=(0, 3, 4, 5))
         outputs = pre.outputs(_row_shardings(mesh, rules))
         cache, logits, kv_valid, next_pos, embeds = outputs
         if "prefill" in want:
@@ -331,12 +331,14 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
             sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
             rng = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
             pad = _replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32))
-            dec_args = (graphdef_all, sampling, max_new, length, (0,), False, False, policy_state, cache, logits,
+            dec_args = (graphdef_all, sampling, max_new, (0,), False, False, policy_state, cache, logits,
                         kv_valid, next_pos, rng, pad)
-            dec = _compile(sampler._decode, dec_args, mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5, 6),
+            dec = _compile(sampler._decode, dec_args, mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5),
                            while_trips=max_new)
-            # Each new token reads the text weights and the whole cache once.
-            per_token = policy_bytes - resident["frozen"] + _bytes_per_chip(cache)
+            # Each new token reads the text weights, the prompts' cache and the completions' own cache once.
+            own = jax.eval_shape(lambda: init_cache(cfg.text, b * g, max_new, cache_dtype))
+            own = inputs_lib.with_shardings(own, _row_shardings(mesh, rules)(own))
+            per_token = policy_bytes - resident["frozen"] + _bytes_per_chip(cache) + _bytes_per_chip(own)
             report("decode", dec, (_position(dec_args, policy_state),), inputs_bytes + _bytes_per_chip(embeds),
                    traffic=per_token * max_new)
 

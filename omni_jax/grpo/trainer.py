@@ -186,11 +186,13 @@ def run(config, workdir: str) -> dict:
         n_tokens = float(exp.lengths.sum())
         seconds = {"rollout": exp.seconds["rollout"], "reward": exp.seconds["reward"], "logprob": t_update - t_lp,
                    "update": t_end - t_update, "step": t_end - t_step}
-        # Rollout: one forward per prompt+completion token; update: forward + backward (×3).
+        # Rollout: one forward per prompt+completion token; update: forward + backward (×3), each
+        # prompt once per `prefix_share` candidates.
         rows = exp.batch.seqs.prompt_mask.shape[0]
         prompt_tokens = float(np.asarray(inputs.attention_mask).sum())
+        learner_prompt_tokens = prompt_tokens * rows / len(records) / step_cfg.prefix_share
         flops = flops_per_token * (prompt_tokens + n_tokens + 3 * config.grpo.num_iterations
-                                   * (prompt_tokens * rows / len(records) + n_tokens))
+                                   * (learner_prompt_tokens + n_tokens))
         scalars = _step_scalars(exp, step_metrics, seconds, n_tokens, flops, peak, data.counters())
         writer.write(step + 1, scalars)
         summary_rewards.append(scalars["reward/total/mean"])

@@ -282,3 +282,32 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, *, query_chunk: in
     r_blocks = r_p.reshape(b, nblk, query_chunk, *rows.shape[2:]).swapaxes(0, 1)
     out = jax.lax.map(lambda args: block(*args), (q_blocks, r_blocks))
     return out.swapaxes(0, 1).reshape(b, nblk * query_chunk, n, h)[:, :t]
+
+
+def shared_prefix_attention(q: jax.Array, pk: jax.Array, pv: jax.Array, p_valid: jax.Array, k: jax.Array,
+                            v: jax.Array, mask: "CausalMask") -> jax.Array:
+    """Attention over a prompt shared by runs of rows, then each row's own keys (decoding N candidates).
+
+    q: [N, T, heads, H] with N = B·G: rows i·G … i·G+G-1 continue prompt i; pk, pv: [B, P, K, H],
+    the prompts' keys and values, read once per prompt (not copied per row); p_valid: bool[B, P];
+    k, v: [N, S, K, H], each row's own keys (its completion so far); mask: a CausalMask over those
+    S keys. Every prompt key comes before every own key. The same result as `attention` over the
+    concatenation [prompt, own] (one softmax over both, in float32). Returns [N, T, heads, H].
+    """
+    n, t, heads, h = q.shape
+    b, kvh = pk.shape[0], pk.shape[2]
+    g, grp = n // b, heads // kvh
+    scale = h ** -0.5
+    low = jnp.finfo(jnp.float32).min
+    qg = q.reshape(b, g, t, kvh, grp, h)
+    lp = jnp.einsum("brtkgh,bpkh->brkgtp", qg, pk, preferred_element_type=jnp.float32) * scale
+    lp = jnp.where(p_valid[:, None, None, None, None, :], lp, low).reshape(n, kvh, grp, t, -1)
+    lc = jnp.einsum("ntkgh,nskh->nkgts", q.reshape(n, t, kvh, grp, h), k, preferred_element_type=jnp.float32) * scale
+    lc = jnp.where(mask.block(mask.q_index)[:, None, None], lc, low)
+    top = jnp.maximum(lp.max(-1, keepdims=True), lc.max(-1, keepdims=True))
+    ep, ec = jnp.exp(lp - top), jnp.exp(lc - top)
+    denom = ep.sum(-1, keepdims=True) + ec.sum(-1, keepdims=True)
+    pp, pc = (ep / denom).astype(v.dtype), (ec / denom).astype(v.dtype)
+    out = jnp.einsum("brkgtp,bpkh->brtkgh", pp.reshape(b, g, kvh, grp, t, -1), pv).reshape(n, t, kvh, grp, h)
+    out = out + jnp.einsum("nkgts,nskh->ntkgh", pc, v)
+    return out.reshape(n, t, heads, h)

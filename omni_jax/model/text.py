@@ -15,7 +15,8 @@ from flax import nnx
 
 from omni_jax import parallel
 from omni_jax.model.config import TextConfig
-from omni_jax.model.layers import CausalMask, Dense, GatedMLP, RMSNorm, apply_rotary, attention, param
+from omni_jax.model.layers import CausalMask, Dense, GatedMLP, RMSNorm, apply_rotary, attention, param, \
+    shared_prefix_attention
 
 KVCache = dict[str, jax.Array]
 
@@ -31,14 +32,18 @@ class TextAttention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
         self.query_chunk, self.key_chunk = query_chunk, key_chunk
 
-    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None, prefix=None):
+    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None, prefix=None,
+                 prompt_cache=None):
         """x: [B, T, D]; cos/sin: [B, T, H]; mask: a CausalMask (or bool[B, T, S]).
 
         Without a cache S == T. With one (k, v: [L, B, S, K, H]) this layer's new keys and values
         are written in place at [layer, :, cache_index] and attention reads the layer's whole
         cache. With `prefix` = (k, v: [B / share, P, K, H], share) — keys and values of a shared
         prompt, one per `share` consecutive rows — the keys are that prompt's followed by x's own
-        (S == P + T). Returns (out [B, T, D], cache, (k, v) of x's tokens after rotary).
+        (S == P + T). With `prompt_cache` = (k, v: [L, B / G, P, K, H], valid: bool[B / G, P])
+        next to a cache (decoding candidates of shared prompts): the cache holds only each row's own
+        tokens and attention reads the prompt's keys once per G rows, then the row's cache (the
+        mask covers the cache only). Returns (out [B, T, D], cache, (k, v) of x's tokens after rotary).
         """
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
@@ -59,6 +64,11 @@ class TextAttention(nnx.Module):
                      "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), at)}
             k, v = cache["k"][layer], cache["v"][layer]
         q = parallel.constrain(q, ("batch", "length", "act_heads", None))
+        if prompt_cache is not None:
+            pk, pv, p_valid = prompt_cache
+            out = shared_prefix_attention(q, pk[layer].astype(q.dtype), pv[layer].astype(q.dtype), p_valid,
+                                          k.astype(q.dtype), v.astype(q.dtype), mask)
+            return self.o_proj(out.reshape(b, t, -1)), cache, new_kv
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, query_chunk=self.query_chunk,
                         key_chunk=self.key_chunk)
         return self.o_proj(out.reshape(b, t, -1)), cache, new_kv
@@ -73,8 +83,9 @@ class DecoderLayer(nnx.Module):
         self.mlp = GatedMLP(cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), bias=False,
                             act=cfg.hidden_act, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
-    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None, prefix=None):
-        h, cache, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, cache_index, prefix)
+    def __call__(self, x, cos, sin, mask, cache=None, layer=None, cache_index=None, prefix=None, prompt_cache=None):
+        h, cache, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, cache_index, prefix,
+                                      prompt_cache)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
         return parallel.constrain(x, ("batch", "length", "act_embed")), cache, kv
@@ -142,11 +153,14 @@ class TextModel(nnx.Module):
         return layers[0] if layers is not None else nnx.graphdef(self.layers)
 
     def __call__(self, inputs_embeds, cos, sin, mask, cache: KVCache | None = None, cache_index=None,
-                 layers: tuple | None = None):
+                 layers: tuple | None = None, prompt_cache: tuple | None = None):
         """inputs_embeds: [B, T, D]; cos/sin: float32[B, T, H]; mask: a CausalMask over S keys.
 
         layers: from `unstacked_layers()`: run the layers one after another (unrolled) on those
         slices instead of scanning the stacked weights (as `layer_loop="unrolled"` does).
+        prompt_cache: (k, v: [L, B / G, P, K, H], valid: bool[B / G, P]), the keys and values of
+        the prompts that runs of G rows continue, read (never written) next to `cache`, which
+        then holds the rows' own tokens only (see `TextAttention`).
         Returns (hidden [B, T, D] after the final norm, the updated cache or None).
         """
         graphdef = self._graphdef(layers)
@@ -155,7 +169,8 @@ class TextModel(nnx.Module):
         def body(carry, xs):
             x, cache = carry
             state, layer = xs
-            x, cache, _ = nnx.merge(graphdef, state)(x, cos, sin, mask, cache, layer, cache_index)
+            x, cache, _ = nnx.merge(graphdef, state)(x, cos, sin, mask, cache, layer, cache_index,
+                                                     prompt_cache=prompt_cache)
             return (x, cache), None
 
         x = parallel.constrain(inputs_embeds.astype(self.dtype), ("batch", "length", "act_embed"))

@@ -57,13 +57,14 @@ class Thinker(nnx.Module):
         return jnp.where((idx >= 0)[..., None], feats[jnp.maximum(idx, 0)], x)
 
     def hidden_states(self, embeds, position_ids, mask, cache: KVCache | None = None, cache_index=None,
-                      layers: tuple | None = None):
+                      layers: tuple | None = None, prompt_cache: tuple | None = None):
         """Decoder over `embeds` [B, T, D] with TMRoPE `position_ids` [3, B, T] and mask bool[B, T, S].
 
         layers: `self.model.unstacked_layers()`, to run the layers unrolled on those slices (see there).
+        prompt_cache: shared prompts' keys and values next to the cache (see `TextModel.__call__`).
         """
         cos, sin = self._rope(position_ids)
-        return self.model(embeds, cos, sin, mask, cache, cache_index, layers=layers)
+        return self.model(embeds, cos, sin, mask, cache, cache_index, layers=layers, prompt_cache=prompt_cache)
 
     def shared_prompt_hidden_states(self, prompt: tuple, rest: tuple, share: int):
         """Each prompt once and the `share` rows that continue each (see `TextModel.shared_prompt`).

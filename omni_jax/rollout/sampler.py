@@ -1,4 +1,4 @@
-"""`generate`: encode + prefill each prompt once, then decode N candidates from a shared KV cache.
+"""`generate`: encode + prefill each prompt once, then decode N candidates that share its KV cache.
 
     out = generate(model, processor_inputs, num_samples=8, max_new_tokens=1024, temperature=0.9,
                    top_k=50, top_p=1.0, seed=0, eos_token_ids=[tokenizer.eos_token_id])
@@ -7,6 +7,11 @@
 Rows are grouped by prompt: rows i·N … i·N+N-1 are the candidates of prompt i. The decode loop is
 one jitted `lax.while_loop` with static shapes that stops when every row has emitted an EOS or
 the budget is spent. The completion mask runs up to and including the first EOS.
+
+The prompt's keys and values are kept once per prompt and read by its N candidates (never copied
+per candidate); each candidate has a cache of its own completion only. With 8 candidates of a
+28k-token video prompt and 1k-token completions that is ~8× less cache memory and per-token
+cache traffic than a copied cache.
 """
 
 from __future__ import annotations
@@ -44,8 +49,8 @@ class _DecodeState:
     logprobs: jax.Array
     done: jax.Array
     logits: jax.Array  # [B·N, V] of the next token
-    cache: dict
-    kv_valid: jax.Array
+    cache: dict  # the completions' own keys and values [L, B·N, M, K, H]
+    kv_valid: jax.Array  # bool[B·N, M]: completion positions written so far
     rng: jax.Array
     all_logits: jax.Array | None
 
@@ -90,22 +95,21 @@ def prompts_per_prefill(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) ->
     return num_prompts if num_prompts % shards == 0 else 1
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
-def _prefill(graphdef, state, inputs: ModelInputs, cache_length: int, cache_dtype, num_samples: int,
-             prompts_per_pass: int):
-    """Encode + prefill once per prompt (`prompts_per_pass` prompts at a time), then copy everything per candidate.
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int, prompts_per_pass: int):
+    """Encode + prefill once per prompt (`prompts_per_pass` prompts at a time).
 
-    Returns (cache [L, B·N, S, K, H], next-token logits [B·N, V], kv_valid [B·N, S],
-    next position id [B·N], prompt embeddings [B, T, D]).
+    Returns (the prompts' cache [L, B, T, K, H], next-token logits [B·N, V] and next position id
+    [B·N] per candidate, the prompts' valid keys bool[B, T], prompt embeddings [B, T, D]).
     """
     model: Thinker = nnx.merge(graphdef, state)
     x = model.embed(inputs)
     b, t = inputs.input_ids.shape
-    kv_valid = jnp.zeros((b, cache_length), bool).at[:, :t].set(inputs.attention_mask)
+    kv_valid = inputs.attention_mask.astype(bool)
     q_index = jnp.broadcast_to(jnp.arange(t), (b, t))
 
     def prefill(x, position_ids, kv_valid, q_index):
-        cache = init_cache(model.cfg.text, x.shape[0], cache_length, cache_dtype)
+        cache = init_cache(model.cfg.text, x.shape[0], t, cache_dtype)
         hidden, cache = model.hidden_states(x, position_ids, causal_mask(kv_valid, q_index), cache, 0)
         return model.logits(hidden[:, -1]), cache  # left padding: the last column is every row's last token
 
@@ -128,16 +132,21 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_length: int, cache_dtyp
     def rep(a, axis=0):
         return jnp.repeat(a, num_samples, axis=axis)
 
-    cache = {k: parallel.constrain(rep(v, 1), ("layers", "batch", "kv_length", "act_kv_heads", None))
+    cache = {k: parallel.constrain(v, ("layers", "batch", "kv_length", "act_kv_heads", None))
              for k, v in cache.items()}
-    return cache, rep(logits), rep(kv_valid), rep(next_pos), x
+    return cache, rep(logits), kv_valid, rep(next_pos), x
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6), donate_argnums=(8,))
-def _decode(graphdef, sampling: Sampling, max_new_tokens: int, prompt_length: int, eos: tuple[int, ...],
-            return_logits: bool, unroll_layers: bool, state, cache, logits, kv_valid, next_pos, rng, pad_id):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, ...], return_logits: bool, unroll_layers: bool, state, prompt_cache, logits, prompt_valid, next_pos, rng,
+            pad_id):
+    """Decode from `_prefill`'s outputs: the prompts' cache is read by their candidates, never copied."""
     model: Thinker = nnx.merge(graphdef, state)
     rows = logits.shape[0]
+    dtype = prompt_cache["k"].dtype
+    cache = {k: parallel.constrain(v, ("layers", "batch", "kv_length", "act_kv_heads", None))
+             for k, v in init_cache(model.cfg.text, rows, max_new_tokens, dtype).items()}
+    shared = (prompt_cache["k"], prompt_cache["v"], prompt_valid)
     # Sliced once, outside the loop (see TextModel.unstacked_layers).
     layers = model.model.unstacked_layers() if unroll_layers else None
     eos_ids = jnp.asarray(eos if eos else (-1,), jnp.int32)
@@ -154,13 +163,14 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, prompt_length: in
         logprobs = s.logprobs.at[:, s.step].set(lp)
         all_logits = s.all_logits.at[:, s.step].set(s.logits) if return_logits else None
         done = s.done | jnp.isin(tok, eos_ids)
-        # Feed the sampled token: a text token, so its three TMRoPE rows are equal.
-        index = prompt_length + s.step
-        kv_valid = s.kv_valid.at[:, index].set(True)
+        # Feed the sampled token: a text token, so its three TMRoPE rows are equal. It goes to
+        # completion position `step` of the rows' own cache, after the shared prompt.
+        kv_valid = s.kv_valid.at[:, s.step].set(True)
         x = model.model.embed_tokens(tok[:, None])
         pos = jnp.broadcast_to((next_pos + s.step)[None, :, None], (3, rows, 1))
-        q_index = jnp.full((rows, 1), index)
-        hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, index, layers=layers)
+        q_index = jnp.full((rows, 1), s.step)
+        hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, s.step, layers=layers,
+                                            prompt_cache=shared)
         return _DecodeState(s.step + 1, tokens, logprobs, done, model.logits(hidden[:, 0]), cache, kv_valid,
                             s.rng, all_logits)
 
@@ -169,16 +179,15 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, prompt_length: in
         tokens=jnp.full((rows, max_new_tokens), pad_id, jnp.int32),
         logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32),
         done=jnp.zeros((rows,), bool),
-        logits=logits, cache=cache, kv_valid=kv_valid, rng=rng,
+        logits=logits, cache=cache, kv_valid=jnp.zeros((rows, max_new_tokens), bool), rng=rng,
         all_logits=jnp.zeros((rows, max_new_tokens, logits.shape[-1]), jnp.float32) if return_logits else None,
     )
     final = jax.lax.while_loop(cond, body, init)
     is_eos = jnp.isin(final.tokens, eos_ids)
     first_eos = jnp.where(is_eos.any(-1), jnp.argmax(is_eos, axis=-1) + 1, max_new_tokens)
     mask = jnp.arange(max_new_tokens)[None, :] < first_eos[:, None]
-    # The final cache is returned (and dropped by the caller) so the donated prefill cache can back it.
     return (final.tokens, jnp.where(mask, final.logprobs, 0.0), mask, first_eos.astype(jnp.int32),
-            final.all_logits, final.cache)
+            final.all_logits)
 
 
 def check_cache_length(cfg, prompt_length: int, max_new_tokens: int, max_cache_length: int | None = None) -> int:
@@ -244,10 +253,10 @@ def generate(
         else:
             inputs = jax.device_put(inputs)
         cache, logits, kv_valid, next_pos, embeds = _prefill(
-            graphdef, state, inputs, prompt_length + max_new_tokens, cache_dtype, num_samples,
+            graphdef, state, inputs, cache_dtype, num_samples,
             prompts_per_prefill(int(np.shape(inputs.input_ids)[0]), mesh, rules))
-        tokens, logprobs, mask, lengths, all_logits, _ = _decode(
-            graphdef, sampling, max_new_tokens, prompt_length, tuple(int(e) for e in eos_token_ids), return_logits,
+        tokens, logprobs, mask, lengths, all_logits = _decode(
+            graphdef, sampling, max_new_tokens, tuple(int(e) for e in eos_token_ids), return_logits,
             bool(unroll_layers), state, cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))
     return RolloutOutput(tokens, logprobs, mask, lengths, embeds, all_logits)
 

@@ -53,13 +53,16 @@ def test_bytes_per_chip_by_hand():
     trainable = 220 * 4 / 2  # f32 master weights over 2 chips
     assert est["train"]["params"] == trainable + towers * 4 / 2 + 220 * 2 / 2  # + frozen towers + bf16 reference
     assert est["train"]["optimizer"] == 2 * trainable  # AdamW mu and nu, trainable parameters only
-    # KV cache of 8 rows (4 per chip): k and v × 1 layer × 16 positions × 1 head × 2 dims × 2 bytes
-    cache_per_row = 2 * 1 * 16 * 1 * 2 * 2
+    # KV cache: k and v × 1 layer × 1 head × 2 dims × 2 bytes per position; a prompt's 12
+    # positions once per prompt (1 prompt per chip), each candidate's own 4 (4 rows per chip).
+    prompt_cache, own_cache = 2 * 1 * 12 * 1 * 2 * 2, 2 * 1 * 4 * 1 * 2 * 2
     prefill = est["prefill"]["activations"]
     inputs = 1 * 12 * (4 + 1 + 12 + 4)  # one prompt per chip: ids, mask, 3 position rows, feature index
     embeds, logits = 1 * 12 * 4 * 2, 4 * 10 * 4
-    assert prefill == inputs + 4 * cache_per_row + logits + embeds  # the candidates' cache is the output
-    assert est["prefill"]["temporaries"] == 1 * cache_per_row  # the prompt's own cache, before the copies
+    assert prefill == inputs + 1 * prompt_cache + logits + embeds  # the prompt's cache is the output, not copied
+    assert est["prefill"]["temporaries"] == 0
+    assert est["decode"]["activations"] == inputs + embeds + 1 * prompt_cache + 4 * 4 * 8 + logits
+    assert est["decode"]["temporaries"] == 4 * own_cache  # made inside the decode
     # remat checkpoints: 1 layer × (8 rows / 2 micro-batches / 2 chips) × 16 positions × width 4 × 2 bytes
     mlp = 3 * 2 * 16 * 6 * 2
     assert est["train"]["temporaries"] == 2 * trainable + 3 * trainable + 1 * 2 * 16 * 4 * 2 + mlp
@@ -79,9 +82,10 @@ def test_kv_cache_bytes_match_the_cache_the_sampler_builds():
                  audio_chunks=0, param_shards=1, row_shards=1, train_towers=False, with_reference=False,
                  cache_dtype="bfloat16", reference_dtype="bfloat16")
     est = E.estimate(cfg, s)
-    cache = jax.eval_shape(lambda: init_cache(cfg.text, 1, 128, jax.numpy.bfloat16))
-    cache_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(cache))
+    nbytes = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    prompt_cache = nbytes(jax.eval_shape(lambda: init_cache(cfg.text, 1, 100, jax.numpy.bfloat16)))
+    own_cache = nbytes(jax.eval_shape(lambda: init_cache(cfg.text, 1, 28, jax.numpy.bfloat16)))
     inputs = 100 * (4 + 1 + 12 + 4)
     embeds, logits = 100 * cfg.text.hidden_size * 2, cfg.text.vocab_size * 4
-    assert est["prefill"]["activations"] == inputs + cache_bytes + logits + embeds
-    assert est["prefill"]["temporaries"] == cache_bytes
+    assert est["prefill"]["activations"] == inputs + prompt_cache + logits + embeds
+    assert est["decode"]["temporaries"] == own_cache

@@ -171,7 +171,7 @@ def test_prefill_one_prompt_at_a_time_equals_all_at_once(pair):
     _, model, _ = pair
     inputs = prepare_inputs(model.cfg, **_text_batch())
     graphdef, state = nnx.split(model)
-    args = (graphdef, state, inputs, inputs.input_ids.shape[1] + 4, jnp.float32, 2)
+    args = (graphdef, state, inputs, jnp.float32, 2)
     together, one_by_one = sampler._prefill(*args, 3), sampler._prefill(*args, 1)
     for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(one_by_one)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
@@ -185,3 +185,19 @@ def test_prompts_per_prefill_splits_only_batches_that_do_not_divide():
     assert prompts_per_prefill(8, mesh(2, 4)) == 8
     assert prompts_per_prefill(8, mesh(1, 16)) == 1  # replicated on 16 chips: one prompt at a time
     assert prompts_per_prefill(8, None) == 8
+
+
+def test_candidates_read_their_own_prompt_from_a_cache_kept_once_per_prompt(pair):
+    _, model, _ = pair
+    inputs = prepare_inputs(model.cfg, **_text_batch())
+    graphdef, state = nnx.split(model)
+    cache, logits, valid, next_pos, _ = sampler._prefill(graphdef, state, inputs, jnp.float32, 3, 3)
+    b, t = inputs.input_ids.shape
+    assert cache["k"].shape[1:3] == (b, t) and valid.shape == (b, t)  # per prompt, not per candidate
+    assert logits.shape[0] == next_pos.shape[0] == 3 * b
+    # Greedy: the 3 candidates of prompt i are rows 3i..3i+2 and each equals prompt i's single greedy answer.
+    one = generate(model, inputs, num_samples=1, max_new_tokens=M, temperature=0.0, eos_token_ids=[])
+    three = generate(model, inputs, num_samples=3, max_new_tokens=M, temperature=0.0, eos_token_ids=[])
+    np.testing.assert_array_equal(np.asarray(three.tokens), np.repeat(np.asarray(one.tokens), 3, axis=0))
+    np.testing.assert_allclose(np.asarray(three.logprobs), np.repeat(np.asarray(one.logprobs), 3, axis=0), atol=1e-6)
+    assert len({tuple(r) for r in np.asarray(one.tokens)}) > 1  # the prompts' answers differ
