@@ -79,8 +79,9 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
 
     Each step maps "params" (policy, towers, reference), "optimizer", "activations" (inputs,
     KV cache, GRPO batch, outputs: the step's arguments and results other than weights) and
-    "temporaries" (only the terms known for sure: in decode the candidates' caches of their own
-    completions; in train the gradient accumulator and one micro-batch's gradients, AdamW's new
+    "temporaries" (only the terms known for sure: in prefill, when the prompts do not divide over
+    the row shards, their cache before it is copied per candidate; in decode the candidates'
+    caches of their own completions; in train the gradient accumulator and one micro-batch's gradients, AdamW's new
     moments and update, the remat checkpoints of every layer, and one layer's MLP intermediates).
     """
     t = cfg.text
@@ -98,6 +99,10 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
 
     kv_per_position = 2 * t.num_hidden_layers * t.num_key_value_heads * t.kv_head_dim * c_item
     prompt_kv, own_kv = T * kv_per_position, M * kv_per_position  # a prompt's cache; a candidate's own
+    # The sampler keeps a prompt's cache once when the prompts divide over the row shards, else
+    # copies it per candidate (rows divide) after building it whole on every chip.
+    shared_cache = b % s.row_shards == 0
+    prompt_caches = per_row(b) * prompt_kv if shared_cache else per_row(rows) * prompt_kv
     # Model inputs: ids, mask, 3 position rows, feature index; float32 pixels split over the
     # row shards (the ViT's patch axis); mel chunks replicated.
     prompt_inputs = per_row(b) * T * (4 + 1 + 12 + 4) + per_row(s.patches) * cfg.vision.patch_dim * 4 \
@@ -117,10 +122,11 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     return {
         # The prompts' cache is prefill's output and decode's input, once per prompt (not per
         # candidate); decode adds each candidate's cache of its own completion.
-        "prefill": {"params": params, "optimizer": optimizer, "temporaries": 0.0,
-                    "activations": prompt_inputs + per_row(b) * prompt_kv + next_logits + prompt_embeds},
+        "prefill": {"params": params, "optimizer": optimizer,
+                    "temporaries": 0.0 if shared_cache else per_row(b) * prompt_kv,
+                    "activations": prompt_inputs + prompt_caches + next_logits + prompt_embeds},
         "decode": {"params": params, "optimizer": optimizer, "temporaries": per_row(rows) * own_kv,
-                   "activations": prompt_inputs + prompt_embeds + per_row(b) * prompt_kv + per_row(rows) * M * 8
+                   "activations": prompt_inputs + prompt_embeds + prompt_caches + per_row(rows) * M * 8
                    + next_logits},
         "train": {"params": params, "optimizer": optimizer, "temporaries": grads + update + checkpoints + mlp,
                   "activations": batch},

@@ -318,8 +318,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     if want & {"prefill", "decode"}:
         say("prefill: compiling")
         per_pass = sampler.prompts_per_prefill(b, mesh, rules)
-        pre_args = (graphdef_all, policy_state, inputs, cache_dtype, g, per_pass)
-        pre = _compile(sampler._prefill, pre_args, mesh=mesh, rules=rules, static=(0, 3, 4, 5))
+        pre_args = (graphdef_all, policy_state, inputs, cache_dtype, g, per_pass, per_pass == b)  # as generate
+        pre = _compile(sampler._prefill, pre_args, mesh=mesh, rules=rules, static=(0, 3, 4, 5, 6))
         outputs = pre.outputs(_row_shardings(mesh, rules))
         cache, logits, kv_valid, next_pos, embeds = outputs
         if "prefill" in want:

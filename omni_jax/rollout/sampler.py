@@ -95,12 +95,16 @@ def prompts_per_prefill(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) ->
     return num_prompts if num_prompts % shards == 0 else 1
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int, prompts_per_pass: int):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int, prompts_per_pass: int,
+             share_cache: bool = True):
     """Encode + prefill once per prompt (`prompts_per_pass` prompts at a time).
 
     Returns (the prompts' cache [L, B, T, K, H], next-token logits [B·N, V] and next position id
     [B·N] per candidate, the prompts' valid keys bool[B, T], prompt embeddings [B, T, D]).
+    share_cache=False: the cache and valid keys are copied per candidate ([L, B·N, T, K, H],
+    [B·N, T]), for meshes the prompts do not divide over but the candidates do (8 prompts on 16
+    chips: one shared copy would sit whole on every chip, a copy per candidate splits).
     """
     model: Thinker = nnx.merge(graphdef, state)
     x = model.embed(inputs)
@@ -132,6 +136,8 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int
     def rep(a, axis=0):
         return jnp.repeat(a, num_samples, axis=axis)
 
+    if not share_cache:
+        cache, kv_valid = {k: rep(v, 1) for k, v in cache.items()}, rep(kv_valid)
     cache = {k: parallel.constrain(v, ("layers", "batch", "kv_length", "act_kv_heads", None))
              for k, v in cache.items()}
     return cache, rep(logits), kv_valid, rep(next_pos), x
@@ -252,9 +258,11 @@ def generate(
             inputs = jax.device_put(inputs, input_shardings(inputs, mesh, rules))
         else:
             inputs = jax.device_put(inputs)
+        num_prompts = int(np.shape(inputs.input_ids)[0])
+        per_pass = prompts_per_prefill(num_prompts, mesh, rules)
+        # Prompts that do not divide over the chips are not kept once: a copy per candidate splits.
         cache, logits, kv_valid, next_pos, embeds = _prefill(
-            graphdef, state, inputs, cache_dtype, num_samples,
-            prompts_per_prefill(int(np.shape(inputs.input_ids)[0]), mesh, rules))
+            graphdef, state, inputs, cache_dtype, num_samples, per_pass, per_pass == num_prompts)
         tokens, logprobs, mask, lengths, all_logits = _decode(
             graphdef, sampling, max_new_tokens, tuple(int(e) for e in eos_token_ids), return_logits,
             bool(unroll_layers), state, cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))

@@ -63,6 +63,12 @@ def test_bytes_per_chip_by_hand():
     assert est["prefill"]["temporaries"] == 0
     assert est["decode"]["activations"] == inputs + embeds + 1 * prompt_cache + 4 * 4 * 8 + logits
     assert est["decode"]["temporaries"] == 4 * own_cache  # made inside the decode
+    # 2 prompts on 4 row shards do not divide: the cache is copied per candidate (2 rows per chip),
+    # built whole on every chip first.
+    copied = E.estimate(cfg, dataclasses.replace(s, row_shards=4))
+    assert copied["prefill"]["temporaries"] == 2 * prompt_cache
+    per_chip = copied["prefill"]["activations"] - 2 * 12 * (4 + 1 + 12 + 4) - 2 * 10 * 4 - 2 * 12 * 4 * 2
+    assert per_chip == 2 * prompt_cache
     # remat checkpoints: 1 layer × (8 rows / 2 micro-batches / 2 chips) × 16 positions × width 4 × 2 bytes
     mlp = 3 * 2 * 16 * 6 * 2
     assert est["train"]["temporaries"] == 2 * trainable + 3 * trainable + 1 * 2 * 16 * 4 * 2 + mlp

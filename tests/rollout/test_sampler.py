@@ -36,6 +36,13 @@ def _text_batch():
                     th.left_pad([th.expand("hello world, how are you?"), th.expand("hi"), th.expand("abc def")])))
 
 
+def _text_batch4():
+    """4 prompts: they divide over a 4-way batch mesh, so the sampler keeps each prompt's cache once
+    (3 prompts do not, and their cache is copied per candidate)."""
+    texts = ["hello world, how are you?", "hi", "abc def", "one more question here"]
+    return dict(zip(("input_ids", "attention_mask"), th.left_pad([th.expand(t) for t in texts])))
+
+
 def _video_audio():
     rng = np.random.default_rng(5)
     gv = [(2, 8, 8)]
@@ -133,10 +140,10 @@ MESH_SCRIPT = textwrap.dedent("""
     from omni_jax import parallel
     from omni_jax.model.loading import load_thinker
     from omni_jax.rollout import generate
-    from tests.rollout.test_sampler import _video_audio, _text_batch
+    from tests.rollout.test_sampler import _video_audio, _text_batch, _text_batch4
     assert len(jax.devices()) == 8
     results = {{}}
-    for name, inputs in (("text", _text_batch()), ("video_audio", _video_audio())):
+    for name, inputs in (("text", _text_batch()), ("text4", _text_batch4()), ("video_audio", _video_audio())):
         single = omni_jax.load_thinker({path!r}, progress=False)
         mesh = parallel.make_mesh({{"data": 2, "fsdp": 2, "tp": 2}})
         sharded = load_thinker({path!r}, mesh=mesh, progress=False)
