@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import pathlib
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags

@@ -8,10 +8,11 @@ Rows are grouped by prompt: rows i·N … i·N+N-1 are the candidates of prompt 
 one jitted `lax.while_loop` with static shapes that stops when every row has emitted an EOS or
 the budget is spent. The completion mask runs up to and including the first EOS.
 
-The prompt's keys and values are kept once per prompt and read by its N candidates (never copied
-per candidate); each candidate has a cache of its own completion only. With 8 candidates of a
-28k-token video prompt and 1k-token completions that is ~8× less cache memory and per-token
-cache traffic than a copied cache.
+The prompt's keys and values are kept once per prompt and read by its N candidates; each
+candidate has a cache of its own completion only. With 8 candidates of a 28k-token video prompt
+and 1k-token completions that is ~8× less cache memory and per-token cache traffic than a copy
+per candidate. (Only when the prompts do not divide over the mesh's batch shards, e.g. 8 prompts
+on 16 chips, is the prompt cache copied per candidate: a single copy would sit whole on every chip.)
 """
 
 from __future__ import annotations
@@ -144,9 +145,10 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, ...], return_logits: bool, unroll_layers: bool, state, prompt_cache, logits, prompt_valid, next_pos, rng,
-            pad_id):
-    """Decode from `_prefill`'s outputs: the prompts' cache is read by their candidates, never copied."""
+def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, ...], return_logits: bool,
+            unroll_layers: bool, state, prompt_cache, logits, prompt_valid, next_pos, rng, pad_id):
+    """Decode from `_prefill`'s outputs: each run of candidates reads its prompt's cache (shared or
+    copied per candidate) and writes a cache of its own completion."""
     model: Thinker = nnx.merge(graphdef, state)
     rows = logits.shape[0]
     dtype = prompt_cache["k"].dtype
