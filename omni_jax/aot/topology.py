@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 
 GIB = 2**30
@@ -88,12 +89,23 @@ def libtpu_available() -> bool:
 
 
 def devices(name: str) -> list:
-    """The compile-only devices of slice `name`, from libtpu, on any machine (no TPU needed)."""
+    """The compile-only devices of slice `name`, from libtpu, on any machine (no TPU needed).
+
+    The same device objects on every call for a slice: jitted functions cache their traces by
+    shape, and a trace holding another call's devices in its sharding constraints would not
+    compile against new ones (two checks of one slice in one process, e.g. two grad_accum values).
+    """
     s = get_slice(name)
     if not libtpu_available():
         raise RuntimeError(
             "the TPU fit check compiles with libtpu, which is not installed: "
             "pip install 'libtpu==0.0.42.*' (the jax[tpu]==0.10.2 extra) into this environment")
+    return list(_devices(s.name))
+
+
+@functools.lru_cache(maxsize=None)
+def _devices(name: str) -> tuple:
+    s = get_slice(name)
     from jax.experimental import topologies
 
     with _libtpu_env(s.name):
@@ -103,7 +115,7 @@ def devices(name: str) -> list:
     devs = list(topo.devices)
     if len(devs) != s.chips:
         raise RuntimeError(f"libtpu gave {len(devs)} devices for {s.name} ({s.topology}); expected {s.chips} chips")
-    return devs
+    return tuple(devs)
 
 
 @contextlib.contextmanager
