@@ -81,8 +81,9 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     KV cache, GRPO batch, outputs: the step's arguments and results other than weights) and
     "temporaries" (only the terms known for sure: in prefill, when the prompts do not divide over
     the row shards, their cache before it is copied per candidate; in decode the candidates'
-    caches of their own completions; in train the gradient accumulator and one micro-batch's gradients, AdamW's new
-    moments and update, the remat checkpoints of every layer, and one layer's MLP intermediates).
+    caches of their own completions; in train the gradient accumulator and one micro-batch's
+    gradients, AdamW's new moments and update, the remat checkpoints of every layer, and one
+    layer's MLP intermediates).
     """
     t = cfg.text
     counts = parameter_counts(cfg, s.train_towers)

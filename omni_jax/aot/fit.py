@@ -267,6 +267,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
 
     # ---- analytic arithmetic ----
     rows_shards = mesh_shape["data"] * mesh_shape["fsdp"]
+    step_cfg = step_config_from_config(config, rows_shards)
     model_inputs = inputs_lib.model_inputs(cfg, prompt, b, length)
     shapes = estimate_lib.Shapes(
         prompts=b, generations=g, prompt_length=length, max_new_tokens=max_new, grad_accum=int(config.optim.grad_accum),
@@ -274,7 +275,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
         param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
         train_towers=bool(config.model.train_towers), with_reference=with_reference, cache_dtype=cache_dtype.name,
-        reference_dtype=ref_dtype.name, prefix_share=step_config_from_config(config, rows_shards).prefix_share)
+        reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share)
     estimates = estimate_lib.estimate(cfg, shapes)
 
     reports: list[StepReport] = []
@@ -317,8 +318,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     want = set(steps)
     if want & {"prefill", "decode"}:
         say("prefill: compiling")
-        per_pass = sampler.prompts_per_prefill(b, mesh, rules)
-        pre_args = (graphdef_all, policy_state, inputs, cache_dtype, g, per_pass, per_pass == b)  # as generate
+        per_pass, share_cache = sampler.prefill_plan(b, mesh, rules)
+        pre_args = (graphdef_all, policy_state, inputs, cache_dtype, g, per_pass, share_cache)
         pre = _compile(sampler._prefill, pre_args, mesh=mesh, rules=rules, static=(0, 3, 4, 5, 6))
         outputs = pre.outputs(_row_shardings(mesh, rules))
         cache, logits, kv_valid, next_pos, embeds = outputs
@@ -348,7 +349,6 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     batch = inputs_lib.with_shardings(batch, row_shardings(batch, mesh, rules))
     if "train" in want:
         say("train: compiling")
-        step_cfg = step_config_from_config(config, rows_shards)
         state = TrainState(step=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)), params=trainable,
                            opt_state=opt_state, skipped=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)))
         tr = _compile(jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state)),
@@ -359,7 +359,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("train", tr, (0, 1), 0, traffic=traffic)
     if "reference" in want and with_reference:
         say("reference: compiling")
-        ref = _compile(jit_logprob_fn(graphdef, step_config_from_config(config, rows_shards)), (reference, frozen, batch.seqs),
+        ref = _compile(jit_logprob_fn(graphdef, step_cfg), (reference, frozen, batch.seqs),
                        mesh=mesh, rules=rules)
         # The GRPO batch's other fields stay live next to the sequences.
         others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)

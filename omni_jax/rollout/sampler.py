@@ -96,6 +96,16 @@ def prompts_per_prefill(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) ->
     return num_prompts if num_prompts % shards == 0 else 1
 
 
+def prefill_plan(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> tuple[int, bool]:
+    """(prompts per prefill pass, whether the prompts' cache is kept once for their candidates).
+
+    Prompts that do not divide over the batch mesh axes go through one at a time and their cache
+    is copied per candidate (the candidates divide): one shared copy would sit whole on every chip.
+    """
+    per_pass = prompts_per_prefill(num_prompts, mesh, rules)
+    return per_pass, per_pass == num_prompts
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
 def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int, prompts_per_pass: int,
              share_cache: bool = True):
@@ -260,11 +270,9 @@ def generate(
             inputs = jax.device_put(inputs, input_shardings(inputs, mesh, rules))
         else:
             inputs = jax.device_put(inputs)
-        num_prompts = int(np.shape(inputs.input_ids)[0])
-        per_pass = prompts_per_prefill(num_prompts, mesh, rules)
-        # Prompts that do not divide over the chips are not kept once: a copy per candidate splits.
+        per_pass, share_cache = prefill_plan(int(np.shape(inputs.input_ids)[0]), mesh, rules)
         cache, logits, kv_valid, next_pos, embeds = _prefill(
-            graphdef, state, inputs, cache_dtype, num_samples, per_pass, per_pass == num_prompts)
+            graphdef, state, inputs, cache_dtype, num_samples, per_pass, share_cache)
         tokens, logprobs, mask, lengths, all_logits = _decode(
             graphdef, sampling, max_new_tokens, tuple(int(e) for e in eos_token_ids), return_logits,
             bool(unroll_layers), state, cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))

@@ -192,6 +192,10 @@ def test_prompts_per_prefill_splits_only_batches_that_do_not_divide():
     assert prompts_per_prefill(8, mesh(2, 4)) == 8
     assert prompts_per_prefill(8, mesh(1, 16)) == 1  # replicated on 16 chips: one prompt at a time
     assert prompts_per_prefill(8, None) == 8
+    # The prompts' cache is kept once exactly when they divide; else one at a time, copied per candidate.
+    assert sampler.prefill_plan(8, mesh(1, 4)) == (8, True)
+    assert sampler.prefill_plan(8, mesh(1, 16)) == (1, False)
+    assert sampler.prefill_plan(3, None) == (3, True)
 
 
 def test_candidates_read_their_own_prompt_from_a_cache_kept_once_per_prompt(pair):
