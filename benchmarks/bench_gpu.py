@@ -62,14 +62,14 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def bench_decode(model, args) -> dict:
+def bench_decode(model, args, batch: int) -> dict:
     import jax
 
     from omni_jax.rollout import generate
 
     cfg = model.cfg.text
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, cfg.vocab_size - 8, size=(args.decode_batch, args.decode_prompt))
+    ids = rng.integers(0, cfg.vocab_size - 8, size=(batch, args.decode_prompt))
     inputs = dict(input_ids=ids, attention_mask=np.ones_like(ids))
 
     def run(new):
@@ -89,12 +89,12 @@ def bench_decode(model, args) -> dict:
                                                  + 3 * t.hidden_size * t.intermediate_size + 2 * t.hidden_size)
                           + t.hidden_size * t.vocab_size)
     mean_len = args.decode_prompt + (args.new + args.new_short) / 2
-    kv = itemsize * 2 * t.num_hidden_layers * args.decode_batch * mean_len * t.num_key_value_heads * head
+    kv = itemsize * 2 * t.num_hidden_layers * batch * mean_len * t.num_key_value_heads * head
     kind = jax.devices()[0].device_kind
     spec = BANDWIDTH.get(kind)
     measured = measured_bandwidth(min(int(weights + kv), 2 << 30))
-    return {"batch": args.decode_batch, "prompt": args.decode_prompt, "step_s": step,
-            "tokens_per_s": args.decode_batch / step, "bytes_per_step": weights + kv,
+    return {"batch": batch, "prompt": args.decode_prompt, "step_s": step,
+            "tokens_per_s": batch / step, "bytes_per_step": weights + kv,
             "floor_spec_s": (weights + kv) / spec if spec else None, "floor_measured_s": (weights + kv) / measured,
             "measured_bandwidth": measured}
 
@@ -150,7 +150,8 @@ def main(argv=None):
     ap.add_argument("--size", choices=sorted(SIZES), default="1.5b")
     ap.add_argument("--dtype", default="bfloat16", help="compute dtype")
     ap.add_argument("--param_dtype", default="float32", help="master weights (decode reads them cast)")
-    ap.add_argument("--decode_batch", type=int, default=8)
+    ap.add_argument("--decode_batch", default="8,64",
+                    help="comma-separated prompt batch sizes, one decode row each (64 = the rollout's 8 x 8)")
     ap.add_argument("--decode_prompt", type=int, default=512)
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--new_short", type=int, default=32)
@@ -174,7 +175,12 @@ def main(argv=None):
 
     # Decode reads weights stored in the compute dtype (as a rollout copy would be); train keeps
     # float32 master weights and computes in bfloat16, as the stage-4 config does.
-    decode = bench_decode(build(args.dtype, args.dtype, "none"), args)
+    decode_model = build(args.dtype, args.dtype, "none")
+    decode = []
+    for b in str(args.decode_batch).split(","):
+        decode.append(bench_decode(decode_model, args, int(b)))
+        print("decode row:", json.dumps(decode[-1]), file=sys.stderr, flush=True)  # kept if a later part fails
+    del decode_model
     train = bench_train(build(args.dtype, args.param_dtype, args.remat), args)
     out = {"machine": machine(), "device": jax.devices()[0].device_kind, "size": args.size, "decode": decode,
            "train": train}
@@ -182,13 +188,13 @@ def main(argv=None):
         print(json.dumps(out))
         return out
     print(f"machine: {out['machine']}; {args.size} text decoder, compute {args.dtype}")
-    d = decode
-    floor = d["floor_spec_s"]
-    print(f"decode, batch {d['batch']}, prompt {d['prompt']}: {d['step_s'] * 1e3:.2f} ms per step "
+    for d in decode:
+        floor = d["floor_spec_s"]
+        print(f"decode, batch {d['batch']}, prompt {d['prompt']}: {d['step_s'] * 1e3:.2f} ms per step "
           f"({d['tokens_per_s']:,.0f} tok/s); bytes per step {d['bytes_per_step'] / 1e9:.2f} GB; floor "
-          + (f"{floor * 1e3:.2f} ms at the spec bandwidth ({d['step_s'] / floor:.2f}x), " if floor else "")
-          + f"{d['floor_measured_s'] * 1e3:.2f} ms at the measured {d['measured_bandwidth'] / 1e12:.2f} TB/s "
-          f"({d['step_s'] / d['floor_measured_s']:.2f}x)")
+              + (f"{floor * 1e3:.2f} ms at the spec bandwidth ({d['step_s'] / floor:.2f}x), " if floor else "")
+              + f"{d['floor_measured_s'] * 1e3:.2f} ms at the measured {d['measured_bandwidth'] / 1e12:.2f} TB/s "
+              f"({d['step_s'] / d['floor_measured_s']:.2f}x)")
     t = train
     print(f"train step, {t['rows']} rows x ({t['prompt']} + {t['completion']}) tokens, remat {args.remat}: "
           f"{t['step_s']:.3f} s, {t['model_tflops_per_s']:.1f} model TFLOP/s"

@@ -9,10 +9,11 @@ from benchmarks import bench_gpu  # noqa: E402
 
 
 def test_tiny_run_reports_decode_and_train():
-    out = bench_gpu.main(["--size", "tiny", "--decode_batch", "2", "--decode_prompt", "16", "--new", "12",
+    out = bench_gpu.main(["--size", "tiny", "--decode_batch", "2,3", "--decode_prompt", "16", "--new", "12",
                           "--new_short", "4", "--rows", "4", "--prompt", "16", "--completion", "8",
                           "--train_steps", "1", "--json"])
-    d, t = out["decode"], out["train"]
+    (d, d3), t = out["decode"], out["train"]
+    assert d3["batch"] == 3 and d3["bytes_per_step"] > d["bytes_per_step"]
     assert d["batch"] == 2 and d["bytes_per_step"] > 0 and d["measured_bandwidth"] > 0
     # 2 layers × 64 wide (q 64×64, k/v 64×32, o 64×64, MLP 3×64×128, norms) + tied 512×64, bf16
     per_layer = 64 * 64 + 2 * 64 * 32 + 64 * 64 + 3 * 64 * 128 + 2 * 64
