@@ -332,9 +332,9 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
             sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
             rng = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
             pad = _replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32))
-            dec_args = (graphdef_all, sampling, max_new, (0,), False, False, policy_state, cache, logits,
+            dec_args = (graphdef_all, sampling, max_new, (0,), False, False, False, policy_state, None, cache, logits,
                         kv_valid, next_pos, rng, pad)
-            dec = _compile(sampler._decode, dec_args, mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5),
+            dec = _compile(sampler._decode, dec_args, mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5, 6),
                            while_trips=max_new)
             # Each new token reads the text weights, the prompts' cache and the completions' own cache once.
             own = jax.eval_shape(lambda: init_cache(cfg.text, b * g, max_new, cache_dtype))

@@ -15,8 +15,9 @@ from flax import nnx
 
 from omni_jax import parallel
 from omni_jax.model.config import TextConfig
-from omni_jax.model.layers import CausalMask, Dense, GatedMLP, RMSNorm, apply_rotary, attention, param, \
-    shared_prefix_attention
+from omni_jax.kernels import cpu_gemv
+from omni_jax.model.layers import CausalMask, Dense, GatedMLP, RMSNorm, apply_rotary, attention, pack_kernels, \
+    param, shared_prefix_attention
 
 KVCache = dict[str, jax.Array]
 
@@ -40,10 +41,12 @@ class TextAttention(nnx.Module):
         are written in place at [layer, :, cache_index] and attention reads the layer's whole
         cache. With `prefix` = (k, v: [B / share, P, K, H], share) — keys and values of a shared
         prompt, one per `share` consecutive rows — the keys are that prompt's followed by x's own
-        (S == P + T). With `prompt_cache` = (k, v: [L, B / G, P, K, H], valid: bool[B / G, P])
-        next to a cache (decoding candidates of shared prompts): the cache holds only each row's own
-        tokens and attention reads the prompt's keys once per G rows, then the row's cache (the
-        mask covers the cache only). Returns (out [B, T, D], cache, (k, v) of x's tokens after rotary).
+        (S == P + T). With `prompt_cache` = (k, v: [L, B / G, P, K, H], valid: bool[B / G, P],
+        heads_major) next to a cache (decoding candidates of shared prompts): the cache holds only
+        each row's own tokens and attention reads the prompt's keys once per G rows, then the row's
+        cache (the mask covers the cache only). heads_major (a Python bool): both caches are laid
+        out [L, ·, K, S, H] instead (see `shared_prefix_attention`). Caches may also be tuples of
+        one array per layer (decoding with unrolled layers, where `layer` is a Python int). Returns (out [B, T, D], cache, (k, v) of x's tokens after rotary).
         """
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
@@ -58,16 +61,26 @@ class TextAttention(nnx.Module):
                                                 ("batch", "length", "act_kv_heads", None))
             k = jnp.concatenate([rows(pk), k], axis=1)
             v = jnp.concatenate([rows(pv), v], axis=1)
+        heads_major = prompt_cache is not None and prompt_cache[3]
         if cache is not None:
             at = (layer, 0, cache_index, 0, 0)
-            cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k[None].astype(cache["k"].dtype), at),
-                     "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), at)}
+            if heads_major:  # [L, B, K, S, H]
+                at = (layer, 0, 0, cache_index, 0)
+                k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
+            if isinstance(cache["k"], tuple):  # one array per layer (unrolled decode): no slice copied
+                def put(c, new):
+                    return c[:layer] + (jax.lax.dynamic_update_slice(c[layer], new.astype(c[layer].dtype), at[1:]),) \
+                        + c[layer + 1:]
+            else:
+                def put(c, new):
+                    return jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype), at)
+            cache = {"k": put(cache["k"], k), "v": put(cache["v"], v)}
             k, v = cache["k"][layer], cache["v"][layer]
         q = parallel.constrain(q, ("batch", "length", "act_heads", None))
         if prompt_cache is not None:
-            pk, pv, p_valid = prompt_cache
+            pk, pv, p_valid, _ = prompt_cache
             out = shared_prefix_attention(q, pk[layer].astype(q.dtype), pv[layer].astype(q.dtype), p_valid,
-                                          k.astype(q.dtype), v.astype(q.dtype), mask)
+                                          k.astype(q.dtype), v.astype(q.dtype), mask, heads_major=heads_major)
             return self.o_proj(out.reshape(b, t, -1)), cache, new_kv
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, query_chunk=self.query_chunk,
                         key_chunk=self.key_chunk)
@@ -120,16 +133,33 @@ class TextModel(nnx.Module):
         self.layer_loop = layer_loop
         self.dtype = dtype
 
-    def unstacked_layers(self) -> tuple:
+    def unstacked_layers(self, packed: nnx.State | None = None) -> tuple:
         """(graphdef, [state of layer 0, layer 1, ...]): each layer's weights sliced off the stacks.
 
         For a decode loop: slice once before the loop and pass them as `layers=` on every step.
         Inside a `scan` over the stacked weights XLA:CPU copies each layer's weights out of the
         stack before every matmul, which doubles a memory-bound decode step's traffic.
+        packed: `packed_layer_state()` (the weight matrices packed as whole stacks for the CPU
+        decode kernel): each layer's state then names its matrix of those stacks (no copy per
+        layer) and only the small parameters (norms, biases) are sliced.
         """
         graphdef, layer_state = nnx.split(self.layers)
-        n_layers = jax.tree.leaves(layer_state)[0].shape[0]
-        return graphdef, [jax.tree.map(lambda a, i=i: a[i], layer_state) for i in range(n_layers)]
+        if packed is not None:
+            layer_state = packed
+        n_layers = jax.tree.leaves(nnx.split(self.layers)[1])[0].shape[0]
+
+        def layer(v, i):
+            value = v.get_value()
+            return v.replace(value.at_layer(i) if isinstance(value, cpu_gemv.PackedKernel) else value[i])
+
+        is_var = lambda v: isinstance(v, nnx.Variable)  # noqa: E731
+        return graphdef, [jax.tree.map(lambda v, i=i: layer(v, i), layer_state, is_leaf=is_var)
+                          for i in range(n_layers)]
+
+    def packed_layer_state(self) -> nnx.State:
+        """The stacked layers' state with every weight matrix packed for the CPU decode kernel
+        (`layers.pack_kernels`; a float32 copy of the decoder's weights)."""
+        return pack_kernels(nnx.split(self.layers)[1])
 
     def _run_layers(self, body, carry, layers: tuple | None):
         """carry through every layer: body(carry, (layer state, layer index)) -> (carry, None).

@@ -22,6 +22,7 @@ from omni_jax.model.audio import AudioEncoder
 from omni_jax.model.config import ThinkerConfig
 from omni_jax.model.inputs import ModelInputs, prepare_inputs
 from omni_jax.model.layers import Dense
+from omni_jax.kernels import cpu_gemv
 from omni_jax.model.rope import mrope_cos_sin
 from omni_jax.model.text import KVCache, TextModel, causal_mask
 from omni_jax.model.vision import VisionEncoder
@@ -78,8 +79,16 @@ class Thinker(nnx.Module):
         t = self.cfg.text
         return mrope_cos_sin(position_ids, t.kv_head_dim, t.rope_theta, t.mrope_section)
 
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """[..., D] → float32[..., vocab]."""
+    def packed_head(self) -> cpu_gemv.PackedKernel:
+        """The output projection [D, vocab] (lm_head, or the tied embedding) packed for `logits(head=)`."""
+        if self.lm_head is None:
+            return cpu_gemv.pack(self.model.embed_tokens.embedding[...], transposed=True)
+        return cpu_gemv.pack(self.lm_head.kernel[...])
+
+    def logits(self, hidden: jax.Array, head: cpu_gemv.PackedKernel | None = None) -> jax.Array:
+        """[..., D] → float32[..., vocab]; with `head` (from `packed_head()`) by the CPU decode kernel."""
+        if head is not None:
+            return cpu_gemv.matmul(hidden, head)
         out = self.model.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
         return out.astype(jnp.float32)
 

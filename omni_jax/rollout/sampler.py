@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from typing import Sequence
 
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 from flax import nnx, struct
 
 from omni_jax import parallel
+from omni_jax.kernels import cpu_gemv as _cpu_gemv
 from omni_jax.model.inputs import ModelInputs, prepare_inputs
 from omni_jax.model.text import causal_mask, init_cache
 from omni_jax.model.thinker import Thinker
@@ -154,19 +156,61 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int
     return cache, rep(logits), kv_valid, rep(next_pos), x
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+@functools.partial(jax.jit, static_argnums=0)
+def _pack_decoder(graphdef, state):
+    """The decoder's weights packed for the CPU decode kernel: (packed layer stacks, packed head)."""
+    model: Thinker = nnx.merge(graphdef, state)
+    return model.model.packed_layer_state(), model.packed_head()
+
+
+_PACKED: dict = {}  # the last packing: {"key", "refs" (weak references to its weights), "value"}
+
+
+def packed_decoder(graphdef, state):
+    """`_pack_decoder`, reused while the same weight arrays are passed again (evaluation loops,
+    benchmarks); a training step's new weights are packed again. Holds one packed copy at most."""
+    leaves = jax.tree.leaves(state)
+    key = (graphdef, tuple(id(a) for a in leaves))
+    if _PACKED.get("key") == key and all(r() is a for r, a in zip(_PACKED["refs"], leaves)):
+        return _PACKED["value"]
+    _PACKED.clear()
+    value = _pack_decoder(graphdef, state)
+    try:
+        refs = [weakref.ref(a) for a in leaves]
+    except TypeError:  # leaves that cannot be weakly referenced: do not cache
+        return value
+    _PACKED.update(key=key, refs=refs, value=value)
+    return value
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
 def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, ...], return_logits: bool,
-            unroll_layers: bool, state, prompt_cache, logits, prompt_valid, next_pos, rng, pad_id):
+            unroll_layers: bool, cpu_gemv: bool, state, packed, prompt_cache, logits, prompt_valid, next_pos, rng,
+            pad_id):
     """Decode from `_prefill`'s outputs: each run of candidates reads its prompt's cache (shared or
-    copied per candidate) and writes a cache of its own completion."""
+    copied per candidate) and writes a cache of its own completion. cpu_gemv: the decoder's weight
+    products by `omni_jax.kernels.cpu_gemv` on `packed` (from `packed_decoder`; None otherwise)."""
     model: Thinker = nnx.merge(graphdef, state)
     rows = logits.shape[0]
     dtype = prompt_cache["k"].dtype
     cache = {k: parallel.constrain(v, ("layers", "batch", "kv_length", "act_kv_heads", None))
              for k, v in init_cache(model.cfg.text, rows, max_new_tokens, dtype).items()}
-    shared = (prompt_cache["k"], prompt_cache["v"], prompt_valid)
+    # The CPU decode keeps both caches as one [rows, K, S, H] array per layer (the prompt's
+    # transposed and split once, here): its attention dots then read them in place, where XLA:CPU
+    # would otherwise copy each layer's slice, transposed, on every token.
+    heads_major = cpu_gemv
+    if heads_major:
+        cache = {k: tuple(jnp.swapaxes(v[i], 1, 2) for i in range(v.shape[0])) for k, v in cache.items()}
+        prompt_cache = {k: tuple(jnp.swapaxes(v[i], 1, 2) for i in range(v.shape[0]))
+                        for k, v in prompt_cache.items()}
+    shared = (prompt_cache["k"], prompt_cache["v"], prompt_valid, heads_major)
     # Sliced once, outside the loop (see TextModel.unstacked_layers).
-    layers = model.model.unstacked_layers() if unroll_layers else None
+    head = None
+    if cpu_gemv:
+        layer_state, head = packed
+        layers = model.model.unstacked_layers(packed=layer_state)
+    else:
+        layers = model.model.unstacked_layers() if unroll_layers else None
     eos_ids = jnp.asarray(eos if eos else (-1,), jnp.int32)
 
     def cond(s: _DecodeState):
@@ -189,7 +233,7 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, .
         q_index = jnp.full((rows, 1), s.step)
         hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, s.step, layers=layers,
                                             prompt_cache=shared)
-        return _DecodeState(s.step + 1, tokens, logprobs, done, model.logits(hidden[:, 0]), cache, kv_valid,
+        return _DecodeState(s.step + 1, tokens, logprobs, done, model.logits(hidden[:, 0], head), cache, kv_valid,
                             s.rng, all_logits)
 
     init = _DecodeState(
@@ -238,6 +282,7 @@ def generate(
     max_cache_length: int | None = None,
     return_logits: bool = False,
     unroll_layers: bool | None = None,
+    cpu_gemv: bool | None = None,
 ) -> RolloutOutput:
     """Sample `num_samples` completions for every prompt of `inputs` (HF processor kwargs or ModelInputs).
 
@@ -246,6 +291,10 @@ def generate(
     scan over the stacked weights; None: when the model's layer_loop is "unrolled" or on CPU,
     where the scan copies every layer's weights on every token (TPU fuses the slice into the
     matmul and keeps the smaller program).
+    cpu_gemv: the decode loop's weight products by the multi-threaded CPU kernel
+    (`omni_jax.kernels.cpu_gemv`, on a packed float32 copy of the decoder's weights, made once per
+    set of weights: kept while the same weight arrays come again, see `packed_decoder`); None:
+    when decoding on one CPU device in float32 and the kernel builds here.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -261,9 +310,14 @@ def generate(
     graphdef, state = nnx.split(model)
     rng = jax.random.key(seed) if isinstance(seed, int) else seed
     rules = rules or parallel.DEFAULT_RULES
+    devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
     if unroll_layers is None:
-        devices = mesh.devices.flat if mesh is not None else jax.devices()
         unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
+    if cpu_gemv is None:
+        cpu_gemv = _cpu_gemv.usable(devices, cfg.dtype)
+    elif cpu_gemv and not (len(devices) == 1 and devices[0].platform == "cpu" and _cpu_gemv.available()):
+        raise ValueError("cpu_gemv=True needs one CPU device and a kernel that builds here "
+                         f"(devices: {devices}; build error: {_cpu_gemv.build_error()})")
     ctx = parallel.use_mesh(mesh, rules) if mesh is not None else _nullcontext()
     with ctx:
         if mesh is not None:
@@ -275,7 +329,8 @@ def generate(
             graphdef, state, inputs, cache_dtype, num_samples, per_pass, share_cache)
         tokens, logprobs, mask, lengths, all_logits = _decode(
             graphdef, sampling, max_new_tokens, tuple(int(e) for e in eos_token_ids), return_logits,
-            bool(unroll_layers), state, cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))
+            bool(unroll_layers), bool(cpu_gemv), state, packed_decoder(graphdef, state) if cpu_gemv else None,
+            cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))
     return RolloutOutput(tokens, logprobs, mask, lengths, embeds, all_logits)
 
 

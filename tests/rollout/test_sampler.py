@@ -61,12 +61,14 @@ def _hf_greedy(hf, inputs, eos):
     return out[:, inputs["input_ids"].shape[1]:].numpy()
 
 
+@pytest.mark.parametrize("cpu_gemv", [True, False], ids=["CPU decode kernel", "XLA dot"])
 @pytest.mark.parametrize("kind", ["text, left padded batch", "video + audio"])
-def test_greedy_tokens_equal_transformers(pair, kind):
+def test_greedy_tokens_equal_transformers(pair, kind, cpu_gemv):
     hf, model, _ = pair
     inputs = _text_batch() if kind.startswith("text") else _video_audio()
     ref = _hf_greedy(hf, inputs, eos=149)
-    out = generate(model, inputs, max_new_tokens=M, temperature=0.0, eos_token_ids=[149], pad_token_id=th.PAD)
+    out = generate(model, inputs, max_new_tokens=M, temperature=0.0, eos_token_ids=[149], pad_token_id=th.PAD,
+                   cpu_gemv=cpu_gemv)
     got = np.asarray(out.tokens)
     mask = np.asarray(out.mask)
     # transformers pads after EOS with pad_token_id and may stop early; compare over our mask.
@@ -74,12 +76,13 @@ def test_greedy_tokens_equal_transformers(pair, kind):
     np.testing.assert_array_equal(np.where(mask, got, -1), np.where(mask, ref, -1))
 
 
-@pytest.mark.parametrize("unroll_layers", [True, False], ids=["layers unrolled (CPU default)", "layer scan (TPU)"])
-def test_cached_decode_logits_equal_full_forward(pair, unroll_layers):
+@pytest.mark.parametrize("unroll_layers,cpu_gemv", [(True, True), (True, False), (False, False)],
+                         ids=["CPU decode kernel (CPU default)", "layers unrolled, XLA dot", "layer scan (TPU)"])
+def test_cached_decode_logits_equal_full_forward(pair, unroll_layers, cpu_gemv):
     _, model, _ = pair
     inputs = _video_audio()
     out = generate(model, inputs, max_new_tokens=M, temperature=0.8, seed=3, return_logits=True,
-                   unroll_layers=unroll_layers)
+                   unroll_layers=unroll_layers, cpu_gemv=cpu_gemv)
     full = dict(inputs)
     full["input_ids"] = np.concatenate([inputs["input_ids"], np.asarray(out.tokens)], 1)
     full["attention_mask"] = np.concatenate([inputs["attention_mask"], np.asarray(out.mask)], 1)
@@ -89,6 +92,35 @@ def test_cached_decode_logits_equal_full_forward(pair, unroll_layers):
     diff = np.abs(logits[:, t - 1:t - 1 + M] - np.asarray(out.logits))[mask].max()
     print(f"cached decode ({'unrolled' if unroll_layers else 'scan'}) vs full forward: max|Δlogit| = {diff:.2e}")
     assert diff <= 1e-4
+
+
+def test_cpu_decode_kernel_is_the_default_on_one_cpu_device(pair, monkeypatch):
+    _, model, _ = pair
+    seen, real = [], sampler._decode
+    monkeypatch.setattr(sampler, "_decode", lambda *a: seen.append(a[6]) or real(*a))  # a[6]: cpu_gemv
+    generate(model, _text_batch(), max_new_tokens=M, temperature=0.0)
+    monkeypatch.setenv("OMNI_JAX_CPU_GEMV", "0")
+    generate(model, _text_batch(), max_new_tokens=M, temperature=0.0)
+    assert seen == [True, False]
+
+
+def test_packed_weights_are_reused_only_while_the_weights_are_the_same(pair, monkeypatch):
+    _, model, path = pair
+    model = omni_jax.load_thinker(path, progress=False)  # a copy of our own: its weights change below
+    packs, real = [], sampler._pack_decoder
+    monkeypatch.setattr(sampler, "_pack_decoder", lambda *a: packs.append(1) or real(*a))
+    inputs = _text_batch()
+    first = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_gemv=True).tokens)
+    again = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_gemv=True).tokens)
+    assert len(packs) == 1 and np.array_equal(first, again)
+    # New weights (as after a train step): packed again, and the tokens follow the new weights.
+    layer_mlp = model.model.layers.mlp.down_proj.kernel
+    layer_mlp[...] = layer_mlp[...] * 3.0
+    changed = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_gemv=True).tokens)
+    want = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_gemv=False).tokens)
+    assert len(packs) == 2
+    np.testing.assert_array_equal(changed, want)
+    assert not np.array_equal(changed, first)
 
 
 def test_completion_mask_stops_after_first_eos(pair):
