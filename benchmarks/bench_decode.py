@@ -39,20 +39,29 @@ def bandwidth_floor(nbytes: int) -> float:
     return best
 
 
-def matmul_seconds(shapes, batch: int, repeat: int = 20) -> tuple[float, float]:
-    """One decode step's weight matmuls alone ([batch, k] @ [k, n] for each (k, n, count)): (jax, torch) s."""
+def matmul_seconds(shapes, batch: int, repeat: int = 20) -> tuple[float, float, float | None]:
+    """One decode step's weight matmuls alone ([batch, k] @ [k, n] for each (k, n, count)):
+    (XLA's dot, torch, omni_jax's CPU decode kernel on packed weights or None where it does not build) s."""
     import jax
     import jax.numpy as jnp
     import torch
 
+    from omni_jax.kernels import cpu_gemv
+
     rng = np.random.default_rng(0)
     out = []
-    for lib in ("jax", "torch"):
+    for lib in ("jax", "torch", "kernel"):
+        if lib == "kernel" and not cpu_gemv.available():
+            out.append(None)
+            continue
         total = 0.0
         for k, n, count in shapes:
             x, w = rng.standard_normal((batch, k), np.float32), rng.standard_normal((k, n), np.float32)
             if lib == "jax":
                 f, x, w = jax.jit(jnp.matmul), jnp.asarray(x), jnp.asarray(w)
+                call = lambda: f(x, w).block_until_ready()  # noqa: E731
+            elif lib == "kernel":
+                f, x, w = jax.jit(cpu_gemv.matmul), jnp.asarray(x), jax.jit(cpu_gemv.pack)(jnp.asarray(w))
                 call = lambda: f(x, w).block_until_ready()  # noqa: E731
             else:
                 x, w = torch.from_numpy(x), torch.from_numpy(w)
@@ -63,7 +72,7 @@ def matmul_seconds(shapes, batch: int, repeat: int = 20) -> tuple[float, float]:
                 call()
             total += (time.perf_counter() - t0) / repeat * count
         out.append(total)
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 def main():
@@ -72,6 +81,10 @@ def main():
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--new_short", type=int, default=16,
+                    help="a second, shorter run of each system: (time(new) - time(new_short)) / (new - new_short) "
+                         "is the decode step alone (prefill and per-call costs cancel)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each system (median reported)")
     args = ap.parse_args()
 
     import jax
@@ -91,26 +104,37 @@ def main():
     ids = rng.integers(0, config["audio_token_index"], size=(args.batch, args.prompt))
     mask = np.ones_like(ids)
 
-    def run_ours():
-        out = generate(ours, dict(input_ids=ids, attention_mask=mask), max_new_tokens=args.new, temperature=0.0)
+    from omni_jax.kernels import cpu_gemv
+
+    def run_ours(kernel, new=args.new):
+        out = generate(ours, dict(input_ids=ids, attention_mask=mask), max_new_tokens=new, temperature=0.0,
+                       cpu_gemv=kernel)
         return np.asarray(jax.block_until_ready(out.tokens))
 
-    run_ours()  # compile
-    t0 = time.perf_counter()
-    ours_tokens = run_ours()
-    ours_s = time.perf_counter() - t0
+    def timed(fn, *a):
+        fn(*a)  # compile / warm up
+        times, result = [], None
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            result = fn(*a)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times)), result
+
+    kernel = cpu_gemv.usable([jax.devices()[0]], args.dtype)
+    xla_s, xla_tokens = timed(run_ours, False)
+    ours_s, ours_tokens = timed(run_ours, True) if kernel else (xla_s, xla_tokens)
+    xla_short, _ = timed(run_ours, False, args.new_short)
+    ours_short, _ = timed(run_ours, True, args.new_short) if kernel else (xla_short, None)
 
     t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
 
-    def run_hf():
+    def run_hf(new=args.new):
         with torch.no_grad():
-            return hf.generate(input_ids=t_ids, attention_mask=t_mask, max_new_tokens=args.new, min_new_tokens=args.new,
+            return hf.generate(input_ids=t_ids, attention_mask=t_mask, max_new_tokens=new, min_new_tokens=new,
                                do_sample=False, eos_token_id=None, pad_token_id=0)[:, args.prompt:].numpy()
 
-    run_hf()  # warm up
-    t0 = time.perf_counter()
-    hf_tokens = run_hf()
-    hf_s = time.perf_counter() - t0
+    hf_s, hf_tokens = timed(run_hf)
+    hf_short, _ = timed(run_hf, args.new_short)
 
     decode_params = sum(p.numel() for n, p in hf.named_parameters()
                         if n.startswith(("model.layers", "model.norm", "lm_head")))
@@ -118,26 +142,45 @@ def main():
     floor_step = bandwidth_floor(decode_params * itemsize)
     n_tok = args.batch * args.new
     agree = float((ours_tokens == hf_tokens).mean())
+    agree_xla = float((xla_tokens == hf_tokens).mean())
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}; {args.dtype}")
     print(f"batch {args.batch}, prompt {args.prompt}, {args.new} new tokens; weights read per step "
           f"{decode_params * itemsize / 1e6:.0f} MB")
     print("| system | seconds | tokens/s | vs transformers |")
     print("|---|---|---|---|")
     print(f"| transformers generate (greedy) | {hf_s:.2f} | {n_tok / hf_s:,.0f} | 1.00x |")
-    print(f"| omni_jax generate (greedy) | {ours_s:.2f} | {n_tok / ours_s:,.0f} | {hf_s / ours_s:.2f}x |")
+    print(f"| omni_jax generate, XLA's dot (cpu_gemv=False) | {xla_s:.2f} | {n_tok / xla_s:,.0f} | "
+          f"{hf_s / xla_s:.2f}x |")
+    if kernel:
+        print(f"| omni_jax generate, default (CPU decode kernel, {cpu_gemv.threads()} threads) | {ours_s:.2f} | "
+              f"{n_tok / ours_s:,.0f} | {hf_s / ours_s:.2f}x |")
+    else:
+        print(f"| omni_jax generate, default (CPU decode kernel unavailable: {cpu_gemv.build_error()}) | | | |")
     print(f"| weight-bytes / bandwidth floor | {floor_step * args.new:.2f} | {n_tok / (floor_step * args.new):,.0f} | "
           f"{hf_s / (floor_step * args.new):.2f}x |")
-    print(f"greedy tokens identical: {agree:.1%}")
+    steps = args.new - args.new_short
+    step = {name: (long - short) / steps for name, long, short in
+            (("hf", hf_s, hf_short), ("xla", xla_s, xla_short), ("ours", ours_s, ours_short))}
+    print(f"decode step alone ((time({args.new}) - time({args.new_short})) / {steps}): transformers "
+          f"{step['hf'] * 1e3:.1f} ms ({args.batch / step['hf']:,.0f} tok/s); omni_jax, XLA's dot {step['xla'] * 1e3:.1f} "
+          f"ms ({step['hf'] / step['xla']:.2f}x); omni_jax default {step['ours'] * 1e3:.1f} ms "
+          f"({step['hf'] / step['ours']:.2f}x); floor {floor_step * 1e3:.1f} ms ({step['hf'] / floor_step:.2f}x)")
+    print(f"per call besides the steps (prefill, packing): transformers {(hf_s - args.new * step['hf']) * 1e3:.0f} ms, "
+          f"omni_jax XLA's dot {(xla_s - args.new * step['xla']) * 1e3:.0f} ms, default "
+          f"{(ours_s - args.new * step['ours']) * 1e3:.0f} ms")
+    print(f"greedy tokens identical to transformers: {agree:.1%} (default), {agree_xla:.1%} (XLA's dot); "
+          f"median of {args.repeats} timed runs each")
     t = config["text_config"]
     d, f, v = t["hidden_size"], t["intermediate_size"], t["vocab_size"]
     kv = t["num_key_value_heads"] * d // t["num_attention_heads"]
     layers = t["num_hidden_layers"]
     shapes = [(d, d, 2 * layers), (d, kv, 2 * layers), (d, f, 2 * layers), (f, d, layers), (d, v, 1)]
-    jax_mm, torch_mm = matmul_seconds(shapes, args.batch)
-    print(f"one step's weight matmuls alone ([{args.batch}, k] @ [k, n], one jitted dot each, summed): "
-          f"jax {jax_mm * 1e3:.1f} ms, torch {torch_mm * 1e3:.1f} ms; decode step: omni_jax "
-          f"{ours_s / args.new * 1e3:.1f} ms, transformers {hf_s / args.new * 1e3:.1f} ms, "
-          f"floor {floor_step * 1e3:.1f} ms")
+    jax_mm, torch_mm, kernel_mm = matmul_seconds(shapes, args.batch)
+    print(f"one step's weight matmuls alone ([{args.batch}, k] @ [k, n], one jitted call each, summed): "
+          f"XLA's dot {jax_mm * 1e3:.1f} ms, torch {torch_mm * 1e3:.1f} ms"
+          + (f", CPU decode kernel {kernel_mm * 1e3:.1f} ms" if kernel_mm is not None else "")
+          + f"; decode step: omni_jax {ours_s / args.new * 1e3:.1f} ms (XLA's dot {xla_s / args.new * 1e3:.1f} ms), "
+          f"transformers {hf_s / args.new * 1e3:.1f} ms, floor {floor_step * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":
