@@ -46,7 +46,8 @@ class TextAttention(nnx.Module):
         each row's own tokens and attention reads the prompt's keys once per G rows, then the row's
         cache (the mask covers the cache only). heads_major (a Python bool): both caches are laid
         out [L, ·, K, S, H] instead (see `shared_prefix_attention`). Caches may also be tuples of
-        one array per layer (decoding with unrolled layers, where `layer` is a Python int). Returns (out [B, T, D], cache, (k, v) of x's tokens after rotary).
+        one array per layer (decoding with unrolled layers, where `layer` is a Python int).
+        Returns (out [B, T, D], cache, (k, v) of x's tokens after rotary).
         """
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
