@@ -13,6 +13,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -55,8 +56,16 @@ inline void tile(const float* __restrict xt, const float* __restrict w, int64_t 
 // A pool of persistent workers; run(n, fn) calls fn(0..n-1), fn(0) on the calling thread.
 class Pool {
  public:
-  explicit Pool(int threads) : threads_(threads) {
-    for (int i = 1; i < threads_; ++i) std::thread([this, i] { Work(i); }).detach();
+  explicit Pool(int threads) : threads_(1) {
+    // Workers that cannot be started (thread limits) leave a smaller pool, never an exception.
+    for (int i = 1; i < threads; ++i) {
+      try {
+        std::thread([this, i] { Work(i); }).detach();
+      } catch (const std::system_error&) {
+        break;
+      }
+      threads_ = i + 1;
+    }
   }
   int threads() const { return threads_; }
   // Returns false (and runs nothing) when another call holds the pool: the caller then works alone.
@@ -95,7 +104,7 @@ class Pool {
     }
   }
 
-  const int threads_;
+  int threads_;  // set while the workers start, fixed after
   std::mutex busy_, mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};

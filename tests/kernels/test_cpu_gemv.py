@@ -143,8 +143,14 @@ def test_a_compiler_failure_leaves_xla_in_place(tmp_path):
 BUILDS_ONCE = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
+    import jax, numpy as np
     from omni_jax.kernels import cpu_gemv
     assert cpu_gemv.available(), cpu_gemv.build_error()
+    assert cpu_gemv.threads() == 3  # $OMNI_JAX_GEMV_THREADS, more threads than this machine's cores
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((9, 300)).astype(np.float32), rng.standard_normal((300, 1000)).astype(np.float32)
+    y = jax.jit(lambda x, w: cpu_gemv.matmul(x, cpu_gemv.pack(w)))(x, w)
+    assert np.abs(np.asarray(y) - x.astype(np.float64) @ w).max() < 1e-3
     print(cpu_gemv._library_path()[0])
 """)
 
