@@ -53,7 +53,7 @@ inline void tile(const float* __restrict xt, const float* __restrict w, int64_t 
   }
 }
 
-// A pool of persistent workers; run(n, fn) calls fn(0..n-1), fn(0) on the calling thread.
+// A pool of persistent workers; TryRun(fn) calls fn(0..threads-1), fn(0) on the calling thread.
 class Pool {
  public:
   explicit Pool(int threads) : threads_(1) {
