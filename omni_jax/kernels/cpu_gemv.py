@@ -173,15 +173,19 @@ def threads() -> int:
     return int(load().omni_jax_gemv_threads())
 
 
-def usable(devices, dtype) -> bool:
-    """Whether a decode on `devices` (one CPU device) in compute `dtype` (float32) should use the kernel.
-
-    `$OMNI_JAX_CPU_GEMV=0` turns it off. On several devices the product is sharded by XLA, which
-    cannot partition a custom call, and its own threads would compete with the device threads.
-    """
+def why_not(devices) -> str | None:
+    """Why the kernel cannot run a decode on `devices` (None when it can: one CPU device and a
+    library that builds). On several devices the product is sharded by XLA, which cannot partition
+    a custom call, and the kernel's own threads would compete with the device threads."""
     devices = list(devices)
-    if os.environ.get("OMNI_JAX_CPU_GEMV", "1") == "0":
+    if len(devices) != 1 or devices[0].platform != "cpu":
+        return f"it runs on one CPU device, not {devices}"
+    return None if available() else f"it does not build here: {build_error()}"
+
+
+def usable(devices, dtype) -> bool:
+    """Whether a decode on `devices` in compute `dtype` should use the kernel by default: float32,
+    `why_not(devices)` is None, and `$OMNI_JAX_CPU_GEMV` is not 0."""
+    if os.environ.get("OMNI_JAX_CPU_GEMV", "1") == "0" or jnp.dtype(dtype) != jnp.float32:
         return False
-    if len(devices) != 1 or devices[0].platform != "cpu" or jnp.dtype(dtype) != jnp.float32:
-        return False
-    return available()
+    return why_not(devices) is None

@@ -145,9 +145,9 @@ class TextModel(nnx.Module):
         layer) and only the small parameters (norms, biases) are sliced.
         """
         graphdef, layer_state = nnx.split(self.layers)
+        n_layers = jax.tree.leaves(layer_state)[0].shape[0]
         if packed is not None:
             layer_state = packed
-        n_layers = jax.tree.leaves(nnx.split(self.layers)[1])[0].shape[0]
 
         def layer(v, i):
             value = v.get_value()

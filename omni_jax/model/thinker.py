@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from omni_jax.kernels import cpu_gemv
 from omni_jax.model.audio import AudioEncoder
 from omni_jax.model.config import ThinkerConfig
 from omni_jax.model.inputs import ModelInputs, prepare_inputs
 from omni_jax.model.layers import Dense
-from omni_jax.kernels import cpu_gemv
 from omni_jax.model.rope import mrope_cos_sin
 from omni_jax.model.text import KVCache, TextModel, causal_mask
 from omni_jax.model.vision import VisionEncoder

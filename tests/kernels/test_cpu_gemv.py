@@ -174,5 +174,6 @@ def test_usable_only_for_float32_on_one_cpu_device(monkeypatch):
     assert cpu_gemv.usable([cpu], "float32")
     assert not cpu_gemv.usable([cpu], jnp.bfloat16)
     assert not cpu_gemv.usable([cpu, cpu], "float32")  # a mesh of several devices: XLA shards the dot
+    assert "one CPU device" in cpu_gemv.why_not([cpu, cpu]) and cpu_gemv.why_not([cpu]) is None
     monkeypatch.setenv("OMNI_JAX_CPU_GEMV", "0")
     assert not cpu_gemv.usable([cpu], "float32")
