@@ -1,23 +1,25 @@
-"""A multi-threaded CPU matrix product for decode steps, as an XLA FFI custom call.
+"""CPU decode kernels as XLA FFI custom calls: a decode step that streams the weights once.
 
 A decode step multiplies a few rows of activations by every weight matrix of the decoder: it reads
 each weight once and is bound by memory bandwidth. XLA:CPU runs such a `[8, k] @ [k, n]` dot on
 one thread, at one core's share of the bandwidth (measured: 5.6 to 7.4 GB/s where a 2-thread
-streaming read does 16.5; benchmarks/RESULTS.md). `cpu_gemv.cc` streams weights packed into
-32-column strips on a persistent thread pool instead.
+streaming read does 16.5; benchmarks/RESULTS.md), and the ~25 small ops around each layer's dots
+cost as much again. `cpu_gemv.cc` streams weights packed into 32-column strips instead, on the
+calling thread and helpers it schedules on XLA's own intra-op thread pool (no thread of its own).
 
 Use: `pack(w)` a [K, N] weight, or a stack [L, K, N] of them (one per decoder layer), once (outside
 the decode loop) into a `PackedKernel` [L, ceil(N / 32), K, 32]; `matmul(x, packed.at_layer(i))`
 then computes x @ w[i] in float32 for any number of rows, reading layer i in place (no slice is
-copied). `Dense` layers whose kernel holds a `PackedKernel` call it (`TextModel.unstacked_layers(
-pack=True)`; `omni_jax.rollout.sampler` packs a copy of the decoder's weights per `generate` call
-on a single CPU device).
+copied), and `decoder_layer(...)` runs a whole Qwen2 decoder layer for one new token per row in
+one call (norms, q/k/v, rotary, attention over the prompt's and the row's own cache, o, SwiGLU).
+`omni_jax.rollout.sampler` decodes that way on a single CPU device in float32 (see
+`TextModel.decode_token_cpu`), packing a copy of the decoder's weights once per set of weights.
 
 The library is compiled on first use with the system's C++ compiler (`$CXX`, default g++, with
 -O3 -march=native) against jaxlib's FFI headers, and cached under `$OMNI_JAX_KERNEL_CACHE`
 (default ~/.cache/omni_jax/kernels), keyed by the source, compiler, flags, jax version and CPU.
 Where it cannot be built, `available()` is False (the reason is logged once) and callers keep
-XLA's dot. Threads: `$OMNI_JAX_GEMV_THREADS` (default: every core).
+XLA's ops.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 SOURCE = pathlib.Path(__file__).with_name("cpu_gemv.cc")
 TARGET = "omni_jax_packed_gemv_f32"
 PACK_TARGET = "omni_jax_pack_f32"
+LAYER_TARGET = "omni_jax_decoder_layer_f32"
 STRIP = 32
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 
@@ -99,6 +102,42 @@ def matmul(x: jax.Array, w: PackedKernel) -> jax.Array:
     return call(x2, w.data, layer=np.int64(w.layer)).reshape(*lead, n)
 
 
+def decoder_layer(x: jax.Array, cos: jax.Array, sin: jax.Array, *, input_norm: jax.Array,
+                  q: tuple[PackedKernel, jax.Array], k: tuple[PackedKernel, jax.Array],
+                  v: tuple[PackedKernel, jax.Array], o: PackedKernel, post_norm: jax.Array, gate: PackedKernel,
+                  up: PackedKernel, down: PackedKernel, prompt: tuple[jax.Array, jax.Array, jax.Array],
+                  cache: tuple[jax.Array, jax.Array], step: jax.Array, eps: float):
+    """One Qwen2 decoder layer for one new token per row, in one custom call (float32).
+
+    x: [R, D], the rows' hidden states; cos, sin: [R, H], the token's rotary tables; input_norm,
+    post_norm: the RMSNorm weights [D]; q, k, v: (packed weight, bias); o, gate, up, down: packed
+    weights (all of the same layer of their stacks). prompt: (keys, values: [P, K, T, H], valid:
+    bool[P, T]), the prompts' cache, rows r·G … r·G+G-1 continuing prompt r (G = R / P); cache:
+    (keys, values: [R, K, S, H]), the rows' own cache, positions < `step` (an int32 scalar) written.
+    The token attends to its prompt's valid keys, its own cache's first `step` keys and itself,
+    in that order, with one softmax. Returns (x after the layer [R, D], the token's key after
+    rotary and its value [R, K, H]) for the caller to write at position `step` of the cache.
+    """
+    load()
+    r, d = x.shape
+    pk, pv, p_valid = prompt
+    ck, cv = cache
+    kvh, h = pk.shape[1], pk.shape[3]
+    layers = {w.layer for w in (q[0], k[0], v[0], o, gate, up, down)}
+    if len(layers) != 1:
+        raise ValueError(f"decoder_layer: the packed weights name different layers {sorted(layers)}")
+    if ck.shape[:2] != (r, kvh) or ck.shape[3] != h or cv.shape != ck.shape or pv.shape != pk.shape:
+        raise ValueError(f"decoder_layer: caches {ck.shape} / {pk.shape} do not fit x {x.shape}")
+    f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
+    out = (jax.ShapeDtypeStruct((r, d), jnp.float32), jax.ShapeDtypeStruct((r, kvh, h), jnp.float32),
+           jax.ShapeDtypeStruct((r, kvh, h), jnp.float32))
+    call = jax.ffi.ffi_call(LAYER_TARGET, out, vmap_method="sequential")
+    return call(f32(x), f32(cos), f32(sin), f32(input_norm), q[0].data, f32(q[1]), k[0].data, f32(k[1]), v[0].data,
+                f32(v[1]), o.data, f32(post_norm), gate.data, up.data, down.data, f32(pk), f32(pv),
+                p_valid.astype(bool), f32(ck), f32(cv), jnp.asarray(step, jnp.int32), layer=np.int64(layers.pop()),
+                eps=np.float32(eps))
+
+
 def _cpu_id() -> str:
     """The CPU's model and feature flags (the library is built with -march=native)."""
     try:
@@ -143,7 +182,7 @@ def load() -> ctypes.CDLL:
         lib = ctypes.cdll.LoadLibrary(str(path))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.OmniJaxPackedGemvF32), platform="cpu")
         jax.ffi.register_ffi_target(PACK_TARGET, jax.ffi.pycapsule(lib.OmniJaxPackF32), platform="cpu")
-        lib.omni_jax_gemv_threads.restype = ctypes.c_int
+        jax.ffi.register_ffi_target(LAYER_TARGET, jax.ffi.pycapsule(lib.OmniJaxDecoderLayerF32), platform="cpu")
         _state["lib"] = lib
         return lib
 
@@ -166,11 +205,6 @@ def available() -> bool:
 def build_error() -> str | None:
     """Why the kernel could not be built or loaded (None if it was, or was not tried)."""
     return _state.get("error")
-
-
-def threads() -> int:
-    """Threads the kernel's pool uses (starts the pool)."""
-    return int(load().omni_jax_gemv_threads())
 
 
 def why_not(devices) -> str | None:

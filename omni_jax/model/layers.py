@@ -47,9 +47,6 @@ class Dense(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if isinstance(self.kernel.get_value(), cpu_gemv.PackedKernel):  # a decode copy (see pack_kernels)
-            y = cpu_gemv.matmul(x, self.kernel.get_value()).astype(self.dtype)
-            return y if self.bias is None else y + self.bias[...].astype(self.dtype)
         kernel = self.kernel[...].astype(self.dtype)
         if self.bias is None:
             return linear(x.astype(self.dtype), kernel)
@@ -58,8 +55,9 @@ class Dense(nnx.Module):
 
 def pack_kernels(state: nnx.State) -> nnx.State:
     """A copy of `state` whose `kernel` parameters ([K, N], or stacks [L, K, N]) are packed for the
-    CPU decode kernel (`cpu_gemv.PackedKernel`, float32). `Dense` and `GatedMLP` then multiply with
-    that kernel. Inference only (no gradient through it); pack once, before a decode loop.
+    CPU decode kernel (`cpu_gemv.PackedKernel`, float32), as `cpu_gemv.decoder_layer` reads them.
+    A module merged with it is only a container of those weights (its layers cannot run on them).
+    Inference only; pack once, before a decode loop.
     """
     def one(path, v):
         if isinstance(v, nnx.Param) and path[-1] == jax.tree_util.DictKey("kernel") and v.get_value().ndim in (2, 3):
@@ -155,8 +153,7 @@ class GatedMLP(nnx.Module):
         self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        packed = isinstance(self.gate_proj.kernel.get_value(), cpu_gemv.PackedKernel)
-        if self.act == "silu" and self.gate_proj.bias is None and not packed:  # the text decoder's MLP
+        if self.act == "silu" and self.gate_proj.bias is None:  # the text decoder's MLP
             dtype = self.gate_proj.dtype
             return swiglu(x.astype(dtype), *(p.kernel[...].astype(dtype)
                                              for p in (self.gate_proj, self.up_proj, self.down_proj)))
@@ -303,7 +300,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask, *, query_chunk: in
 
 
 def shared_prefix_attention(q: jax.Array, pk: jax.Array, pv: jax.Array, p_valid: jax.Array, k: jax.Array,
-                            v: jax.Array, mask: "CausalMask", heads_major: bool = False) -> jax.Array:
+                            v: jax.Array, mask: "CausalMask") -> jax.Array:
     """Attention over a prompt shared by runs of rows, then each row's own keys (decoding N candidates).
 
     q: [N, T, heads, H] with N = B·G: rows i·G … i·G+G-1 continue prompt i; pk, pv: [B, P, K, H],
@@ -311,37 +308,21 @@ def shared_prefix_attention(q: jax.Array, pk: jax.Array, pv: jax.Array, p_valid:
     k, v: [N, S, K, H], each row's own keys (its completion so far); mask: a CausalMask over those
     S keys. Every prompt key comes before every own key. The same result as `attention` over the
     concatenation [prompt, own] (one softmax over both, in float32). Returns [N, T, heads, H].
-    heads_major: pk, pv are [B, K, P, H] and k, v [N, K, S, H] (the CPU decode's cache layout: the
-    dots then read the caches as they lie, where [·, S, K, H] makes XLA:CPU transpose every
-    layer's cache on every token).
     """
     n, t, heads, h = q.shape
-    b, kvh = pk.shape[0], pk.shape[1 if heads_major else 2]
+    b, kvh = pk.shape[0], pk.shape[2]
     g, grp = n // b, heads // kvh
     scale = h ** -0.5
     low = jnp.finfo(jnp.float32).min
-    pk_s, k_s = ("bkph", "nksh") if heads_major else ("bpkh", "nskh")
     qg = q.reshape(b, g, t, kvh, grp, h)
-    lp = jnp.einsum(f"brtkgh,{pk_s}->brkgtp", qg, pk, preferred_element_type=jnp.float32) * scale
+    lp = jnp.einsum("brtkgh,bpkh->brkgtp", qg, pk, preferred_element_type=jnp.float32) * scale
     lp = jnp.where(p_valid[:, None, None, None, None, :], lp, low).reshape(n, kvh, grp, t, -1)
-    lc = jnp.einsum(f"ntkgh,{k_s}->nkgts", q.reshape(n, t, kvh, grp, h), k, preferred_element_type=jnp.float32) * scale
+    lc = jnp.einsum("ntkgh,nskh->nkgts", q.reshape(n, t, kvh, grp, h), k, preferred_element_type=jnp.float32) * scale
     lc = jnp.where(mask.block(mask.q_index)[:, None, None], lc, low)
     top = jnp.maximum(lp.max(-1, keepdims=True), lc.max(-1, keepdims=True))
     ep, ec = jnp.exp(lp - top), jnp.exp(lc - top)
     denom = ep.sum(-1, keepdims=True) + ec.sum(-1, keepdims=True)
     pp, pc = (ep / denom).astype(v.dtype), (ec / denom).astype(v.dtype)
-    if heads_major:
-        # Batched [rows, keys] @ [keys, H] products with the caches as the right-hand side, as they
-        # lie (an einsum let XLA:CPU put the cache on the left, contracting its middle axis, which
-        # its fast dot path does not take).
-        def weigh(probs, vals):  # probs [B', K, X, S], vals [B', K, S, H] -> [B', K, X, H]
-            return jax.lax.dot_general(probs, vals, (((3,), (2,)), ((0, 1), (0, 1))))
-
-        pp = pp.reshape(b, g, kvh, grp * t, -1).transpose(0, 2, 1, 3, 4).reshape(b, kvh, g * grp * t, -1)
-        out = weigh(pp, pv).reshape(b, kvh, g, grp, t, h).transpose(0, 2, 4, 1, 3, 5).reshape(n, t, kvh, grp, h)
-        own = weigh(pc.reshape(n, kvh, grp * t, -1), v).reshape(n, kvh, grp, t, h).transpose(0, 3, 1, 2, 4)
-        out = out + own
-    else:
-        out = jnp.einsum("brkgtp,bpkh->brtkgh", pp.reshape(b, g, kvh, grp, t, -1), pv).reshape(n, t, kvh, grp, h)
-        out = out + jnp.einsum("nkgts,nskh->ntkgh", pc, v)
+    out = jnp.einsum("brkgtp,bpkh->brtkgh", pp.reshape(b, g, kvh, grp, t, -1), pv).reshape(n, t, kvh, grp, h)
+    out = out + jnp.einsum("nkgts,nskh->ntkgh", pc, v)
     return out.reshape(n, t, heads, h)

@@ -41,13 +41,10 @@ class TextAttention(nnx.Module):
         are written in place at [layer, :, cache_index] and attention reads the layer's whole
         cache. With `prefix` = (k, v: [B / share, P, K, H], share) — keys and values of a shared
         prompt, one per `share` consecutive rows — the keys are that prompt's followed by x's own
-        (S == P + T). With `prompt_cache` = (k, v: [L, B / G, P, K, H], valid: bool[B / G, P],
-        heads_major) next to a cache (decoding candidates of shared prompts): the cache holds only
-        each row's own tokens and attention reads the prompt's keys once per G rows, then the row's
-        cache (the mask covers the cache only). heads_major (a Python bool): both caches are laid
-        out [L, ·, K, S, H] instead (see `shared_prefix_attention`). Caches may also be tuples of
-        one array per layer (decoding with unrolled layers, where `layer` is a Python int).
-        Returns (out [B, T, D], cache, (k, v) of x's tokens after rotary).
+        (S == P + T). With `prompt_cache` = (k, v: [L, B / G, P, K, H], valid: bool[B / G, P])
+        next to a cache (decoding candidates of shared prompts): the cache holds only each row's own
+        tokens and attention reads the prompt's keys once per G rows, then the row's cache (the
+        mask covers the cache only). Returns (out [B, T, D], cache, (k, v) of x's tokens after rotary).
         """
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
@@ -62,26 +59,16 @@ class TextAttention(nnx.Module):
                                                 ("batch", "length", "act_kv_heads", None))
             k = jnp.concatenate([rows(pk), k], axis=1)
             v = jnp.concatenate([rows(pv), v], axis=1)
-        heads_major = prompt_cache is not None and prompt_cache[3]
         if cache is not None:
             at = (layer, 0, cache_index, 0, 0)
-            if heads_major:  # [L, B, K, S, H]
-                at = (layer, 0, 0, cache_index, 0)
-                k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
-            if isinstance(cache["k"], tuple):  # one array per layer (unrolled decode): no slice copied
-                def put(c, new):
-                    return c[:layer] + (jax.lax.dynamic_update_slice(c[layer], new.astype(c[layer].dtype), at[1:]),) \
-                        + c[layer + 1:]
-            else:
-                def put(c, new):
-                    return jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype), at)
-            cache = {"k": put(cache["k"], k), "v": put(cache["v"], v)}
+            cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k[None].astype(cache["k"].dtype), at),
+                     "v": jax.lax.dynamic_update_slice(cache["v"], v[None].astype(cache["v"].dtype), at)}
             k, v = cache["k"][layer], cache["v"][layer]
         q = parallel.constrain(q, ("batch", "length", "act_heads", None))
         if prompt_cache is not None:
-            pk, pv, p_valid, _ = prompt_cache
+            pk, pv, p_valid = prompt_cache
             out = shared_prefix_attention(q, pk[layer].astype(q.dtype), pv[layer].astype(q.dtype), p_valid,
-                                          k.astype(q.dtype), v.astype(q.dtype), mask, heads_major=heads_major)
+                                          k.astype(q.dtype), v.astype(q.dtype), mask)
             return self.o_proj(out.reshape(b, t, -1)), cache, new_kv
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, query_chunk=self.query_chunk,
                         key_chunk=self.key_chunk)
@@ -207,6 +194,36 @@ class TextModel(nnx.Module):
         x = parallel.constrain(inputs_embeds.astype(self.dtype), ("batch", "length", "act_embed"))
         x, cache = self._run_layers(body, (x, cache), layers)
         return self.norm(x), cache
+
+    def decode_token_cpu(self, x, cos, sin, layers: tuple, prompt_cache: tuple, cache: KVCache, step):
+        """One new token per row through every layer, each layer one fused CPU custom call
+        (`cpu_gemv.decoder_layer`: norms, q/k/v, rotary, attention, o, MLP; float32).
+
+        x: [R, D] the tokens' embeddings; cos, sin: [R, H]; layers: `unstacked_layers(packed=
+        packed_layer_state())`; prompt_cache: (k, v: tuples of one [P, K, T, H] per layer, valid:
+        bool[P, T]), rows r·G … r·G+G-1 continuing prompt r; cache: {"k", "v": tuples of one
+        [R, K, S, H] per layer}, the rows' own tokens, positions < `step` written (all rows advance
+        together). Returns (hidden [R, D] after the final norm, the cache with this token at `step`).
+        """
+        graphdef, states = layers
+        pk, pv, p_valid = prompt_cache
+        ks, vs = list(cache["k"]), list(cache["v"])
+        x = x.astype(jnp.float32)
+        for i, state in enumerate(states):
+            layer: DecoderLayer = nnx.merge(graphdef, state)
+            att, mlp = layer.self_attn, layer.mlp
+            x, k_new, v_new = cpu_gemv.decoder_layer(
+                x, cos, sin, input_norm=layer.input_layernorm.weight[...],
+                q=(att.q_proj.kernel.get_value(), att.q_proj.bias[...]),
+                k=(att.k_proj.kernel.get_value(), att.k_proj.bias[...]),
+                v=(att.v_proj.kernel.get_value(), att.v_proj.bias[...]), o=att.o_proj.kernel.get_value(),
+                post_norm=layer.post_attention_layernorm.weight[...], gate=mlp.gate_proj.kernel.get_value(),
+                up=mlp.up_proj.kernel.get_value(), down=mlp.down_proj.kernel.get_value(),
+                prompt=(pk[i], pv[i], p_valid), cache=(ks[i], vs[i]), step=step, eps=layer.input_layernorm.eps)
+            at = (0, 0, step, 0)
+            ks[i] = jax.lax.dynamic_update_slice(ks[i], k_new[:, :, None].astype(ks[i].dtype), at)
+            vs[i] = jax.lax.dynamic_update_slice(vs[i], v_new[:, :, None].astype(vs[i].dtype), at)
+        return self.norm(x), {"k": tuple(ks), "v": tuple(vs)}
 
     def shared_prompt(self, prompt: tuple, rest: tuple, share: int, layers: tuple | None = None):
         """Prompts and the rows that continue them, through the decoder side by side, layer by layer.

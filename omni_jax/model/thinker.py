@@ -67,6 +67,12 @@ class Thinker(nnx.Module):
         cos, sin = self._rope(position_ids)
         return self.model(embeds, cos, sin, mask, cache, cache_index, layers=layers, prompt_cache=prompt_cache)
 
+    def decode_token_cpu(self, embeds, position_ids, layers: tuple, prompt_cache: tuple, cache: KVCache, step):
+        """One token per row ([R, D], TMRoPE ids [3, R]) through the decoder by the fused CPU decode
+        kernel (see `TextModel.decode_token_cpu`). Returns (hidden [R, D] after the final norm, cache)."""
+        cos, sin = self._rope(position_ids[:, :, None])
+        return self.model.decode_token_cpu(embeds, cos[:, 0], sin[:, 0], layers, prompt_cache, cache, step)
+
     def shared_prompt_hidden_states(self, prompt: tuple, rest: tuple, share: int):
         """Each prompt once and the `share` rows that continue each (see `TextModel.shared_prompt`).
 

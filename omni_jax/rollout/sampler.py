@@ -188,22 +188,21 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, .
             unroll_layers: bool, cpu_gemv: bool, state, packed, prompt_cache, logits, prompt_valid, next_pos, rng,
             pad_id):
     """Decode from `_prefill`'s outputs: each run of candidates reads its prompt's cache (shared or
-    copied per candidate) and writes a cache of its own completion. cpu_gemv: the decoder's weight
-    products by `omni_jax.kernels.cpu_gemv` on `packed` (from `packed_decoder`; None otherwise)."""
+    copied per candidate) and writes a cache of its own completion. cpu_gemv: every decoder layer
+    one fused CPU custom call (`omni_jax.kernels.cpu_gemv.decoder_layer`) on `packed` (from
+    `packed_decoder`; None otherwise), and the output projection by its matrix product."""
     model: Thinker = nnx.merge(graphdef, state)
     rows = logits.shape[0]
     dtype = prompt_cache["k"].dtype
     cache = {k: parallel.constrain(v, ("layers", "batch", "kv_length", "act_kv_heads", None))
              for k, v in init_cache(model.cfg.text, rows, max_new_tokens, dtype).items()}
-    # The CPU decode keeps both caches as one [rows, K, S, H] array per layer (the prompt's
-    # transposed and split once, here): its attention dots then read them in place, where XLA:CPU
-    # would otherwise copy each layer's slice, transposed, on every token.
-    heads_major = cpu_gemv
-    if heads_major:
+    if cpu_gemv:
+        # The fused CPU decode layer reads both caches as one [rows, K, S, H] array per layer (the
+        # prompt's transposed and split once, here): each head's keys are then one sequential read.
         cache = {k: tuple(jnp.swapaxes(v[i], 1, 2) for i in range(v.shape[0])) for k, v in cache.items()}
         prompt_cache = {k: tuple(jnp.swapaxes(v[i], 1, 2) for i in range(v.shape[0]))
                         for k, v in prompt_cache.items()}
-    shared = (prompt_cache["k"], prompt_cache["v"], prompt_valid, heads_major)
+    shared = (prompt_cache["k"], prompt_cache["v"], prompt_valid)
     # Sliced once, outside the loop (see TextModel.unstacked_layers).
     head = None
     if cpu_gemv:
@@ -228,12 +227,17 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, .
         # Feed the sampled token: a text token, so its three TMRoPE rows are equal. It goes to
         # completion position `step` of the rows' own cache, after the shared prompt.
         kv_valid = s.kv_valid.at[:, s.step].set(True)
-        x = model.model.embed_tokens(tok[:, None])
-        pos = jnp.broadcast_to((next_pos + s.step)[None, :, None], (3, rows, 1))
-        q_index = jnp.full((rows, 1), s.step)
-        hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, s.step, layers=layers,
-                                            prompt_cache=shared)
-        return _DecodeState(s.step + 1, tokens, logprobs, done, model.logits(hidden[:, 0], head), cache, kv_valid,
+        if cpu_gemv:  # every layer one fused custom call
+            pos = jnp.broadcast_to((next_pos + s.step)[None, :], (3, rows))
+            hidden, cache = model.decode_token_cpu(model.model.embed_tokens(tok), pos, layers, shared, s.cache, s.step)
+        else:
+            x = model.model.embed_tokens(tok[:, None])
+            pos = jnp.broadcast_to((next_pos + s.step)[None, :, None], (3, rows, 1))
+            q_index = jnp.full((rows, 1), s.step)
+            hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, s.step,
+                                                layers=layers, prompt_cache=shared)
+            hidden = hidden[:, 0]
+        return _DecodeState(s.step + 1, tokens, logprobs, done, model.logits(hidden, head), cache, kv_valid,
                             s.rng, all_logits)
 
     init = _DecodeState(
@@ -291,10 +295,10 @@ def generate(
     scan over the stacked weights; None: when the model's layer_loop is "unrolled" or on CPU,
     where the scan copies every layer's weights on every token (TPU fuses the slice into the
     matmul and keeps the smaller program).
-    cpu_gemv: the decode loop's weight products by the multi-threaded CPU kernel
-    (`omni_jax.kernels.cpu_gemv`, on a packed float32 copy of the decoder's weights, made once per
-    set of weights: kept while the same weight arrays come again, see `packed_decoder`); None:
-    when decoding on one CPU device in float32 and the kernel builds here.
+    cpu_gemv: decode with the CPU kernels of `omni_jax.kernels.cpu_gemv`: each decoder layer one
+    fused custom call, float32, on a packed copy of the decoder's weights (made once per set of
+    weights: kept while the same weight arrays come again, see `packed_decoder`); None: when
+    decoding on one CPU device in float32 and the kernel builds here.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -314,9 +318,12 @@ def generate(
     if unroll_layers is None:
         unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
     if cpu_gemv is None:
-        cpu_gemv = _cpu_gemv.usable(devices, cfg.dtype)
+        cpu_gemv = _cpu_gemv.usable(devices, cfg.dtype) and cfg.text.hidden_act == "silu"
     elif cpu_gemv and (why := _cpu_gemv.why_not(devices)):
         raise ValueError(f"cpu_gemv=True: {why}")
+    elif cpu_gemv and cfg.text.hidden_act != "silu":
+        raise ValueError(f"cpu_gemv=True: the fused decode layer computes a SwiGLU (silu) MLP, this model's "
+                         f"hidden_act is {cfg.text.hidden_act!r}")
     ctx = parallel.use_mesh(mesh, rules) if mesh is not None else _nullcontext()
     with ctx:
         if mesh is not None:

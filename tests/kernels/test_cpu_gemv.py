@@ -12,7 +12,9 @@ import pytest
 from flax import nnx
 
 from omni_jax.kernels import cpu_gemv
-from omni_jax.model.layers import Dense, GatedMLP, pack_kernels
+from omni_jax.model.config import TextConfig
+from omni_jax.model.rope import mrope_cos_sin
+from omni_jax.model.text import TextModel, causal_mask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,7 +22,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_kernel_builds_here():
     # CI machines and these dev machines have g++: the kernel must build (not silently fall back).
     assert cpu_gemv.available(), cpu_gemv.build_error()
-    assert cpu_gemv.threads() >= 1
 
 
 @pytest.mark.parametrize("transposed", [False, True], ids=["[L, K, N]", "[L, N, K]"])
@@ -63,7 +64,7 @@ def test_matmul_reads_the_named_layer_of_a_stack():
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (3, 5, 31), (8, 64, 32), (9, 64, 33), (20, 7, 100),
                                    (9, 256, 1000), (64, 320, 640), (2, 640, 3000)])
 def test_matmul_matches_numpy(m, k, n):
-    # (9, 256, 1000) and larger go through the thread pool (K·N >= 65536); the others run inline.
+    # (9, 256, 1000) and larger are split with XLA's pool threads (M·K·N >= 65536); the others run inline.
     rng = np.random.default_rng(m * 1000 + n)
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = rng.standard_normal((k, n)).astype(np.float32)
@@ -99,25 +100,84 @@ def test_repeated_calls_in_a_loop_stay_correct():
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-@pytest.mark.parametrize("layer", ["dense with bias", "dense", "gated mlp"])
-def test_packed_layers_equal_xla(layer):
-    rngs = nnx.Rngs(0)
-    if layer == "gated mlp":
-        mod = GatedMLP(64, 96, ("embed", "mlp"), bias=False, act="silu", rngs=rngs, dtype=jnp.float32,
-                       param_dtype=jnp.float32)
-    else:
-        mod = Dense(640, 200, ("embed", "mlp"), bias=layer == "dense with bias", rngs=rngs)
-        if mod.bias is not None:
-            mod.bias[...] = jnp.linspace(-1, 1, 200)
-    graphdef, state = nnx.split(mod)
-    x = jax.random.normal(jax.random.key(1), (3, 2, 64 if layer == "gated mlp" else 640))
+def _decoder_case(d, f, heads, kv_heads, head_dim, prompts, share, t, s, layers=2, seed=0):
+    """A random TextModel (biases and norm weights too), a decode token per row, the prompts' caches
+    (prompt 1 left padded) and the rows' own caches, as the sampler holds them."""
+    cfg = TextConfig(vocab_size=50, hidden_size=d, intermediate_size=f, num_hidden_layers=layers,
+                     num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
+                     mrope_section=(head_dim // 2 - 2 * (head_dim // 6), head_dim // 6, head_dim // 6))
+    model = TextModel(cfg, rngs=nnx.Rngs(seed))
+    state = nnx.state(model, nnx.Param)
+    keys = iter(jax.random.split(jax.random.key(seed + 1), len(jax.tree.leaves(state))))
+    nnx.update(model, jax.tree.map(lambda a: a + 0.1 * jax.random.normal(next(keys), a.shape), state))
+    rng = np.random.default_rng(seed)
+    rows = prompts * share
+    x = rng.standard_normal((rows, d)).astype(np.float32)
+    pos = np.broadcast_to(rng.integers(t, 3 * t, rows)[None], (3, rows))
+    cos, sin = mrope_cos_sin(jnp.asarray(pos)[:, :, None], head_dim, cfg.rope_theta, cfg.mrope_section)
+    prompt_kv = rng.standard_normal((2, layers, prompts, t, kv_heads, head_dim)).astype(np.float32)
+    own_kv = rng.standard_normal((2, layers, rows, s, kv_heads, head_dim)).astype(np.float32)
+    valid = np.ones((prompts, t), bool)
+    valid[1 % prompts, :2] = False
+    return model, x, cos[:, 0], sin[:, 0], prompt_kv, own_kv, valid
 
-    def both(state, x):
-        return nnx.merge(graphdef, state)(x), nnx.merge(graphdef, pack_kernels(state))(x)
 
-    assert "omni_jax_packed_gemv_f32" in str(jax.jit(both).lower(state, x).as_text())  # the kernel runs
-    a, b = jax.jit(both)(state, x)
-    np.testing.assert_allclose(b, a, atol=1e-5 * float(jnp.abs(a).max()))
+@pytest.mark.parametrize("d,f,heads,kv_heads,head_dim,prompts,share,t,s,step", [
+    (32, 48, 4, 2, 16, 3, 1, 5, 6, 0),  # a candidate per prompt, first decode step
+    (24, 40, 4, 2, 6, 2, 3, 9, 7, 4),  # 3 candidates share each prompt; head_dim not a multiple of 16
+    (256, 512, 8, 2, 32, 3, 3, 40, 20, 19),  # 9 rows (a partial block of 8); split over the pool; last step
+], ids=["G=1 step 0", "G=3 head_dim 6", "9 rows, pool, last step"])
+def test_decoder_layers_equal_the_model(d, f, heads, kv_heads, head_dim, prompts, share, t, s, step):
+    model, x, cos, sin, prompt_kv, own_kv, valid = _decoder_case(d, f, heads, kv_heads, head_dim, prompts, share,
+                                                                 t, s)
+    rows = prompts * share
+    kv_valid = np.arange(s)[None].repeat(rows, 0) <= step
+
+    @jax.jit
+    def xla(x, cos, sin, prompt_kv, own_kv):  # the model's own layers: shared_prefix_attention over the caches
+        h, cache = model(x[:, None], cos[:, None], sin[:, None], causal_mask(kv_valid, jnp.full((rows, 1), step)),
+                         {"k": own_kv[0], "v": own_kv[1]}, step, prompt_cache=(prompt_kv[0], prompt_kv[1], valid))
+        return h[:, 0], cache
+
+    @jax.jit
+    def fused(x, cos, sin, prompt_kv, own_kv):
+        layers = model.unstacked_layers(packed=model.packed_layer_state())
+        heads_major = lambda a: tuple(jnp.swapaxes(a[i], 1, 2) for i in range(a.shape[0]))  # noqa: E731
+        h, cache = model.decode_token_cpu(x, cos, sin, layers, (heads_major(prompt_kv[0]), heads_major(prompt_kv[1]),
+                                                                valid),
+                                          {"k": heads_major(own_kv[0]), "v": heads_major(own_kv[1])}, step)
+        return h, {k: jnp.stack([jnp.swapaxes(a, 1, 2) for a in v]) for k, v in cache.items()}
+
+    assert "omni_jax_decoder_layer_f32" in fused.lower(x, cos, sin, prompt_kv, own_kv).as_text()
+    want_h, want_cache = xla(x, cos, sin, prompt_kv, own_kv)
+    got_h, got_cache = fused(x, cos, sin, prompt_kv, own_kv)
+    scale = float(jnp.abs(want_h).max())
+    np.testing.assert_allclose(got_h, want_h, rtol=0, atol=2e-5 * scale)
+    for k in ("k", "v"):  # this token written at `step` (after rotary for k), the rest untouched
+        np.testing.assert_allclose(got_cache[k], want_cache[k], rtol=0, atol=2e-5 * float(jnp.abs(want_cache[k]).max()))
+        assert not np.allclose(np.asarray(got_cache[k])[:, :, step], own_kv[0 if k == "k" else 1][:, :, step])
+
+
+def test_decoder_layer_rejects_what_does_not_fit():
+    model, x, cos, sin, prompt_kv, own_kv, valid = _decoder_case(32, 48, 4, 2, 16, 2, 1, 5, 6)
+    graphdef, states = model.unstacked_layers(packed=model.packed_layer_state())
+    layer = nnx.merge(graphdef, states[0])
+    att, mlp = layer.self_attn, layer.mlp
+    hm = lambda a: jnp.swapaxes(jnp.asarray(a[0]), 1, 2)  # noqa: E731
+    kw = dict(input_norm=layer.input_layernorm.weight[...], q=(att.q_proj.kernel.get_value(), att.q_proj.bias[...]),
+              k=(att.k_proj.kernel.get_value(), att.k_proj.bias[...]),
+              v=(att.v_proj.kernel.get_value(), att.v_proj.bias[...]), o=att.o_proj.kernel.get_value(),
+              post_norm=layer.post_attention_layernorm.weight[...], gate=mlp.gate_proj.kernel.get_value(),
+              up=mlp.up_proj.kernel.get_value(), down=mlp.down_proj.kernel.get_value(),
+              prompt=(hm(prompt_kv[0]), hm(prompt_kv[1]), valid), cache=(hm(own_kv[0]), hm(own_kv[1])), eps=1e-6)
+    out = cpu_gemv.decoder_layer(x, cos, sin, step=jnp.int32(5), **kw)
+    assert out[0].shape == x.shape and out[1].shape == (2, 2, 16)
+    with pytest.raises(Exception, match="step outside the cache"):  # the cache holds positions 0..5
+        jax.block_until_ready(cpu_gemv.decoder_layer(x, cos, sin, step=jnp.int32(6), **kw))
+    with pytest.raises(ValueError, match="different layers"):
+        cpu_gemv.decoder_layer(x, cos, sin, step=0, **dict(kw, o=kw["o"].at_layer(1)))
+    with pytest.raises(ValueError, match="do not fit"):
+        cpu_gemv.decoder_layer(x[:1], cos[:1], sin[:1], step=0, **kw)
 
 
 BUILD_FAILS = textwrap.dedent("""
@@ -146,7 +206,6 @@ BUILDS_ONCE = textwrap.dedent("""
     import jax, numpy as np
     from omni_jax.kernels import cpu_gemv
     assert cpu_gemv.available(), cpu_gemv.build_error()
-    assert cpu_gemv.threads() == 3  # $OMNI_JAX_GEMV_THREADS, more threads than this machine's cores
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((9, 300)).astype(np.float32), rng.standard_normal((300, 1000)).astype(np.float32)
     y = jax.jit(lambda x, w: cpu_gemv.matmul(x, cpu_gemv.pack(w)))(x, w)
@@ -156,7 +215,7 @@ BUILDS_ONCE = textwrap.dedent("""
 
 
 def test_library_is_built_once_into_the_cache(tmp_path):
-    env = dict(os.environ, OMNI_JAX_KERNEL_CACHE=str(tmp_path), JAX_PLATFORMS="cpu", OMNI_JAX_GEMV_THREADS="3")
+    env = dict(os.environ, OMNI_JAX_KERNEL_CACHE=str(tmp_path), JAX_PLATFORMS="cpu")
     run = lambda: subprocess.run([sys.executable, "-c", BUILDS_ONCE.format(root=ROOT)], env=env,  # noqa: E731
                                  capture_output=True, text=True, timeout=300)
     first = run()

@@ -7,9 +7,8 @@ import pytest
 from omni_jax.model.layers import CausalMask, attention, shared_prefix_attention
 
 
-@pytest.mark.parametrize("heads_major", [False, True], ids=["[., S, K, H] caches", "[., K, S, H] caches (CPU decode)"])
 @pytest.mark.parametrize("t", [1, 3])
-def test_equals_attention_over_the_concatenated_keys(t, heads_major):
+def test_equals_attention_over_the_concatenated_keys(t):
     rng = np.random.default_rng(0)
     b, g, p, s, heads, kvh, h = 2, 3, 7, 5, 4, 2, 8
     n = b * g
@@ -20,9 +19,7 @@ def test_equals_attention_over_the_concatenated_keys(t, heads_major):
     written = 3  # own positions 0..2 written; queries at own positions written - t .. written - 1
     own_valid = jnp.asarray(np.broadcast_to(np.arange(s) < written, (n, s)))
     q_own = jnp.broadcast_to(jnp.arange(written - t, written), (n, t))
-    lay = (lambda a: jnp.swapaxes(a, 1, 2)) if heads_major else (lambda a: a)  # noqa: E731
-    got = shared_prefix_attention(q, lay(pk), lay(pv), p_valid, lay(k), lay(v), CausalMask(q_own, own_valid),
-                                  heads_major=heads_major)
+    got = shared_prefix_attention(q, pk, pv, p_valid, k, v, CausalMask(q_own, own_valid))
 
     # Reference: each row's prompt copied in front of its own keys, one causal mask over both.
     rows = lambda a: jnp.repeat(a, g, axis=0)  # noqa: E731
@@ -31,6 +28,5 @@ def test_equals_attention_over_the_concatenated_keys(t, heads_major):
     want = attention(q, kk, vv, CausalMask(q_own + p, valid))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)
     # And it can fail: rows read their own group's prompt only.
-    wrong = shared_prefix_attention(q, lay(pk[::-1]), lay(pv[::-1]), p_valid[::-1], lay(k), lay(v),
-                                    CausalMask(q_own, own_valid), heads_major=heads_major)
+    wrong = shared_prefix_attention(q, pk[::-1], pv[::-1], p_valid[::-1], k, v, CausalMask(q_own, own_valid))
     assert np.abs(np.asarray(wrong) - np.asarray(want)).max() > 1e-2
