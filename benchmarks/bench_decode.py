@@ -40,8 +40,9 @@ def bandwidth_floor(nbytes: int) -> float:
 
 
 def matmul_seconds(shapes, batch: int, repeat: int = 20) -> tuple[float, float, float | None]:
-    """One decode step's weight matmuls alone ([batch, k] @ [k, n] for each (k, n, count)):
-    (XLA's dot, torch, omni_jax's CPU decode kernel on packed weights or None where it does not build) s."""
+    """One decode step's weight matmuls alone ([batch, k] @ [k, n] for each (k, n, count)), each matrix
+    timed on its own, repeatedly (so cache-warm where it fits the last-level cache): (XLA's dot,
+    torch, omni_jax's matrix kernel on packed weights or None where it does not build) s."""
     import jax
     import jax.numpy as jnp
     import torch
@@ -176,7 +177,8 @@ def main():
     layers = t["num_hidden_layers"]
     shapes = [(d, d, 2 * layers), (d, kv, 2 * layers), (d, f, 2 * layers), (f, d, layers), (d, v, 1)]
     jax_mm, torch_mm, kernel_mm = matmul_seconds(shapes, args.batch)
-    print(f"one step's weight matmuls alone ([{args.batch}, k] @ [k, n], one jitted call each, summed): "
+    print(f"one step's weight matmuls alone ([{args.batch}, k] @ [k, n], one jitted call each, repeated, summed; "
+          "cache-warm: a matrix read again and again stays in L3 where it fits): "
           f"XLA's dot {jax_mm * 1e3:.1f} ms, torch {torch_mm * 1e3:.1f} ms"
           + (f", CPU decode kernel {kernel_mm * 1e3:.1f} ms" if kernel_mm is not None else "")
           + f"; decode step: omni_jax {ours_s / args.new * 1e3:.1f} ms (XLA's dot {xla_s / args.new * 1e3:.1f} ms), "

@@ -106,11 +106,11 @@ def _decoder_case(d, f, heads, kv_heads, head_dim, prompts, share, t, s, layers=
     cfg = TextConfig(vocab_size=50, hidden_size=d, intermediate_size=f, num_hidden_layers=layers,
                      num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
                      mrope_section=(head_dim // 2 - 2 * (head_dim // 6), head_dim // 6, head_dim // 6))
-    model = TextModel(cfg, rngs=nnx.Rngs(seed))
-    state = nnx.state(model, nnx.Param)
-    keys = iter(jax.random.split(jax.random.key(seed + 1), len(jax.tree.leaves(state))))
-    nnx.update(model, jax.tree.map(lambda a: a + 0.1 * jax.random.normal(next(keys), a.shape), state))
+    model = nnx.eval_shape(lambda: TextModel(cfg, rngs=nnx.Rngs(seed)))  # shapes only: filled below (fast)
     rng = np.random.default_rng(seed)
+    std = lambda a: a.shape[-2] ** -0.5 if a.ndim == 3 else 0.3  # noqa: E731  (matrices [L, K, N]; biases, norms)
+    nnx.update(model, jax.tree.map(lambda a: jnp.asarray(std(a) * rng.standard_normal(a.shape), a.dtype),
+                                   nnx.state(model, nnx.Param)))
     rows = prompts * share
     x = rng.standard_normal((rows, d)).astype(np.float32)
     pos = np.broadcast_to(rng.integers(t, 3 * t, rows)[None], (3, rows))
