@@ -196,7 +196,6 @@ ffi::Error Pack(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer
   return ffi::Error::Success();
 }
 
-
 // ---- one whole decoder layer for one decode token ---------------------------------------------
 // A packed weight of the stack at `layer`: w [S, K, 32] for y [M, N].
 struct Packed {
@@ -285,8 +284,9 @@ void Products(ffi::ThreadPool& pool, const float* xt, const Packed* p, float* co
 // for one new token per row, attending to its prompt's cache, its own cache (positions < step) and
 // itself. Rows r·G … r·G+G-1 continue prompt r (G = rows / prompts). Returns the layer's output and
 // the token's key (after rotary) and value, for the caller to write at position `step`.
-ffi::Error DecoderLayer(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin,
-                        ffi::Buffer<ffi::F32> ln1, ffi::Buffer<ffi::F32> wq, ffi::Buffer<ffi::F32> bq,
+ffi::Error DecoderLayer(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> cos,
+                        ffi::Buffer<ffi::F32> sin, ffi::Buffer<ffi::F32> ln1, ffi::Buffer<ffi::F32> wq,
+                        ffi::Buffer<ffi::F32> bq,
                         ffi::Buffer<ffi::F32> wk, ffi::Buffer<ffi::F32> bk, ffi::Buffer<ffi::F32> wv,
                         ffi::Buffer<ffi::F32> bv, ffi::Buffer<ffi::F32> wo, ffi::Buffer<ffi::F32> ln2,
                         ffi::Buffer<ffi::F32> wg, ffi::Buffer<ffi::F32> wu, ffi::Buffer<ffi::F32> wd,
