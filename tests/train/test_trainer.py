@@ -35,7 +35,7 @@ def _metrics(workdir):
     return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # trained once per xdist worker, however its tests interleave with other modules
 def reference_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ref")
     _train(workdir)
@@ -84,7 +84,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(reference_run, tmp_path):
+def test_two_processes_equal_one(tmp_path):
     mesh = ["--config.mesh.data=1", "--config.mesh.fsdp=8", "--config.mesh.tp=1"]
     one = tmp_path / "one"
     _train(one, *mesh, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
