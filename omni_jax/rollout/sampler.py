@@ -317,13 +317,13 @@ def generate(
     devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
     if unroll_layers is None:
         unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
+    # Where the fused decode layer cannot run: its MLP is SwiGLU (silu), and the kernel's own rules.
+    why = (f"the fused decode layer computes a SwiGLU (silu) MLP, this model's hidden_act is "
+           f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else _cpu_gemv.why_not(devices))
     if cpu_gemv is None:
-        cpu_gemv = _cpu_gemv.usable(devices, cfg.dtype) and cfg.text.hidden_act == "silu"
-    elif cpu_gemv and (why := _cpu_gemv.why_not(devices)):
+        cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
+    elif cpu_gemv and why:
         raise ValueError(f"cpu_gemv=True: {why}")
-    elif cpu_gemv and cfg.text.hidden_act != "silu":
-        raise ValueError(f"cpu_gemv=True: the fused decode layer computes a SwiGLU (silu) MLP, this model's "
-                         f"hidden_act is {cfg.text.hidden_act!r}")
     ctx = parallel.use_mesh(mesh, rules) if mesh is not None else _nullcontext()
     with ctx:
         if mesh is not None:

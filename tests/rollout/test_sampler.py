@@ -1,5 +1,6 @@
 """generate(): greedy parity with transformers, cached decode = full forward, EOS masks, seeds, bad input."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -102,6 +103,18 @@ def test_cpu_decode_kernel_is_the_default_on_one_cpu_device(pair, monkeypatch):
     monkeypatch.setenv("OMNI_JAX_CPU_GEMV", "0")
     generate(model, _text_batch(), max_new_tokens=M, temperature=0.0)
     assert seen == [True, False]
+
+
+def test_cpu_decode_kernel_only_for_a_silu_mlp(pair, monkeypatch):
+    _, model, path = pair
+    model = omni_jax.load_thinker(path, progress=False)
+    model.cfg = dataclasses.replace(model.cfg, text=dataclasses.replace(model.cfg.text, hidden_act="gelu"))
+    with pytest.raises(ValueError, match="SwiGLU"):
+        generate(model, _text_batch(), max_new_tokens=M, temperature=0.0, cpu_gemv=True)
+    seen, real = [], sampler._decode
+    monkeypatch.setattr(sampler, "_decode", lambda *a: seen.append(a[6]) or real(*a))  # a[6]: cpu_gemv
+    generate(model, _text_batch(), max_new_tokens=2, temperature=0.0)
+    assert seen == [False]  # the default falls back to XLA's ops
 
 
 def test_packed_weights_are_reused_only_while_the_weights_are_the_same(pair, monkeypatch):
