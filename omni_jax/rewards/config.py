@@ -89,7 +89,8 @@ def judge_defaults() -> ml_collections.ConfigDict:
     c.endpoint = "http://127.0.0.1:8000/v1/chat/completions"  # OpenAI-compatible
     c.model = "qwen2.5-72b-instruct"
     c.api_key_env = "OMNI_JAX_JUDGE_API_KEY"  # name of the environment variable, never the key
-    c.timeout_s = 30.0
+    c.timeout_s = 30.0  # the whole request: connect, send, wait, read
+    c.max_reply_bytes = 1 << 20  # a longer reply is abandoned unread (a rating is a few bytes)
     c.max_retries = 3
     c.backoff_s = 1.0  # first retry waits this long, then doubles
     c.max_concurrency = 8
