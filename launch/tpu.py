@@ -75,14 +75,26 @@ def check_workdir(workdir: str, tpu: TpuSlice) -> str | None:
             "preemption, teardown), so the run cannot resume. Prefer gs://<bucket>/<run>.")
 
 
-def parse_env(pairs: list[str]) -> dict[str, str]:
+def parse_env(pairs: list[str], local_env: dict[str, str] | None = None) -> dict[str, str]:
+    """`KEY=VALUE`, or `KEY` alone: the value of KEY in this shell's environment (`local_env`),
+    so that a secret never appears on the command line or in the shell's history."""
+    local_env = os.environ if local_env is None else local_env
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        _check(key, _ENV_KEY, "--env name", "letters, digits and '_'")
         if not sep:
-            raise LaunchError(f"--env {pair!r}: write KEY=VALUE")
-        env[_check(key, _ENV_KEY, "--env name", "letters, digits and '_'")] = value
+            if key not in local_env:
+                raise LaunchError(f"--env {key}: {key} is not set in this shell's environment; "
+                                  f"export it first, or write --env {key}=VALUE")
+            value = local_env[key]
+        env[key] = value
     return env
+
+
+def masked(env: dict[str, str]) -> dict[str, str]:
+    """What is printed of `--env` values: the names only (values may be API keys)."""
+    return {key: "***" for key in env}
 
 
 def resume_phases(state: str) -> list[str]:
@@ -126,11 +138,13 @@ class Shell:
     def note(self, text: str) -> None:
         print(f"# {text}" if self.dry_run else text, flush=True)
 
-    def run(self, argv: list[str]) -> None:
+    def run(self, argv: list[str], shown: list[str] | None = None) -> None:
+        """Run `argv`; what is printed is `shown` when given (argv with secrets masked)."""
+        shown = argv if shown is None else shown
         if self.dry_run:
-            print(shlex.join(argv))
+            print(shlex.join(shown))
             return
-        print(f"+ {shlex.join(argv)}", file=sys.stderr, flush=True)
+        print(f"+ {shlex.join(shown)}", file=sys.stderr, flush=True)
         subprocess.run(argv, check=True)
 
     def state(self, target: Target) -> str:
@@ -191,8 +205,9 @@ def do_setup(shell: Shell, target: Target, ref: str, python_version: str, repo: 
 
 
 def _run_argv(target: Target, args: argparse.Namespace, overrides: list[str],
-              already_running_ok: bool) -> list[str]:
-    """Validate the training request (before anything is created) and build its ssh command."""
+              already_running_ok: bool) -> tuple[list[str], list[str]]:
+    """Validate the training request (before anything is created) and build its ssh command:
+    (the command, the command as printed: `--env` values as *** unless --show-env-values)."""
     tpu = parse_accelerator_type(args.accelerator_type)
     if not args.config:
         raise LaunchError("--config is empty: give configs/<file>.py[:<variant>]")
@@ -200,8 +215,11 @@ def _run_argv(target: Target, args: argparse.Namespace, overrides: list[str],
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     train = remote.train_argv(args.config, args.workdir, overrides)
-    script = remote.run_script(train, parse_env(args.env), already_running_ok)
-    return commands.ssh(target, "all", script)
+    env = parse_env(args.env)
+    argv = commands.ssh(target, "all", remote.run_script(train, env, already_running_ok))
+    if args.show_env_values:
+        return argv, argv
+    return argv, commands.ssh(target, "all", remote.run_script(train, masked(env), already_running_ok))
 
 
 def _create_argv(target: Target, args: argparse.Namespace, shell: Shell) -> list[str]:
@@ -226,9 +244,9 @@ def handle(args: argparse.Namespace, extra: list[str], shell: Shell) -> None:
     elif args.command == "setup":
         do_setup(shell, target, args.ref, args.python, args.repo)
     elif args.command == "run":
-        shell.run(_run_argv(target, args, extra, already_running_ok=False))
+        shell.run(*_run_argv(target, args, extra, already_running_ok=False))
     elif args.command == "resume":
-        run_argv = _run_argv(target, args, extra, already_running_ok=True)
+        run_argv, run_shown = _run_argv(target, args, extra, already_running_ok=True)
         create_argv = _create_argv(target, args, shell)
         for phase in resume_phases(shell.state(target)):
             if phase == "delete":
@@ -240,7 +258,7 @@ def handle(args: argparse.Namespace, extra: list[str], shell: Shell) -> None:
             elif phase == "setup":
                 do_setup(shell, target, args.ref, args.python, args.repo)
             else:
-                shell.run(run_argv)
+                shell.run(run_argv, run_shown)
     elif args.command == "logs":
         shell.run(commands.ssh(target, worker, remote.logs_script(args.lines, not args.no_follow)))
     elif args.command == "status":
@@ -289,8 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = argparse.ArgumentParser(add_help=False)
     train.add_argument("--config", required=True, help="configs/<file>.py[:<variant args>]")
     train.add_argument("--workdir", required=True, help="gs://<bucket>/<run> (checkpoints, logs)")
-    train.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                       help="environment variable for the training (repeatable)")
+    train.add_argument("--env", action="append", default=[], metavar="KEY[=VALUE]",
+                       help="environment variable for the training (repeatable); KEY alone "
+                            "passes this shell's value of KEY. Values are printed as ***")
+    train.add_argument("--show-env-values", action="store_true",
+                       help="print --env values in commands (e.g. --dry-run output to paste)")
     worker = argparse.ArgumentParser(add_help=False)
     worker.add_argument("--worker", default="0", help="0, 1, ..., or all")
 

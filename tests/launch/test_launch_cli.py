@@ -168,7 +168,8 @@ def test_run_dry_run_is_copy_paste_exact_through_both_shells(gcloud, capsys, wor
     workdir = "gs://bucket/run $(touch PWNED) 'q' \"dq\" `touch PWNED2`"
     env = "XLA_FLAGS=--a=1 'b c' $(touch PWNED3)"
     assert cli("run", *WHERE, "--accelerator-type", "v5p-16", "--config", HOSTILE_CONFIG,
-               "--workdir", workdir, "--env", env, "--dry-run", "--", *HOSTILE_OVERRIDES) == 0
+               "--workdir", workdir, "--env", env, "--dry-run", "--show-env-values", "--",
+               *HOSTILE_OVERRIDES) == 0
     (argv,) = printed_commands(capsys.readouterr().out)
     assert argv[:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-tpu",
                         "--zone=us-east5-a", "--project=my-project", "--worker=all"]
@@ -213,7 +214,7 @@ REFUSALS = [
     (["run", "--name", "t", "--zone", "us-east5-a", "--accelerator-type", "v5p-8",
       "--config", "c.py", "--workdir", "gs://b/r", "--env", "1BAD=x"], "--env name"),
     (["run", "--name", "t", "--zone", "us-east5-a", "--accelerator-type", "v5p-8",
-      "--config", "c.py", "--workdir", "gs://b/r", "--env", "NOVALUE"], "KEY=VALUE"),
+      "--config", "c.py", "--workdir", "gs://b/r", "--env", "NOVALUE_X"], "--env NOVALUE_X=VALUE"),
     (["logs", "--name", "t", "--zone", "us-east5-a", "--worker", "all; id"], "--worker"),
     (["ssh", "--name", "t", "--zone", "us-east5-a", "--worker", "all"], "one worker"),
     (["teardown", "--name", "t", "--zone", "us-east5-a", "--", "x"], "nothing after"),
