@@ -18,18 +18,25 @@ one call (norms, q/k/v, rotary, attention over the prompt's and the row's own ca
 The library is compiled on first use with the system's C++ compiler (`$CXX`, default g++, with
 -O3 -march=native) against jaxlib's FFI headers, and cached under `$OMNI_JAX_KERNEL_CACHE`
 (default ~/.cache/omni_jax/kernels), keyed by the source, compiler, flags, jax version and CPU.
-Where it cannot be built, `available()` is False (the reason is logged once) and callers keep
-XLA's ops.
+Loading a library runs its code, and the cache path is computable by anyone, so only a private
+cache is used: the directory is created 0700 and must be the user's own and not writable by group
+or others (else the library is built into a fresh private temporary directory for this process),
+and an entry that is a link, not the user's, or writable by others is deleted and rebuilt, never
+loaded. Where it cannot be built or loaded (any failure, a library without the kernel's symbols
+included), `available()` is False (the reason is logged once) and callers keep XLA's ops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
 import os
 import pathlib
 import platform
+import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -148,13 +155,58 @@ def _cpu_id() -> str:
     return "\n".join(sorted(set(keep)))
 
 
-def _library_path() -> tuple[pathlib.Path, list[str]]:
+def cache_root() -> pathlib.Path:
+    """Where built libraries are kept: `$OMNI_JAX_KERNEL_CACHE` or ~/.cache/omni_jax/kernels."""
+    return pathlib.Path(os.environ.get("OMNI_JAX_KERNEL_CACHE", pathlib.Path.home() / ".cache/omni_jax/kernels"))
+
+
+def _library_path(root: pathlib.Path | None = None) -> tuple[pathlib.Path, list[str]]:
     cxx = os.environ.get("CXX", "g++")
     cmd = [cxx, *FLAGS, "-isystem", jax.ffi.include_dir()]
     key = hashlib.sha256("\0".join([SOURCE.read_text(), *cmd, jax.__version__, platform.machine(),
                                     _cpu_id()]).encode()).hexdigest()[:16]
-    root = pathlib.Path(os.environ.get("OMNI_JAX_KERNEL_CACHE", pathlib.Path.home() / ".cache/omni_jax/kernels"))
-    return root / f"cpu_gemv-{key}.so", cmd
+    return (cache_root() if root is None else root) / f"cpu_gemv-{key}.so", cmd
+
+
+def _untrusted(info: os.stat_result, kind: str) -> str | None:
+    """Why a file or directory with this (l)stat may hold someone else's code; None if it cannot."""
+    is_kind = stat.S_ISDIR if kind == "directory" else stat.S_ISREG
+    if not is_kind(info.st_mode):
+        return f"not a {kind}"
+    if info.st_uid != os.getuid():
+        return f"owned by uid {info.st_uid}, not this user ({os.getuid()})"
+    if info.st_mode & 0o022:
+        return f"writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def _private_root() -> tuple[pathlib.Path, bool]:
+    """(the cache directory, made 0700 if missing; whether it is a fresh temporary one, used
+    because the configured one may hold libraries planted by others)."""
+    root = cache_root()
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            root.mkdir(mode=0o700)
+        why = _untrusted(os.lstat(root), "directory")
+    except OSError as e:
+        why = str(e)
+    if why is None:
+        return root, False
+    log.warning("omni_jax kernel cache %s is not private (%s): building into a temporary directory "
+                "instead; `chmod 700` it if it is yours, or set OMNI_JAX_KERNEL_CACHE", root, why)
+    return pathlib.Path(tempfile.mkdtemp(prefix="omni_jax_kernels-")), True
+
+
+def _drop_if_untrusted(path: pathlib.Path) -> None:
+    """Delete `path` if it is there but is a link, not the user's, or writable by others."""
+    try:
+        why = _untrusted(os.lstat(path), "file")
+    except FileNotFoundError:
+        return
+    if why is not None:
+        log.warning("omni_jax kernel cache entry %s is %s: deleting it and rebuilding", path, why)
+        path.unlink()
 
 
 def _build(path: pathlib.Path, cmd: list[str]) -> None:
@@ -176,13 +228,26 @@ def load() -> ctypes.CDLL:
     with _lock:
         if "lib" in _state:
             return _state["lib"]
-        path, cmd = _library_path()
-        if not path.exists():
-            _build(path, cmd)
-        lib = ctypes.cdll.LoadLibrary(str(path))
-        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.OmniJaxPackedGemvF32), platform="cpu")
-        jax.ffi.register_ffi_target(PACK_TARGET, jax.ffi.pycapsule(lib.OmniJaxPackF32), platform="cpu")
-        jax.ffi.register_ffi_target(LAYER_TARGET, jax.ffi.pycapsule(lib.OmniJaxDecoderLayerF32), platform="cpu")
+        root, temporary = _private_root()
+        try:
+            path, cmd = _library_path(root)
+            _drop_if_untrusted(path)
+            if not path.exists():
+                _build(path, cmd)
+            why = _untrusted(os.lstat(path), "file")  # the directory is private: no one swaps it now
+            if why is not None:
+                raise RuntimeError(f"{path} is {why}; not loaded")
+            lib = ctypes.cdll.LoadLibrary(str(path))
+        finally:
+            if temporary:  # the loaded library stays mapped
+                shutil.rmtree(root, ignore_errors=True)
+        try:
+            targets = {TARGET: lib.OmniJaxPackedGemvF32, PACK_TARGET: lib.OmniJaxPackF32,
+                       LAYER_TARGET: lib.OmniJaxDecoderLayerF32}
+        except AttributeError as e:
+            raise RuntimeError(f"{path} is not this version's kernel ({e}); delete it to rebuild") from e
+        for name, fn in targets.items():
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(fn), platform="cpu")
         _state["lib"] = lib
         return lib
 
@@ -196,7 +261,7 @@ def available() -> bool:
     try:
         load()
         return True
-    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+    except Exception as e:  # any build or load failure keeps XLA's ops  # noqa: BLE001
         _state["error"] = str(e)
         log.warning("omni_jax CPU decode kernel unavailable, decoding with XLA's dot: %s", e)
         return False
