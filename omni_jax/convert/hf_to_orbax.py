@@ -11,6 +11,7 @@ Two ways to place the parameters, same files on disk:
 from __future__ import annotations
 
 import pathlib
+import sys
 from typing import Any
 
 import jax
@@ -68,9 +69,15 @@ def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mes
                                     progress=lambda row: bar.update(_row_bytes(row, shapes, dtype)))
         params = state.to_pure_dict()
     meta = thinker_meta(cfg, source=_provenance(hf_dir, reader), generation_config=hf_write.read_json(hf_dir / "generation_config.json"))
-    with CheckpointStore(store_dir, async_save=False) as store:
-        store.save(CONVERTED_STEP, params=params, meta=meta)
-    bar.close()
+    try:
+        with CheckpointStore(store_dir, async_save=False) as store:
+            store.save(CONVERTED_STEP, params=params, meta=meta)
+    except BaseException:
+        if jax.process_index() == 0:  # an unfinished step never loads; do not leave it behind
+            _remove_unfinished_steps(store_dir)
+        raise
+    finally:
+        bar.close()
     reader.close()
     return meta
 
@@ -94,9 +101,26 @@ def _streamed_params(reader, cfg, rows, shapes, prefix, dtype, bar) -> dict:
     return params
 
 
+def _unfinished_steps(out: epath.Path) -> list[epath.Path]:
+    """Orbax's temporary step directories in `out`: a save that never finished."""
+    return [child for child in out.iterdir() if ".orbax-checkpoint-tmp" in child.name]
+
+
+def _remove_unfinished_steps(out: epath.Path) -> None:
+    for child in _unfinished_steps(out) if out.is_dir() else []:
+        child.rmtree() if child.is_dir() else child.unlink()
+
+
 def prepare_output(out, overwrite: bool) -> epath.Path:
-    """`out` as an empty directory to write into; an existing non-empty one only with overwrite."""
+    """`out` as an empty directory to write into; an existing non-empty one only with overwrite.
+    A directory holding nothing but an unfinished step (a conversion killed mid-write) is reused."""
     out = absolute(out)
+    if jax.process_index() == 0 and out.is_dir() and (unfinished := _unfinished_steps(out)) \
+            and len(unfinished) == len(list(out.iterdir())):
+        print(f"{out}: removing {', '.join(p.name for p in unfinished)} left by an interrupted conversion",
+              file=sys.stderr)
+        _remove_unfinished_steps(out)
+    _sync("omni_jax_reuse_output")
     if out.exists() and (not out.is_dir() or any(True for _ in out.iterdir())):
         if not overwrite:
             raise FileExistsError(f"output {out} already exists; pass --overwrite (overwrite=True) to replace it")

@@ -2,15 +2,22 @@
 
 The directory is assembled under a hidden sibling (`.<name>.partial-<id>`) and renamed to its
 final name only when every file is written, so an interrupted export never leaves a directory
-at `out` that loads as complete.
+at `out` that loads as complete. The writer holds a lock on `<partial>/.lock` while it writes; the
+next export to the same `out` deletes partial directories whose lock nobody holds (their writer
+was killed), so an interrupted export does not keep its disk space forever.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import pathlib
 import re
 import shutil
+import sys
+import time
 import uuid
 from typing import Callable, Sequence
 
@@ -46,16 +53,51 @@ def refuse_existing(out: pathlib.Path, overwrite: bool) -> None:
         raise FileExistsError(f"output {out} already exists; pass --overwrite (overwrite=True) to replace it")
 
 
+LOCK_FILE = ".lock"
+# A partial directory without a lock file is another writer's only for this long (mkdir → lock).
+_UNLOCKED_GRACE_S = 60.0
+
+
+def remove_abandoned_partials(out: pathlib.Path) -> list[pathlib.Path]:
+    """Delete `.<out.name>.partial-*` directories that no running export holds; returns them."""
+    removed = []
+    for partial in sorted(out.parent.glob(f".{out.name}.partial-*")):
+        if not partial.is_dir():
+            continue
+        try:
+            fd = os.open(partial / LOCK_FILE, os.O_RDWR)
+        except FileNotFoundError:
+            if time.time() - partial.stat().st_mtime < _UNLOCKED_GRACE_S:
+                continue  # a writer between its mkdir and its lock
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # an export still writing it
+        finally:
+            if fd is not None:
+                os.close(fd)  # after rmtree would be tidier, but the directory is abandoned either way
+        print(f"removing {partial}: an unfinished export left by an interrupted jax2hf", file=sys.stderr)
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial)
+    return removed
+
+
 def publish_dir(out, overwrite: bool, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
     """Run write(tmp_dir) and move tmp_dir to `out` only if it finished."""
     out = pathlib.Path(out)
     refuse_existing(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_partials(out)
     token = uuid.uuid4().hex[:8]
     tmp = out.parent / f".{out.name}.partial-{token}"
     tmp.mkdir()
+    lock = os.open(tmp / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # held until this process ends or publishes
     try:
         write(tmp)
+        os.unlink(tmp / LOCK_FILE)
         if out.exists():
             old = out.parent / f".{out.name}.replaced-{token}"
             out.rename(old)
@@ -66,6 +108,9 @@ def publish_dir(out, overwrite: bool, write: Callable[[pathlib.Path], None]) -> 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(lock)
     return out
 
 

@@ -9,6 +9,7 @@ PyTorch pickle checkpoints (*.bin, *.pt, *.pth) are refused, never unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import struct
@@ -26,7 +27,13 @@ CODES = {v: k for k, v in DTYPES.items()}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
+# Bytes per element of codes that can be checked but not read here (the safetensors spec's others).
+_ITEMSIZE = {**{code: dt.itemsize for code, dt in DTYPES.items()}, "U16": 2, "U32": 4, "U64": 8, "C64": 8,
+             **{code: 1 for code in ("F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ")}}
+
+
 def _read_header(path: pathlib.Path) -> tuple[dict, int]:
+    """(the header, where the data starts), after `check_header`."""
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
@@ -34,8 +41,56 @@ def _read_header(path: pathlib.Path) -> tuple[dict, int]:
         (n,) = struct.unpack("<Q", raw)
         if n > 100_000_000:
             raise ValueError(f"{path}: implausible safetensors header length {n}")
-        header = json.loads(f.read(n))
+        blob = f.read(n)
+    if len(blob) != n:
+        raise ValueError(f"{path}: file ends inside its {n}-byte safetensors header; the file is truncated")
+    try:
+        header = json.loads(blob)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{path}: the safetensors header is not valid JSON ({err}); the file is damaged "
+                         "or not a safetensors file") from err
+    check_header(path, header, path.stat().st_size - 8 - n)
     return header, 8 + n
+
+
+def check_header(path, header, data_bytes: int) -> None:
+    """What the `safetensors` library checks before reading a file, with the file and tensor named:
+    each tensor's byte range holds exactly shape × dtype bytes, and the ranges tile the
+    `data_bytes` after the header in order, without gap, overlap or excess (so a dtype relabelled
+    from F32 to F16, or a truncated file, is refused here, not converted into garbage)."""
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the safetensors header is a JSON {type(header).__name__}, not an object")
+    spans = []
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"{path}: tensor {name}"
+        if not isinstance(meta, dict) or not {"dtype", "shape", "data_offsets"} <= meta.keys():
+            raise ValueError(f"{where}: header entry {meta!r} lacks dtype, shape or data_offsets")
+        code, shape, offsets = meta["dtype"], meta["shape"], meta["data_offsets"]
+        if code not in _ITEMSIZE:
+            raise ValueError(f"{where}: unsupported safetensors dtype {code!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise ValueError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            raise ValueError(f"{where}: data_offsets {offsets!r} is not a [start, end] byte range")
+        want = math.prod(shape) * _ITEMSIZE[code]
+        if offsets[1] - offsets[0] != want:
+            raise ValueError(f"{where}: {code} {shape} needs {want} bytes but its data_offsets {offsets} "
+                             f"hold {offsets[1] - offsets[0]}; the header's dtype or shape is wrong (damaged "
+                             "or relabelled file)")
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for start, stop, name in sorted(spans):
+        if start != end:
+            raise ValueError(f"{path}: tensor {name} starts at byte {start} of the data, expected {end} "
+                             "(tensors overlap or leave a gap)")
+        end = stop
+    if end != data_bytes:
+        state = "is truncated" if data_bytes < end else "has data past its last tensor"
+        raise ValueError(f"{path}: the header describes {end} bytes of tensor data but the file holds "
+                         f"{data_bytes}; the file {state}")
 
 
 class SafetensorsReader:

@@ -351,6 +351,9 @@ def test_interrupted_hf2jax_never_loads_as_complete(hf_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no complete checkpoint step"):
         omni_jax.load_thinker(tmp_path / "orbax", progress=False)
     assert CheckpointStore(tmp_path / "orbax", read_only=True).all_steps() == []
+    hf_to_orbax(hf_dir, tmp_path / "orbax", progress=False)  # the next run reuses the directory
+    assert [p.name for p in (tmp_path / "orbax").iterdir() if "tmp" in p.name] == []
+    assert CheckpointStore(tmp_path / "orbax", read_only=True).all_steps() == [0]
 
 
 def test_interrupted_jax2hf_leaves_no_output_directory(hf_dir, tmp_path):
@@ -359,3 +362,7 @@ def test_interrupted_jax2hf_leaves_no_output_directory(hf_dir, tmp_path):
     assert not (tmp_path / "hf").exists()
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(".hf.partial-")]
     assert partial and list(partial[0].glob("*.safetensors")), "the export was not interrupted mid-write"
+    orbax_to_hf(tmp_path / "orbax", tmp_path / "hf", progress=False)  # the next run removes it
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".hf.")] == []
+    assert (tmp_path / "hf" / "model.safetensors.index.json").exists()
+    assert not (tmp_path / "hf" / ".lock").exists()
