@@ -83,7 +83,7 @@ def load_cached_rating(path: pathlib.Path) -> float | None:
     """The rating cached at `path`, None if there is none; JudgeError if the entry is damaged,
     holds no valid rating, or is a link, not the user's, or writable by group or others."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a planted FIFO must not block
     except FileNotFoundError:
         return None
     except OSError as err:  # ELOOP: a symbolic link
@@ -149,7 +149,7 @@ class Judge:
             "temperature": 0.0,
             "max_tokens": self.max_tokens,
         }).encode()
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "User-Agent": "omni_jax-judge"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         payload = post(self.endpoint, body, headers, self.timeout_s, self.max_reply_bytes)
