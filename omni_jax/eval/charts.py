@@ -49,9 +49,9 @@ def write_bench_charts(out_dir: Path, stem: str, bench: str, summaries: dict[str
     by = "by_category" if any(s.get("by_category") for s in summaries.values()) else "by_problem_type"
     groups = list(dict.fromkeys(g for s in summaries.values() for g in s.get(by, {})))
     figure = _figure(max(6.0, 1.0 + 0.9 * (len(groups) + 1) * max(1, len(names)) / 2))
-    _grouped_bars(figure.add_subplot(), ["overall"] + groups,
-                  {n: [summaries[n].get("accuracy")] + [summaries[n].get(by, {}).get(g) for g in groups] for n in names},
-                  scale=100.0, ylabel="accuracy (%)")
+    series = {n: [summaries[n].get("accuracy")] + [summaries[n].get(by, {}).get(g) for g in groups]
+              for n in names}
+    _grouped_bars(figure.add_subplot(), ["overall"] + groups, series, scale=100.0, ylabel="accuracy (%)")
     figure.suptitle(f"{bench}: accuracy by {'category' if by == 'by_category' else 'problem type'}")
     written.append(out_dir / f"{stem}_accuracy.png")
     figure.savefig(written[-1], dpi=100)
@@ -80,10 +80,10 @@ def write_bench_charts(out_dir: Path, stem: str, bench: str, summaries: dict[str
     instructions = list(dict.fromkeys(k for p in probes.values() for k in p.get("by_instruction", {})))
     if instructions:
         figure = _figure(max(6.0, 1.2 * (len(instructions) + 1)))
-        _grouped_bars(figure.add_subplot(), instructions + ["all"],
-                      {n: [probes[n].get("by_instruction", {}).get(k) for k in instructions] + [probes[n].get("overall")]
-                       for n in names},
-                      scale=100.0, ylabel="instructions followed (%)")
+        series = {n: [probes[n].get("by_instruction", {}).get(k) for k in instructions] + [probes[n].get("overall")]
+                  for n in names}
+        _grouped_bars(figure.add_subplot(), instructions + ["all"], series, scale=100.0,
+                      ylabel="instructions followed (%)")
         figure.suptitle(f"{bench}: instruction-following probe")
         written.append(out_dir / f"{stem}_probe.png")
         figure.savefig(written[-1], dpi=100)

@@ -118,13 +118,22 @@ def _interval(values, n_boot: int, seed: int) -> dict | None:
 
 def summarize(results: list[dict], skipped: list[dict] | None = None, *, n_boot: int = 1000,
               seed: int = 0) -> dict:
-    """Means with 95 % bootstrap intervals of one checkpoint's rows on one benchmark (see module)."""
+    """Means with 95 % bootstrap intervals of one checkpoint's rows on one benchmark.
+
+    Every interval is {"mean", "lo", "hi", "n"} (None when no row counts):
+        n, n_probe                      question rows, probe rows
+        accuracy                        reward (0–1) over question rows
+        accuracy_humanomniv2            reward_humanomniv2 (when rows carry it)
+        by_problem_type[t], by_category[Type]
+        people_focus: score, <list> (keyword counts: people, action, environment), think_words,
+                      has_think (share), judge (0–10, when rows carry a rating)
+        probe: by_instruction[name], overall (share of probe rows whose probe_ok is True)
+        skipped: {"count", "rows"}
+    """
     summary: dict = {"n": sum(not is_probe(r) for r in results),
                      "n_probe": sum(is_probe(r) for r in results)}
     for metric in metrics(results):
-        interval = _interval(_values(results, metric).values(), n_boot, seed)
-        if interval is None:
-            continue
+        interval = _interval(_values(results, metric).values(), n_boot, seed)  # None: no rows
         node = summary
         for part in metric.path[:-1]:
             node = node.setdefault(part, {})

@@ -59,6 +59,12 @@ def test_summarize_without_probes_judge_or_categories():
     assert summary["skipped"] == {"count": 0, "rows": []}
 
 
+def test_summarize_and_markdown_of_no_rows():
+    summary = report.summarize([])
+    assert summary["n"] == 0 and summary["accuracy"] is None and summary["people_focus"]["score"] is None
+    assert table_line(report.markdown({("ib", "empty"): []}), "accuracy") == ["—"]
+
+
 def test_humanomni_json_shape():
     out = report.humanomni_json(BEFORE)
     assert out["final_acc"] == [{"mean_acc": pytest.approx(0.4)}]
@@ -89,11 +95,13 @@ def test_markdown_side_by_side_with_paired_differences():
     before, after, diff = table_line(text, "category: emotion (n=4)")
     assert before.startswith("25.0 [") and after.startswith("50.0 [") and diff.startswith("+25.0 [")
     assert table_line(text, "people focus score (0–1)") == [
-        "0.500 [0.500, 0.500]".replace("0.500", "0.200"), "0.500 [0.500, 0.500]", "+0.300 [+0.300, +0.300]"]
-    assert table_line(text, "judge rating (0–10)") == ["6.00 [6.00, 6.00]", "8.50 [8.50, 8.50]", "+2.50 [+2.50, +2.50]"]
+        "0.200 [0.200, 0.200]", "0.500 [0.500, 0.500]", "+0.300 [+0.300, +0.300]"]
+    assert table_line(text, "judge rating (0–10)") == [
+        "6.00 [6.00, 6.00]", "8.50 [8.50, 8.50]", "+2.50 [+2.50, +2.50]"]
     before, after, diff = table_line(text, "probe: all six")
     assert before.startswith("16.7 [") and after.startswith("50.0 [") and diff.startswith("+33.3 [")
-    assert table_line(text, "probe: bold") == ["0.0 [0.0, 0.0]", "100.0 [100.0, 100.0]", "+100.0 [+100.0, +100.0]"]
+    assert table_line(text, "probe: bold") == [
+        "0.0 [0.0, 0.0]", "100.0 [100.0, 100.0]", "+100.0 [+100.0, +100.0]"]
     assert "`q10`: missing video videos/q10.mp4" in text
 
 
