@@ -84,7 +84,7 @@ def load_cached_rating(path: pathlib.Path) -> float | None:
     holds no valid rating, or is a link, not the user's, or writable by group or others."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a planted FIFO must not block
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as err:  # ELOOP: a symbolic link
         raise JudgeError(f"judge cache entry {path} cannot be opened: {err}") from err

@@ -56,6 +56,7 @@ def test_an_unwritable_cache_never_stops_the_run(serve, tmp_path):
     judge = Judge(judge_cfg(server.url, cache_dir=str(tmp_path / "not_a_dir" / "cache")))
     scores, stats = judge([think("a"), think("b")], np.zeros(2))
     assert scores.tolist() == pytest.approx([0.6, 0.6]) and stats["judge/cache_write_errors"] == 2
+    assert stats["judge/cache_damaged"] == 0  # no cache is not a damaged cache
 
 
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
