@@ -234,6 +234,7 @@ def load() -> ctypes.CDLL:
             _drop_if_untrusted(path)
             if not path.exists():
                 _build(path, cmd)
+                os.chmod(path, 0o700)  # a linker that creates its output anew applies the umask (002: group-writable)
             why = _untrusted(os.lstat(path), "file")  # the directory is private: no one swaps it now
             if why is not None:
                 raise RuntimeError(f"{path} is {why}; not loaded")

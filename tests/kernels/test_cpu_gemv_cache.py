@@ -52,10 +52,10 @@ def plant(tmp_path, monkeypatch, cxx, source=PLANT, dir_mode=0o700, file_mode=0o
     return path
 
 
-def probe(tmp_path):
+def probe(tmp_path, umask=0o022):
     env = dict(os.environ, PLANT_MARKER=str(tmp_path / "constructor_ran"), JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", PROBE.format(root=ROOT)], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, preexec_fn=lambda: os.umask(umask))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
@@ -91,10 +91,14 @@ def test_a_library_without_the_kernel_falls_back_to_xla(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_planted_entry_is_replaced_by_a_fresh_build(tmp_path, monkeypatch):
+    """Under umask 002 (a common default) too: the fresh build is private and reused."""
     path = plant(tmp_path, monkeypatch, os.environ.get("CXX", "g++"), file_mode=0o777)
-    result, _ = probe(tmp_path)
+    result, _ = probe(tmp_path, umask=0o002)
     assert result["available"], result["error"]
     assert not result["marker"] and stat.S_IMODE(path.stat().st_mode) & 0o022 == 0
+    built = path.stat().st_mtime_ns
+    result, log = probe(tmp_path, umask=0o002)
+    assert result["available"] and path.stat().st_mtime_ns == built and "deleting" not in log
 
 
 def test_the_cache_directory_is_created_private(tmp_path, monkeypatch):
