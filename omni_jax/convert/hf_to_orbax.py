@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import time
 from typing import Any
 
 import jax
@@ -74,7 +75,7 @@ def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mes
             store.save(CONVERTED_STEP, params=params, meta=meta)
     except BaseException:
         if jax.process_index() == 0:  # an unfinished step never loads; do not leave it behind
-            _remove_unfinished_steps(store_dir)
+            _discard_unfinished_steps(store_dir)
         raise
     finally:
         bar.close()
@@ -109,6 +110,21 @@ def _unfinished_steps(out: epath.Path) -> list[epath.Path]:
 def _remove_unfinished_steps(out: epath.Path) -> None:
     for child in _unfinished_steps(out) if out.is_dir() else []:
         child.rmtree() if child.is_dir() else child.unlink()
+
+
+def _discard_unfinished_steps(out: epath.Path, tries: int = 5) -> None:
+    """After a failed save: remove its unfinished step without ever raising over the failure.
+    Writes already in flight may still land in it for a moment, so removal is retried."""
+    for attempt in range(tries):
+        try:
+            _remove_unfinished_steps(out)
+            if not (out.is_dir() and _unfinished_steps(out)):
+                return
+        except OSError:
+            pass
+        time.sleep(0.2 * 2 ** attempt)
+    print(f"warning: could not remove the unfinished step in {out}; the next conversion to it removes it",
+          file=sys.stderr)
 
 
 def prepare_output(out, overwrite: bool) -> epath.Path:

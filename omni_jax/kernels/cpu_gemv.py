@@ -262,7 +262,7 @@ def available() -> bool:
     try:
         load()
         return True
-    except Exception as e:  # any build or load failure keeps XLA's ops  # noqa: BLE001
+    except Exception as e:  # any build or load failure keeps XLA's ops
         _state["error"] = str(e)
         log.warning("omni_jax CPU decode kernel unavailable, decoding with XLA's dot: %s", e)
         return False
