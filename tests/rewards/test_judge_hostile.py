@@ -162,3 +162,14 @@ def test_many_threads_of_one_judge_stay_within_timeout(serve):
     scores, stats = judge([think(str(i)) for i in range(8)], np.full(8, 0.1))
     assert time.monotonic() - start < 1.5 and stats["judge/error/TimeoutError"] == 8
     assert threading.active_count() < 50
+
+
+def test_a_chunked_reply_within_the_limits_is_read(serve):
+    body = chat("8")
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n")
+    chunks = [(head, 0)] + [(b"%x\r\n%s\r\n" % (len(body[i:i + 10]), body[i:i + 10]), 0.01)
+                            for i in range(0, len(body), 10)] + [(b"0\r\n\r\n", 0)]
+    server = serve(lambda prompt, n: (None, iter(chunks), 0))
+    scores, stats = Judge(judge_cfg(server.url))([think("x")], np.array([0.1]))
+    assert scores.tolist() == pytest.approx([0.8]) and stats["judge/rated"] == 1
