@@ -4,6 +4,7 @@ nothing behind that blocks or bloats the next run."""
 
 import json
 import os
+import pathlib
 import re
 import shutil
 import struct
@@ -18,7 +19,16 @@ from safetensors.numpy import save_file
 from omni_jax.convert.__main__ import main as cli
 from omni_jax.convert.hf_to_orbax import hf_to_orbax
 from omni_jax.convert.safetensors_io import SafetensorsReader
-from tests.convert.test_convert import REPO, hf, hf_dir  # noqa: F401 (fixtures)
+from tests.helpers import tiny_hf as th
+
+REPO = str(pathlib.Path(__file__).resolve().parents[2])
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hf_b")
+    th.build_hf_thinker("b", seed=5).save_pretrained(path, max_shard_size="60KB")  # 7 shards
+    return path
 
 
 def split(path):

@@ -77,7 +77,7 @@ def test_a_group_writable_entry_is_deleted_not_loaded(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(os.getuid() != 0, reason="giving a file to another user needs root")
 def test_an_entry_of_another_user_is_deleted_not_loaded(tmp_path, monkeypatch):
-    path = plant(tmp_path, monkeypatch, "false", owner=65534)
+    plant(tmp_path, monkeypatch, "false", owner=65534)
     result, log = probe(tmp_path)
     assert not result["marker"] and not result["available"] and "owned by uid 65534" in log
 

@@ -3,11 +3,19 @@ not in --dry-run output, not in errors; `--env KEY` takes the value from the loc
 
 import pytest
 
-from launch import remote
-from test_launch_cli import RESUME, WHERE, cli, gcloud, printed_commands  # noqa: F401 (fixture)
+from launch import remote, tpu
+from test_launch_cli import RESUME, WHERE, FakeGcloud, cli, printed_commands
 
 SECRET = "sk-do-not-print-0123456789"
 RUN = ["run", *WHERE, "--accelerator-type", "v5p-8", "--config", "c.py", "--workdir", "gs://b/r"]
+
+
+@pytest.fixture
+def gcloud(monkeypatch):
+    fake = FakeGcloud()
+    monkeypatch.setattr(tpu.subprocess, "run", fake)
+    monkeypatch.setattr(tpu.time, "sleep", lambda seconds: None)
+    return fake
 
 
 def sent_scripts(gcloud):
