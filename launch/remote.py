@@ -82,20 +82,41 @@ def train_argv(config: str, workdir: str, overrides: list[str]) -> list[str]:
     return ["-m", "omni_jax.train", "--config", config, "--workdir", workdir, *overrides]
 
 
+# Environment values that must not appear in any command line (API keys) are copied to each
+# worker in this file (relative to $HOME), read by the run script and deleted at once.
+SECRET_FILE = ".omni_jax_secret.env"
+
+
+def secret_env_text(env: dict[str, str]) -> str:
+    """The SECRET_FILE contents: one `KEY='value'` assignment per line, read by `set -a; .`."""
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
 def run_script(argv: list[str], env: dict[str, str], already_running_ok: bool = False,
-               check_after_seconds: float = 3.0) -> str:
+               check_after_seconds: float = 3.0, secret_file: bool = False) -> str:
     """Start `python <argv>` detached (own session, so it outlives the ssh connection), output
     appended to ~/omni_jax_logs/train.log, and fail with the log's end if it has died
     `check_after_seconds` later (a bad flag or config shows here, not hours later). Refuses (or,
-    with `already_running_ok`, reports and succeeds) when this worker's training is still alive."""
+    with `already_running_ok`, reports and succeeds) when this worker's training is still alive.
+    With `secret_file`, the variables in ~/SECRET_FILE are exported too, and the file deleted."""
     q = shlex.quote
     # PYTHONUNBUFFERED: log lines reach train.log as they are printed, for `logs` to follow.
     env_words = " ".join(q(f"{k}={v}") for k, v in {"PYTHONUNBUFFERED": "1", **env}.items())
     words = " ".join(q(a) for a in argv)
     running_exit = 0 if already_running_ok else 1
+    secrets = f'"$HOME/{SECRET_FILE}"'
+    load_secrets = f"""if [ ! -f {secrets} ]; then
+  echo {_HOST}": ~/{SECRET_FILE} (the --env values copied for this run) is missing" >&2
+  exit 1
+fi
+set -a
+. {secrets}
+set +a
+rm -f {secrets}
+""" if secret_file else ""
     return f"""set -eu
 {_ALIVE}
-if [ ! -x {VENV}/bin/python ]; then
+{load_secrets}if [ ! -x {VENV}/bin/python ]; then
   echo {_HOST}": not set up (no ~/omni_jax_venv); run 'python -m launch.tpu setup' first" >&2
   exit 1
 fi

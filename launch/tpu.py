@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,21 +76,44 @@ def check_workdir(workdir: str, tpu: TpuSlice) -> str | None:
             "preemption, teardown), so the run cannot resume. Prefer gs://<bucket>/<run>.")
 
 
-def parse_env(pairs: list[str], local_env: dict[str, str] | None = None) -> dict[str, str]:
-    """`KEY=VALUE`, or `KEY` alone: the value of KEY in this shell's environment (`local_env`),
-    so that a secret never appears on the command line or in the shell's history."""
+def parse_env(pairs: list[str], local_env: dict[str, str] | None = None
+              ) -> tuple[dict[str, str], dict[str, str]]:
+    """(`KEY=VALUE` pairs, `KEY`-alone pairs with the value KEY has in this shell's environment
+    `local_env`). The latter never appear in a command line: see `secret_file`."""
     local_env = os.environ if local_env is None else local_env
-    env = {}
+    inline, from_shell = {}, {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         _check(key, _ENV_KEY, "--env name", "letters, digits and '_'")
-        if not sep:
-            if key not in local_env:
-                raise LaunchError(f"--env {key}: {key} is not set in this shell's environment; "
-                                  f"export it first, or write --env {key}=VALUE")
-            value = local_env[key]
-        env[key] = value
-    return env
+        if sep:
+            inline[key] = value
+        elif key in local_env:
+            from_shell[key] = local_env[key]
+        else:
+            raise LaunchError(f"--env {key}: {key} is not set in this shell's environment; "
+                              f"export it first, or write --env {key}=VALUE")
+    return inline, from_shell
+
+
+@contextlib.contextmanager
+def secret_file(env: dict[str, str], dry_run: bool):
+    """A local file (0600, in a fresh 0700 directory, deleted afterwards) holding `env` for the
+    workers; None when `env` is empty. Under --dry-run nothing is written: its would-be path."""
+    if not env:
+        yield None
+        return
+    if dry_run:
+        yield os.path.join(tempfile.gettempdir(), "omni_jax-XXXXXXXX", remote.SECRET_FILE)
+        return
+    directory = tempfile.mkdtemp(prefix="omni_jax-")
+    try:
+        path = os.path.join(directory, remote.SECRET_FILE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(remote.secret_env_text(env))
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def masked(env: dict[str, str]) -> dict[str, str]:
@@ -204,22 +228,40 @@ def do_setup(shell: Shell, target: Target, ref: str, python_version: str, repo: 
                 os.remove(local_path)
 
 
-def _run_argv(target: Target, args: argparse.Namespace, overrides: list[str],
-              already_running_ok: bool) -> tuple[list[str], list[str]]:
-    """Validate the training request (before anything is created) and build its ssh command:
-    (the command, the command as printed: `--env` values as *** unless --show-env-values)."""
+def _check_run_request(args: argparse.Namespace) -> None:
+    """Refuse a bad training request before anything is created or started."""
     tpu = parse_accelerator_type(args.accelerator_type)
     if not args.config:
         raise LaunchError("--config is empty: give configs/<file>.py[:<variant>]")
     warning = check_workdir(args.workdir, tpu)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    parse_env(args.env)
+
+
+def _run_commands(target: Target, args: argparse.Namespace, overrides: list[str], already_running_ok: bool,
+                  secret_path: str | None) -> list[tuple[list[str], list[str]]]:
+    """The commands that start the training, each as (argv, argv as printed: `--env KEY=VALUE`
+    values as *** unless --show-env-values): with `--env KEY` variables, first the copy of
+    `secret_path` (holding their values) to every worker, then the ssh command."""
     train = remote.train_argv(args.config, args.workdir, overrides)
-    env = parse_env(args.env)
-    argv = commands.ssh(target, "all", remote.run_script(train, env, already_running_ok))
-    if args.show_env_values:
-        return argv, argv
-    return argv, commands.ssh(target, "all", remote.run_script(train, masked(env), already_running_ok))
+    inline, from_shell = parse_env(args.env)
+    shown_env = inline if args.show_env_values else masked(inline)
+    ssh = [commands.ssh(target, "all", remote.run_script(train, env, already_running_ok, secret_file=bool(from_shell)))
+           for env in (inline, shown_env)]
+    copy = [(commands.scp_to_workers(target, secret_path, remote.SECRET_FILE),) * 2] if from_shell else []
+    return [*copy, (ssh[0], ssh[1])]
+
+
+def _start_training(shell: Shell, target: Target, args: argparse.Namespace, overrides: list[str],
+                    already_running_ok: bool) -> None:
+    _, from_shell = parse_env(args.env)
+    with secret_file(from_shell, shell.dry_run) as path:
+        if path:
+            shell.note(f"{path} holds the values of {', '.join(from_shell)} from your environment "
+                       "(written 0600, deleted after the copy; the workers delete their copy on start)")
+        for argv, shown in _run_commands(target, args, overrides, already_running_ok, path):
+            shell.run(argv, shown)
 
 
 def _create_argv(target: Target, args: argparse.Namespace, shell: Shell) -> list[str]:
@@ -244,9 +286,10 @@ def handle(args: argparse.Namespace, extra: list[str], shell: Shell) -> None:
     elif args.command == "setup":
         do_setup(shell, target, args.ref, args.python, args.repo)
     elif args.command == "run":
-        shell.run(*_run_argv(target, args, extra, already_running_ok=False))
+        _check_run_request(args)
+        _start_training(shell, target, args, extra, already_running_ok=False)
     elif args.command == "resume":
-        run_argv, run_shown = _run_argv(target, args, extra, already_running_ok=True)
+        _check_run_request(args)
         create_argv = _create_argv(target, args, shell)
         for phase in resume_phases(shell.state(target)):
             if phase == "delete":
@@ -258,7 +301,7 @@ def handle(args: argparse.Namespace, extra: list[str], shell: Shell) -> None:
             elif phase == "setup":
                 do_setup(shell, target, args.ref, args.python, args.repo)
             else:
-                shell.run(run_argv, run_shown)
+                _start_training(shell, target, args, extra, already_running_ok=True)
     elif args.command == "logs":
         shell.run(commands.ssh(target, worker, remote.logs_script(args.lines, not args.no_follow)))
     elif args.command == "status":
@@ -308,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="configs/<file>.py[:<variant args>]")
     train.add_argument("--workdir", required=True, help="gs://<bucket>/<run> (checkpoints, logs)")
     train.add_argument("--env", action="append", default=[], metavar="KEY[=VALUE]",
-                       help="environment variable for the training (repeatable); KEY alone "
-                            "passes this shell's value of KEY. Values are printed as ***")
+                       help="environment variable for the training (repeatable); printed as "
+                            "KEY=***. KEY alone: this shell's value of KEY, copied to the workers "
+                            "in a file, never on a command line (for API keys)")
     train.add_argument("--show-env-values", action="store_true",
                        help="print --env values in commands (e.g. --dry-run output to paste)")
     worker = argparse.ArgumentParser(add_help=False)
