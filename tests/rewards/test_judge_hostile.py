@@ -7,6 +7,7 @@ anywhere but the configured endpoint, never a rating outside 0–10.
 
 import json
 import math
+import os
 import stat
 import threading
 import time
@@ -173,3 +174,19 @@ def test_a_chunked_reply_within_the_limits_is_read(serve):
     server = serve(lambda prompt, n: (None, iter(chunks), 0))
     scores, stats = Judge(judge_cfg(server.url))([think("x")], np.array([0.1]))
     assert scores.tolist() == pytest.approx([0.8]) and stats["judge/rated"] == 1
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_link_or_fifo_in_the_cache_is_not_read(serve, tmp_path, kind):
+    server = serve(lambda prompt, n: (200, chat("6" if n == 1 else "3"), 0))
+    cfg = judge_cfg(server.url, cache_dir=str(tmp_path / "cache"))
+    Judge(cfg)([think("x")], np.zeros(1))
+    (path,) = (tmp_path / "cache").rglob("*.json")
+    path.unlink()
+    if kind == "symlink":
+        (tmp_path / "planted.json").write_text(json.dumps({"rating": 10}))
+        path.symlink_to(tmp_path / "planted.json")
+    else:
+        os.mkfifo(path)  # a plain open() would block forever
+    scores, stats = Judge(cfg)([think("x")], np.zeros(1))
+    assert scores.tolist() == pytest.approx([0.3]) and stats["judge/cache_damaged"] == 1
