@@ -37,7 +37,7 @@ from omni_jax.grpo.policy import model_options
 from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_state_shardings, \
     optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model import presets
-from omni_jax.model.loading import param_shardings
+from omni_jax.checkpoint.loading import param_shardings
 from omni_jax.model.text import init_cache
 from omni_jax.model.thinker import abstract_thinker
 from omni_jax.rollout import sampler

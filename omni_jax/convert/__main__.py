@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from omni_jax.convert.hf_load import WeightMismatchError
+    from omni_jax.weights.hf_load import WeightMismatchError
 
     try:
         if args.command == "hf2jax":
