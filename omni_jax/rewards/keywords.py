@@ -28,6 +28,9 @@ import ml_collections
 
 ASCII_LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 JOINER_BYTES = frozenset(b" \t\n\r\x0b\x0c-")
+# The reasoning block people_focus scores: the first OPEN_TAG, then the first CLOSE_TAG after it.
+OPEN_TAG = b"<think>"
+CLOSE_TAG = b"</think>"
 _ITEMS = re.compile(rb"([A-Za-z]+)|[^A-Za-z]+")
 _VOWELS = "aeiou"
 INFLECTIONS = ("none", "noun", "verb")
