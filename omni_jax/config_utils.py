@@ -14,6 +14,9 @@ import os
 
 import ml_collections
 
+from omni_jax.data.config import data_defaults
+from omni_jax.rewards.config import reward_defaults
+
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """Variant string "k=v,k2=v2,flag" → ConfigDict with the types of `defaults`."""
@@ -117,9 +120,6 @@ def validate(config, num_devices: int) -> None:
 
 def base() -> ml_collections.ConfigDict:
     """Every field a training config has, with neutral defaults; configs/*.py override them."""
-    from omni_jax.data.config import data_defaults
-    from omni_jax.rewards.config import reward_defaults
-
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.total_steps = 100

@@ -32,16 +32,17 @@ from omni_jax.aot import estimate as estimate_lib
 from omni_jax.aot import inputs as inputs_lib
 from omni_jax.aot import topology as topology_lib
 from omni_jax.aot.flops import jaxpr_flops
+from omni_jax.checkpoint.loading import param_shardings
 from omni_jax.grpo.experience import row_shardings
 from omni_jax.grpo.policy import model_options
 from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_state_shardings, \
     optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model import presets
-from omni_jax.checkpoint.loading import param_shardings
 from omni_jax.model.text import init_cache
 from omni_jax.model.thinker import abstract_thinker
 from omni_jax.rollout import sampler
 from omni_jax.rollout.sampling import Sampling
+from omni_jax.tokenizer import load_tokenizer
 
 STEPS = ("prefill", "decode", "train", "reference")
 
@@ -215,8 +216,6 @@ def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _
 def _model_config(config, tokenizer=None):
     arch = config.model.architecture
     if arch == "tiny" and tokenizer is None:
-        from omni_jax.tokenizer import load_tokenizer
-
         tokenizer = load_tokenizer(config.tokenizer or "tiny")
     return presets.architecture_config(arch, tokenizer, **model_options(config))
 

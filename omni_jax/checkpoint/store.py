@@ -29,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from omni_jax import __version__
 from omni_jax.checkpoint import streaming
 from omni_jax.checkpoint.streaming import StreamedArray, TensorStoreLeaf, pytree_handler
 from omni_jax.weights import mapping
@@ -205,8 +206,6 @@ def absolute(path) -> epath.Path:
 
 
 def _version() -> str:
-    from omni_jax import __version__
-
     return __version__
 
 

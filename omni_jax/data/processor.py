@@ -15,6 +15,7 @@ from omni_jax.data import image as image_lib
 from omni_jax.data import prompt as prompt_lib
 from omni_jax.data import video as video_lib
 from omni_jax.data.errors import BadRecord
+from omni_jax.tokenizer import load_tokenizer, special_token_ids
 
 
 def _chunk_bounds(values: np.ndarray, per_chunk: int) -> list[tuple[int, int]]:
@@ -105,8 +106,6 @@ def prepare(messages: list[dict], cfg, tokenizer=None) -> dict:
     float32[A, num_mel_bins, F], feature_attention_mask int32[A, F].
     Raises BadRecord for unreadable media and for prompts over cfg.max_prompt_tokens.
     """
-    from omni_jax.tokenizer import load_tokenizer, special_token_ids
-
     tokenizer = tokenizer or load_tokenizer("tiny")
     ids = special_token_ids(tokenizer)
     videos, images, audios = _load_media(messages, cfg)

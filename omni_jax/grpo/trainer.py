@@ -25,12 +25,14 @@ from tqdm import tqdm
 
 from omni_jax import config_utils, metrics as metrics_lib, parallel
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
+from omni_jax.data import mixture_from_config
 from omni_jax.grpo import warmstart as warmstart_lib
 from omni_jax.grpo.experience import collect, next_positions, shard_rows
 from omni_jax.grpo.policy import build_model, reference_params
 from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
     optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model.inputs import prepare_inputs
+from omni_jax.rewards import RewardFn
 from omni_jax.rollout.sampler import input_shardings
 from omni_jax.tokenizer import load_tokenizer
 
@@ -57,8 +59,6 @@ class _Preemption:
 
 def _reward_fn(config, tokenizer):
     """(texts, ids, mask, records) -> ({"total": ..., component: ...}, stats) around rewards.RewardFn."""
-    from omni_jax.rewards import RewardFn
-
     fn = RewardFn(tokenizer, config.rewards)
 
     def call(texts, ids, mask, records):
@@ -70,8 +70,6 @@ def _reward_fn(config, tokenizer):
 
 def _data_stream(config, tokenizer):
     """The global batch stream: every process reads the whole batch (see module docstring)."""
-    from omni_jax.data import mixture_from_config
-
     data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():
         data_cfg.batch_size = int(config.batch_prompts)
@@ -242,8 +240,6 @@ def _save(store, step, graphdef, state, frozen, meta, data, reference):
 def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
     """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart)."""
     import ml_collections
-
-    from omni_jax.data import mixture_from_config
 
     # The run's own prompt settings (system prompt, caps, buckets) on the synthetic source, whose
     # records carry demonstrations; a seed apart from the GRPO stream's.
