@@ -29,9 +29,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from omni_jax import __version__
 from omni_jax.checkpoint import streaming
 from omni_jax.checkpoint.streaming import StreamedArray, TensorStoreLeaf, pytree_handler
+from omni_jax.version import __version__
 from omni_jax.weights import mapping
 
 PARAMS, META = "params", "meta"
