@@ -33,7 +33,7 @@ import re
 
 import numpy as np
 
-from omni_jax.data.errors import BadRecord, DataError
+from omni_jax.data.errors import BadRecord
 from omni_jax.data.prompt import TYPE_TEMPLATE
 from omni_jax.rewards.accuracy import PROBLEM_TYPES as ACCURACY_TYPES
 
