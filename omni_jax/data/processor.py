@@ -15,18 +15,8 @@ from omni_jax.data import image as image_lib
 from omni_jax.data import prompt as prompt_lib
 from omni_jax.data import video as video_lib
 from omni_jax.data.errors import BadRecord
+from omni_jax.model.rope import chunk_bounds
 from omni_jax.tokenizer import load_tokenizer, special_token_ids
-
-
-def _chunk_bounds(values: np.ndarray, per_chunk: int) -> list[tuple[int, int]]:
-    """[start, end) slices of the increasing `values` falling in successive [k*per_chunk, (k+1)*per_chunk)."""
-    bounds, start, chunk = [], 0, 1
-    for i, v in enumerate(values):
-        if v >= chunk * per_chunk:
-            bounds.append((start, i))
-            start, chunk = i, chunk + 1
-    bounds.append((start, len(values)))
-    return bounds
 
 
 def interleaved_tokens(grid_thw, second_per_grid: float, num_audio_tokens: int, merge_size: int,
@@ -40,8 +30,8 @@ def interleaved_tokens(grid_thw, second_per_grid: float, num_audio_tokens: int, 
     per_frame = (h // merge_size) * (w // merge_size)
     video_t = np.repeat(np.arange(t), per_frame) * second_per_grid * position_id_per_seconds
     per_chunk = int(position_id_per_seconds * seconds_per_chunk)
-    v_chunks = _chunk_bounds(video_t, per_chunk)
-    a_chunks = _chunk_bounds(np.arange(num_audio_tokens), per_chunk)
+    v_chunks = chunk_bounds(video_t, per_chunk)
+    a_chunks = chunk_bounds(np.arange(num_audio_tokens), per_chunk)
     out = [ids["vision_start_token_id"], ids["audio_start_token_id"]]
     for j in range(max(len(v_chunks), len(a_chunks))):
         if j < len(v_chunks):
