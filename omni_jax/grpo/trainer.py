@@ -27,11 +27,11 @@ from omni_jax import config_utils, metrics as metrics_lib, parallel
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
 from omni_jax.data import mixture_from_config
 from omni_jax.grpo import warmstart as warmstart_lib
-from omni_jax.grpo.experience import collect, next_positions, shard_rows
+from omni_jax.grpo.experience import collect, shard_rows
 from omni_jax.grpo.policy import build_model, reference_params
 from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
     optimizer_from_config, step_config_from_config, trainable_filter
-from omni_jax.model.inputs import prepare_inputs
+from omni_jax.model.inputs import next_position_ids, prepare_inputs
 from omni_jax.rewards import RewardFn
 from omni_jax.rollout.sampler import input_shardings
 from omni_jax.tokenizer import load_tokenizer
@@ -263,7 +263,7 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
         ids, mask = warmstart_lib.demonstration_tokens(records, tokenizer, config.rollout.max_new_tokens,
                                                        seed=config.seed * 7919 + i)
         # Rows over the batch mesh axes, as the GRPO batches (one device held them all before).
-        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(next_positions(inputs))), mesh)
+        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask), next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh)
         params, opt_state, loss = sft_step(params, opt_state, frozen,
                                            jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
         if i % 10 == 0:

@@ -29,7 +29,7 @@ from flax import nnx, struct
 
 from omni_jax import parallel
 from omni_jax.kernels import cpu_gemv as _cpu_gemv
-from omni_jax.model.inputs import ModelInputs, prepare_inputs
+from omni_jax.model.inputs import ModelInputs, next_position_ids, prepare_inputs
 from omni_jax.model.text import causal_mask, init_cache
 from omni_jax.model.thinker import Thinker
 from omni_jax.rollout.sampling import Sampling
@@ -143,8 +143,7 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int
                                                             groups(kv_valid), groups(q_index)))
         logits = logits.reshape(b, -1)
         cache = {k: jnp.moveaxis(v, 0, 1).reshape(v.shape[1], b, *v.shape[3:]) for k, v in cache.items()}
-    masked_pos = jnp.where(inputs.attention_mask[None], inputs.position_ids, -1)
-    next_pos = masked_pos.max(axis=(0, 2)) + 1  # continues past the largest TMRoPE id, as HF
+    next_pos = next_position_ids(inputs.position_ids, inputs.attention_mask)
 
     def rep(a, axis=0):
         return jnp.repeat(a, num_samples, axis=axis)
