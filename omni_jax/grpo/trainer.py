@@ -24,6 +24,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from omni_jax import config_utils, metrics as metrics_lib, parallel
+from omni_jax.chips import PEAK_FLOPS
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
 from omni_jax.data import mixture_from_config
 from omni_jax.grpo import warmstart as warmstart_lib
@@ -38,9 +39,6 @@ from omni_jax.tokenizer import load_tokenizer
 
 log = logging.getLogger("omni_jax.train")
 
-# Peak dense bf16 FLOP/s per chip, for the MFU estimate (None: unknown, e.g. CPU).
-PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12,
-              "TPU v6 lite": 918e12, "TPU v6e": 918e12, "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12}
 
 
 class _Preemption:
