@@ -42,7 +42,6 @@ def get_config(arg=None):
     c.model.remat = "full"
     c.model.attention_query_chunk = 1024
     c.model.attention_key_chunk = 1024  # flash attention: [1024 × 1024] score tiles, forward and backward
-    c.model.train_towers = False
     c.rollout.num_generations = v.num_generations
     c.rollout.max_new_tokens = 1024
     c.rollout.temperature = 0.9

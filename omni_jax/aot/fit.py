@@ -252,7 +252,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     abstract_model = abstract_thinker(cfg)
     graphdef_all, all_vars = nnx.split(abstract_model)
     policy_state = _abstract_state(all_vars, param_shardings(all_vars, mesh, rules))
-    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(config.model.train_towers), ...)
+    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(), ...)
     trainable = _abstract_state(trainable, param_shardings(trainable, mesh, rules))
     frozen = _abstract_state(frozen, param_shardings(frozen, mesh, rules))
     optimizer = optimizer_from_config(config)
@@ -273,7 +273,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         patches=model_inputs.vision.pixel_values.shape[0] if model_inputs.vision else 0,
         audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
         param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
-        train_towers=bool(config.model.train_towers), with_reference=with_reference, cache_dtype=cache_dtype.name,
+        train_towers=False, with_reference=with_reference, cache_dtype=cache_dtype.name,
         reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share)
     estimates = estimate_lib.estimate(cfg, shapes)
 
@@ -365,7 +365,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("reference", ref, (0, 1), others,
                traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(mesh, rules))))
 
-    counts = estimate_lib.parameter_counts(cfg, bool(config.model.train_towers))
+    counts = estimate_lib.parameter_counts(cfg, train_towers=False)
     return FitReport(
         topology=tpu.name, chips=n_chips, mesh=mesh_shape, hbm_bytes_per_chip=hbm,
         peak_flops_per_chip=tpu.chip.peak_flops, hbm_bandwidth_per_chip=tpu.chip.hbm_bandwidth,

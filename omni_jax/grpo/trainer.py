@@ -93,7 +93,7 @@ def run(config, workdir: str) -> dict:
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
-    graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     optimizer = optimizer_from_config(config)
     step_cfg = step_config_from_config(config, shape["data"] * shape["fsdp"])
     # Every array committed to the mesh up front: host-local scalars cannot be checkpointed on
@@ -120,7 +120,7 @@ def run(config, workdir: str) -> dict:
                                  extra_abstract=extra_abstract)
         nnx.replace_by_pure_dict(params_state := nnx.state(model, nnx.Param), restored.params)
         nnx.update(model, params_state)
-        graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
+        graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
         counters = restored.extra["counters"]
         state = TrainState(counters["step"], params, restored.extra["opt_state"], counters["skipped"])
         data.restore(restored.extra["data"])
@@ -139,7 +139,7 @@ def run(config, workdir: str) -> dict:
         _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
     if use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
         reference = reference_params(nnx.split(build_model(config, tokenizer, mesh, rules),
-                                               trainable_filter(config.model.train_towers), ...)[1],
+                                               trainable_filter(), ...)[1],
                                      config.model.reference_dtype)
 
     train_step = jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state))
