@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import functools
 import pathlib
 
 import pytest
@@ -68,6 +69,7 @@ def _unit(module: str) -> str:
     return "__init__" if len(parts) == 1 else parts[1]
 
 
+@functools.lru_cache(maxsize=1)
 def _graph():
     modules = _modules()
     return modules, {name: _imports(path, name, modules) for name, path in modules.items()}
