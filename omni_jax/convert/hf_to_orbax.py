@@ -10,6 +10,8 @@ Two ways to place the parameters, same files on disk:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import pathlib
 import sys
 import time
@@ -114,17 +116,23 @@ def _remove_unfinished_steps(out: epath.Path) -> None:
 
 def _discard_unfinished_steps(out: epath.Path, tries: int = 5) -> None:
     """After a failed save: remove its unfinished step without ever raising over the failure.
-    Writes already in flight may still land in it for a moment, so removal is retried."""
+    Writes already in flight may still land in it for a moment, so removal is repeated until the
+    directory stays clean through a pause, and once more when the process exits (after Python's
+    writer threads have ended)."""
+    atexit.register(_quietly_remove_unfinished_steps, out)
     for attempt in range(tries):
-        try:
-            _remove_unfinished_steps(out)
+        _quietly_remove_unfinished_steps(out)
+        time.sleep(0.2 * 2 ** attempt)
+        with contextlib.suppress(OSError):
             if not (out.is_dir() and _unfinished_steps(out)):
                 return
-        except OSError:
-            pass
-        time.sleep(0.2 * 2 ** attempt)
-    print(f"warning: could not remove the unfinished step in {out}; the next conversion to it removes it",
+    print(f"warning: could not remove the unfinished step in {out} yet; the next conversion to it removes it",
           file=sys.stderr)
+
+
+def _quietly_remove_unfinished_steps(out: epath.Path) -> None:
+    with contextlib.suppress(OSError):
+        _remove_unfinished_steps(out)
 
 
 def prepare_output(out, overwrite: bool) -> epath.Path:

@@ -18,7 +18,7 @@ from safetensors.numpy import save_file
 
 from omni_jax.convert.__main__ import main as cli
 from omni_jax.convert.hf_to_orbax import hf_to_orbax
-from omni_jax.convert.safetensors_io import SafetensorsReader
+from omni_jax.weights.safetensors_io import SafetensorsReader
 from tests.helpers import tiny_hf as th
 
 REPO = str(pathlib.Path(__file__).resolve().parents[2])
@@ -130,7 +130,7 @@ def test_hf2jax_refuses_a_damaged_shard_and_writes_nothing(hf_dir, tmp_path, cap
 
 FAILING_HF2JAX = r"""
 import sys
-from omni_jax.convert import safetensors_io
+from omni_jax.weights import safetensors_io
 from omni_jax.convert.__main__ import main
 read, calls = safetensors_io.SafetensorsReader.read, []
 def failing(self, *args, **kwargs):
@@ -157,7 +157,7 @@ def test_only_abandoned_partial_exports_are_removed(tmp_path):
     import fcntl
     import os
 
-    from omni_jax.convert import hf_write
+    from omni_jax.weights import hf_write
 
     out = tmp_path / "export"
     live, dead, young, old = (tmp_path / f".export.partial-{n}" for n in ("live", "dead", "young", "old"))
