@@ -194,3 +194,31 @@ def _load_tfds(bench: Bench, data_dir: str, limit: int | None) -> tuple[list[Ite
         items.append(Item(row, {"problem": rec["problem"], "problem_type": rec["problem_type"],
                                 "options": rec["options"], kind: rec[kind], "audio": rec["audio"]}))
     return items, skipped
+
+
+def synthetic_items(n: int, seed: int, synthetic_cfg=None) -> list[Item]:
+    """`n` generated questions (`omni_jax.data.synthetic`, frames and waveform in memory) drawn with
+    `seed`: held out from training when the seed differs from the training data's. `Type` is the
+    question's kind."""
+    from omni_jax.data import synthetic
+
+    kw = {}
+    if synthetic_cfg is not None:
+        kw = dict(size=int(synthetic_cfg.size), num_frames=int(synthetic_cfg.num_frames), fps=float(synthetic_cfg.fps))
+    items = []
+    for i in range(n):
+        rec = synthetic.make_record(i, seed, **kw)
+        row = {k: rec[k] for k in ("id", "problem", "problem_type", "options", "solution")}
+        row.update(bench="synthetic", Type=synthetic.QUESTION_KINDS[i % len(synthetic.QUESTION_KINDS)])
+        items.append(Item(row, {"problem": rec["problem"], "problem_type": rec["problem_type"],
+                                "options": rec["options"], "video": rec["video"], "video_fps": rec["video_fps"],
+                                "audio": rec["audio"]}))
+    return items
+
+
+def items_for_split(split: str, size: int, *, data_dir: str = "", seed: int = 1000,
+                    synthetic_cfg=None) -> tuple[list[Item], list[dict]]:
+    """The first `size` questions of a training-time eval split: "synthetic" or a benchmark name."""
+    if split == "synthetic":
+        return synthetic_items(size, seed, synthetic_cfg), []
+    return load_bench(split, data_dir, limit=size)
