@@ -175,13 +175,13 @@ def _load_tfds(bench: Bench, data_dir: str, limit: int | None) -> tuple[list[Ite
     items, skipped, seen = [], [], set()
     for index in range(n):
         raw = source[index]
-        row_id = str(raw.get("id") or f"{bench.name}:{index}")
-        row_id = row_id.decode() if isinstance(row_id, bytes) else row_id
+        row_id = raw.get("id") or f"{bench.name}:{index}"
+        row_id = row_id.decode("utf-8", "replace") if isinstance(row_id, bytes) else str(row_id)
         if row_id in seen:
             row_id = f"{row_id}#{index}"
         seen.add(row_id)
         problem_type = raw.get("problem_type")
-        problem_type = problem_type.decode() if isinstance(problem_type, bytes) else problem_type
+        problem_type = problem_type.decode("utf-8", "replace") if isinstance(problem_type, bytes) else problem_type
         check_problem_type(problem_type, f"{bench.tfds_builder} record {index} (id {row_id!r})")
         try:
             rec = validate_record(raw)

@@ -122,7 +122,7 @@ def test_greedy_eval_equals_transformers_generate(tiny_store, step0, bench_root,
 
     orbax_to_hf(str(tiny_store), tmp_path / "hf", step=0, progress=False)
     hf = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-        tmp_path / "hf", attn_implementation="eager", torch_dtype=torch.float32).eval()
+        tmp_path / "hf", attn_implementation="eager", dtype=torch.float32).eval()
     items, _ = datasets.load_bench("intentbench", str(bench_root), limit=3)
     ours = _run(step0, items)
     tok = step0.tokenizer
@@ -141,3 +141,15 @@ def test_greedy_eval_equals_transformers_generate(tiny_store, step0, bench_root,
             ids = ids[: ids.index(tok.eos_token_id) + 1]
         assert row["completion_tokens"] == len(ids)
         assert row["output"] == tok.decode(ids, skip_special_tokens=True)
+
+
+def test_a_tfds_build_of_intentbench_gives_the_same_answers(step0, bench_root, tmp_path):
+    from omni_jax.data import build
+
+    build.build("intentbench", str(bench_root / "IntentBench"), str(tmp_path / "tfds"))  # media bytes inside
+    from_tfds, skipped = datasets.load_bench("intentbench", str(tmp_path / "tfds"))
+    from_json, _ = datasets.load_bench("intentbench", str(bench_root))
+    assert not skipped and isinstance(from_tfds[0].record["video"], bytes)
+    assert sorted(it.row["id"] for it in from_tfds) == sorted(it.row["id"] for it in from_json)
+    answers = {r["id"]: r["output"] for r in _run(step0, from_json).results}
+    assert {r["id"]: r["output"] for r in _run(step0, from_tfds).results} == answers
