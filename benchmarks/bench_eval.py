@@ -67,9 +67,13 @@ def main():
     ap.add_argument("--batch", type=int, default=8, help="omni_jax questions per generate call")
     ap.add_argument("--ckpt", default=None, help="an omni_jax checkpoint (default: random tiny weights)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each system (median reported)")
+    ap.add_argument("--torch_threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = ap.parse_args()
 
     import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
     from omni_jax.convert.orbax_to_hf import orbax_to_hf
