@@ -83,6 +83,15 @@ def default_name(path: str, step: int | None) -> str:
     return base if step is None else f"{base}-step{step}"
 
 
+def check_exists(spec: str) -> None:
+    """FileNotFoundError / ValueError now when `spec` names no loadable checkpoint (cheap: meta only)."""
+    _, path, step = parse_spec(spec)
+    if checkpoint.is_checkpoint(path):
+        checkpoint.open_thinker_step(path, step)
+    elif not os.path.exists(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"{path} is neither an omni_jax checkpoint nor an HF directory (no config.json)")
+
+
 def open_checkpoint(spec: str, *, step: int | None = None, tokenizer: str | None = None, dtype: str = "float32",
                     mesh=None, rules=None, progress: bool = True, name: str | None = None) -> Loaded:
     """Load `spec` (`[NAME=]PATH[@STEP]`, see `parse_spec`) with its tokenizer and data settings.

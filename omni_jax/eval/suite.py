@@ -76,7 +76,10 @@ def run_suite(ckpt_specs: list[str], benches: list[str], *, data_dir: str, out_d
         import os
 
         os.makedirs(out_dir, exist_ok=True)
-    # Datasets first: an unknown problem_type or a missing benchmark stops before any model loads.
+    # Checkpoints and datasets first: a missing step, an unknown problem_type or a missing benchmark
+    # stops the run before any model loads.
+    for spec in ckpt_specs:
+        checkpoints.check_exists(spec)
     loaded_benches = {}
     for bench in benches:
         items, skipped = datasets.load_bench(bench, data_dir, limit=options.limit)

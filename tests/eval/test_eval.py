@@ -153,3 +153,14 @@ def test_a_tfds_build_of_intentbench_gives_the_same_answers(step0, bench_root, t
     assert sorted(it.row["id"] for it in from_tfds) == sorted(it.row["id"] for it in from_json)
     answers = {r["id"]: r["output"] for r in _run(step0, from_json).results}
     assert {r["id"]: r["output"] for r in _run(step0, from_tfds).results} == answers
+
+
+def test_a_missing_checkpoint_stops_before_anything_runs(tiny_store, bench_root, tmp_path):
+    from omni_jax.eval import suite
+
+    with pytest.raises(FileNotFoundError, match="step 7"):
+        suite.run_suite([f"{tiny_store}@0", f"{tiny_store}@7"], ["intentbench"], data_dir=str(bench_root),
+                        out_dir=str(tmp_path / "out"))
+    assert not list((tmp_path / "out").glob("*.jsonl"))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        checkpoints.check_exists(str(tmp_path))
