@@ -4,7 +4,7 @@
     loaded.model, loaded.tokenizer, loaded.data_cfg, loaded.name
 
 A checkpoint is an omni_jax store (a training run or a conversion, any step) or an HF directory
-(see `omni_jax.model.loading.load_thinker`). A training run's checkpoint carries its config: the
+(see `omni_jax.checkpoint.loading.load_thinker`). A training run's checkpoint carries its config: the
 tokenizer it trained with and its data settings (system prompt, frame and pixel caps), which are
 used here so the model is asked questions the way it learned them. Everything else (an HF
 directory, a conversion) gets the recipe's data settings, i.e. HumanOmniV2's prompt. In both
@@ -23,7 +23,7 @@ import ml_collections
 
 from omni_jax import checkpoint
 from omni_jax.data.config import data_defaults
-from omni_jax.model.loading import load_thinker
+from omni_jax.checkpoint.loading import load_thinker
 from omni_jax.tokenizer import load_tokenizer
 
 
