@@ -19,9 +19,10 @@ import os
 import pathlib
 import re
 
+import jax
 import ml_collections
 
-from omni_jax import checkpoint
+from omni_jax import checkpoint, parallel
 from omni_jax.data.config import data_defaults
 from omni_jax.checkpoint.loading import load_thinker
 from omni_jax.tokenizer import load_tokenizer
@@ -136,10 +137,6 @@ def mesh_from_arg(text: str = "auto"):
     auto: every device, the batch split over them (data × fsdp) and the weights FSDP-sharded, as in
     training; None on a single device (the fastest CPU path).
     """
-    import jax
-
-    from omni_jax import parallel
-
     if text == "none" or (text == "auto" and jax.device_count() == 1):
         return None
     if text == "auto":

@@ -27,7 +27,11 @@ import json
 import os
 import pathlib
 
-from omni_jax.data import prompt
+from etils import epath
+
+from omni_jax.data import prompt, synthetic
+from omni_jax.data.errors import BadRecord
+from omni_jax.data.sources import registry, validate_record
 from omni_jax.eval import scoring
 
 
@@ -77,16 +81,12 @@ def _path(root: str, *parts: str) -> str:
 
 def _exists(path: str) -> bool:
     if "://" in path:
-        from etils import epath
-
         return epath.Path(path).exists()
     return os.path.exists(path)
 
 
 def _read_text(path: str) -> str:
     if "://" in path:
-        from etils import epath
-
         return epath.Path(path).read_text()
     return pathlib.Path(path).read_text(encoding="utf-8")
 
@@ -166,11 +166,8 @@ def load_bench(name: str, data_dir: str, *, limit: int | None = None) -> tuple[l
 
 def _load_tfds(bench: Bench, data_dir: str, limit: int | None) -> tuple[list[Item], list[dict]]:
     """IntentBench from its TFDS build (media bytes in the records, or paths for `by_path`)."""
-    from omni_jax.data.sources import TfdsSource, validate_record
-    from omni_jax.data.errors import BadRecord
-
     config = "embedded" if _exists(_path(data_dir, bench.tfds_builder, "embedded")) else "by_path"
-    source = TfdsSource(bench.name, bench.tfds_builder, data_dir, split="test", config=config)
+    source = registry.TfdsSource(bench.name, bench.tfds_builder, data_dir, split="test", config=config)
     n = len(source) if limit is None else min(limit, len(source))
     items, skipped, seen = [], [], set()
     for index in range(n):
@@ -200,8 +197,6 @@ def synthetic_items(n: int, seed: int, synthetic_cfg=None) -> list[Item]:
     """`n` generated questions (`omni_jax.data.synthetic`, frames and waveform in memory) drawn with
     `seed`: held out from training when the seed differs from the training data's. `Type` is the
     question's kind."""
-    from omni_jax.data import synthetic
-
     kw = {}
     if synthetic_cfg is not None:
         kw = dict(size=int(synthetic_cfg.size), num_frames=int(synthetic_cfg.num_frames), fps=float(synthetic_cfg.fps))

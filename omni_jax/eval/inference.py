@@ -11,14 +11,19 @@ components when a solution is given, and token counts and speed.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 
 import jax
 import numpy as np
+from etils import epath
 
 from omni_jax.data import audio as audio_lib
 from omni_jax.data import processor, prompt
+from omni_jax.rewards import RewardFn
+from omni_jax.rewards.config import reward_defaults
 from omni_jax.rollout import generate
 
 _BLOCKS = {name: re.compile(rf"<{name}>\s*(.*?)\s*</{name}>", re.DOTALL) for name in ("context", "think", "answer")}
@@ -29,8 +34,6 @@ def read_media(path):
     etils path) read into bytes."""
     if path is None or not isinstance(path, str) or "://" not in path or path.startswith("file://"):
         return path
-    from etils import epath
-
     return epath.Path(path).read_bytes()
 
 
@@ -92,11 +95,6 @@ def add_instruction(messages: list[dict], instruction: str) -> list[dict]:
 
 def load_messages(path) -> list[dict]:
     """Qwen-omni messages from a JSON file; media paths relative to the file's folder; gs:// read."""
-    import json
-    import os
-
-    from etils import epath
-
     p = epath.Path(path)
     messages = json.loads(p.read_text())
     if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
@@ -116,9 +114,6 @@ def load_messages(path) -> list[dict]:
 
 def reward_components(completion: str, solution: str, problem_type: str, tokenizer=None) -> dict[str, float]:
     """The recipe's reward components of one completion (format, accuracy, people_focus, total)."""
-    from omni_jax.rewards import RewardFn
-    from omni_jax.rewards.config import reward_defaults
-
     fn = RewardFn(None, reward_defaults())
     record = {"problem_type": problem_type, "solution": solution, "answer": solution}
     total, components, _ = fn([completion], None, None, [record])

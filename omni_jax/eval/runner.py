@@ -27,13 +27,18 @@ import time
 
 import jax
 import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from omni_jax import parallel
 from omni_jax.data import processor
 from omni_jax.data.collate import collate
 from omni_jax.data.errors import BadRecord
 from omni_jax.eval import inference, scoring
 from omni_jax.model.inputs import prepare_inputs
+from omni_jax.rewards.judge import PROMPT
+from omni_jax.rewards.people_focus import think_block
 from omni_jax.rollout import generate
 
 
@@ -58,8 +63,6 @@ def read_results(path) -> list[dict]:
     kill) is dropped."""
     path = str(path)
     if _is_remote(path):
-        from etils import epath
-
         p = epath.Path(path)
         text = p.read_text() if p.exists() else ""
     else:
@@ -88,8 +91,6 @@ def append_results(path, rows: list[dict]) -> None:
     text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
     path = str(path)
     if _is_remote(path):
-        from etils import epath
-
         p = epath.Path(path)
         old = p.read_text() if p.exists() else ""
         if old and not old.endswith("\n"):
@@ -137,9 +138,6 @@ def prepare_item(item, data_cfg, tokenizer) -> dict:
 
 def add_judge_ratings(judge, rows: list[dict]) -> None:
     """Set row["judge"] (0–10, None when unrated) from the judge's rating of each row's <think>."""
-    from omni_jax.rewards.judge import PROMPT
-    from omni_jax.rewards.people_focus import think_block
-
     for row in rows:
         block = think_block(row["output"].encode("utf-8", "surrogatepass"))
         if block is None:
@@ -152,8 +150,6 @@ def add_judge_ratings(judge, rows: list[dict]) -> None:
 def _to_host(x) -> np.ndarray:
     if jax.process_count() == 1:
         return np.asarray(x)
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -161,8 +157,6 @@ def _agree(mask: np.ndarray) -> np.ndarray:
     """Process 0's value of a host array on every process (which questions are done)."""
     if jax.process_count() == 1:
         return mask
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.broadcast_one_to_all(mask))
 
 
@@ -170,8 +164,6 @@ def batch_shards(mesh, rules=None) -> int:
     """How many devices a batch is split over (data × fsdp of the mesh; 1 without one)."""
     if mesh is None:
         return 1
-    from omni_jax import parallel
-
     axes = dict(rules or parallel.DEFAULT_RULES).get("batch") or ()
     axes = (axes,) if isinstance(axes, str) else axes
     return int(np.prod([mesh.shape[a] for a in axes]))

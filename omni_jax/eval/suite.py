@@ -17,8 +17,12 @@ import dataclasses
 import gc
 import json
 import logging
+import os
+import pathlib
+import tempfile
 
 import jax
+from etils import epath
 
 from omni_jax.eval import checkpoints, datasets, probe, report, runner
 from omni_jax.eval.datasets import Item
@@ -55,8 +59,6 @@ def output_stem(bench: str, checkpoint_name: str) -> str:
 def write_json(path: str, payload: dict) -> None:
     text = json.dumps(payload, indent=2, ensure_ascii=False, default=runner._json_default) + "\n"
     if "://" in path:
-        from etils import epath
-
         epath.Path(path).write_text(text)
         return
     with open(path, "w", encoding="utf-8") as f:
@@ -73,8 +75,6 @@ def run_suite(ckpt_specs: list[str], benches: list[str], *, data_dir: str, out_d
         raise ValueError("give at least one checkpoint")
     out_dir = str(out_dir).rstrip("/")
     if "://" not in out_dir:
-        import os
-
         os.makedirs(out_dir, exist_ok=True)
     # Checkpoints and datasets first: a missing step, an unknown problem_type or a missing benchmark
     # stops the run before any model loads.
@@ -119,11 +119,6 @@ def run_suite(ckpt_specs: list[str], benches: list[str], *, data_dir: str, out_d
         return None
     if "://" not in out_dir:
         return report.write_report(out_dir, results, skipped_by_key)
-    import pathlib
-    import tempfile
-
-    from etils import epath
-
     with tempfile.TemporaryDirectory() as tmp:  # the report writer writes local files: copy them up
         path = report.write_report(tmp, results, skipped_by_key)
         for f in pathlib.Path(tmp).iterdir():
