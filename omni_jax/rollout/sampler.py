@@ -18,10 +18,11 @@ on 16 chips, is the prompt cache copied per candidate: a single copy would sit w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import weakref
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +110,13 @@ def prefill_plan(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> tuple[
     return per_pass, per_pass == num_prompts
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+# The arguments the two steps are traced for (static: hashable Python values); `RolloutSteps`
+# builds the argument tuples in this order for `generate` and for the fit check alike.
+PREFILL_STATIC = (0, 3, 4, 5, 6)  # graphdef, cache_dtype, num_samples, prompts_per_pass, share_cache
+DECODE_STATIC = (0, 1, 2, 3, 4, 5, 6)  # graphdef, sampling, max_new_tokens, eos, return_logits, unroll_layers, cpu_gemv
+
+
+@functools.partial(jax.jit, static_argnums=PREFILL_STATIC)
 def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int, prompts_per_pass: int,
              share_cache: bool = True):
     """Encode + prefill once per prompt (`prompts_per_pass` prompts at a time).
@@ -195,7 +202,7 @@ def packed_decoder(graphdef, state):
     return _LAST_PACKING.get(graphdef, state, _pack_decoder)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+@functools.partial(jax.jit, static_argnums=DECODE_STATIC)
 def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, ...], return_logits: bool,
             unroll_layers: bool, cpu_gemv: bool, state, packed, prompt_cache, logits, prompt_valid, next_pos, rng,
             pad_id):
@@ -280,6 +287,94 @@ def check_cache_length(cfg, prompt_length: int, max_new_tokens: int, max_cache_l
     return prompt_length + max_new_tokens
 
 
+@dataclasses.dataclass(frozen=True)
+class RolloutSteps:
+    """The rollout's two jitted steps and every static argument they are traced for.
+
+        steps = build_rollout_steps(graphdef, cfg, num_prompts=B, num_samples=N, ...)
+        prefilled = steps.prefill(*steps.prefill_args(state, inputs))
+        out = steps.decode(*steps.decode_args(state, packed, prefilled, rng, pad_id))
+
+    `generate` runs them; the fit check (`omni_jax.aot.fit`) lowers the same functions on the same
+    argument tuples (abstract arrays), static positions `prefill_static` / `decode_static`. Inputs
+    are placed by `input_shardings` (None without a mesh: one device); the prefill constrains the
+    cache it returns to ("layers", "batch", "kv_length", "act_kv_heads"). Nothing is donated.
+    """
+
+    graphdef: Any
+    cache_dtype: Any
+    num_samples: int
+    prompts_per_pass: int
+    share_cache: bool
+    sampling: Sampling
+    max_new_tokens: int
+    eos: tuple[int, ...]
+    return_logits: bool
+    unroll_layers: bool
+    cpu_gemv: bool
+    mesh: jax.sharding.Mesh | None = None
+    rules: tuple = parallel.DEFAULT_RULES
+
+    prefill_static = PREFILL_STATIC
+    decode_static = DECODE_STATIC
+
+    @property
+    def prefill(self):
+        """The jitted prefill (`_prefill`, looked up when called)."""
+        return _prefill
+
+    @property
+    def decode(self):
+        """The jitted decode loop (`_decode`, looked up when called)."""
+        return _decode
+
+    def prefill_args(self, state, inputs: ModelInputs) -> tuple:
+        return (self.graphdef, state, inputs, self.cache_dtype, self.num_samples, self.prompts_per_pass,
+                self.share_cache)
+
+    def decode_args(self, state, packed, prefilled: tuple, rng, pad_id) -> tuple:
+        """`prefilled`: the prefill's outputs (cache, logits, valid keys, next positions, embeddings)."""
+        cache, logits, kv_valid, next_pos, _ = prefilled
+        return (self.graphdef, self.sampling, self.max_new_tokens, self.eos, self.return_logits,
+                self.unroll_layers, self.cpu_gemv, state, packed, cache, logits, kv_valid, next_pos, rng, pad_id)
+
+    def input_shardings(self, inputs: ModelInputs):
+        """Where the prompts' inputs go (None: the default device)."""
+        return input_shardings(inputs, self.mesh, self.rules) if self.mesh is not None else None
+
+
+def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, max_new_tokens: int,
+                        sampling: Sampling, eos_token_ids: Sequence[int] = (), cache_dtype=None,
+                        mesh: jax.sharding.Mesh | None = None, rules=None, devices=None,
+                        return_logits: bool = False, unroll_layers: bool | None = None,
+                        cpu_gemv: bool | None = None) -> RolloutSteps:
+    """The prefill and decode steps for `num_prompts` prompts of a model (`graphdef`, config `cfg`).
+
+    devices: where they run (default: the mesh's, else the first device); they decide the
+    defaults of unroll_layers and cpu_gemv (see `generate`). ValueError when cpu_gemv=True
+    cannot run here.
+    """
+    rules = rules or parallel.DEFAULT_RULES
+    if devices is None:
+        devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
+    devices = list(devices)
+    if unroll_layers is None:
+        unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
+    # Where the fused decode layer cannot run: its MLP is SwiGLU (silu), and the kernel's own rules.
+    why = (f"the fused decode layer computes a SwiGLU (silu) MLP, this model's hidden_act is "
+           f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else _cpu_gemv.why_not(devices))
+    if cpu_gemv is None:
+        cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
+    elif cpu_gemv and why:
+        raise ValueError(f"cpu_gemv=True: {why}")
+    per_pass, share_cache = prefill_plan(int(num_prompts), mesh, rules)
+    return RolloutSteps(
+        graphdef=graphdef, cache_dtype=jnp.dtype(cache_dtype or cfg.dtype), num_samples=int(num_samples),
+        prompts_per_pass=per_pass, share_cache=share_cache, sampling=sampling, max_new_tokens=int(max_new_tokens),
+        eos=tuple(int(e) for e in eos_token_ids), return_logits=bool(return_logits),
+        unroll_layers=bool(unroll_layers), cpu_gemv=bool(cpu_gemv), mesh=mesh, rules=rules)
+
+
 def generate(
     model: Thinker,
     inputs: dict | ModelInputs,
@@ -322,31 +417,17 @@ def generate(
         inputs = prepare_inputs(cfg, **inputs)
     prompt_length = int(np.shape(inputs.input_ids)[1])
     check_cache_length(cfg, prompt_length, max_new_tokens, max_cache_length)
-    cache_dtype = jnp.dtype(cache_dtype or cfg.dtype)
     graphdef, state = nnx.split(model)
     rng = jax.random.key(seed) if isinstance(seed, int) else seed
-    rules = rules or parallel.DEFAULT_RULES
-    devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
-    if unroll_layers is None:
-        unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
-    # Where the fused decode layer cannot run: its MLP is SwiGLU (silu), and the kernel's own rules.
-    why = (f"the fused decode layer computes a SwiGLU (silu) MLP, this model's hidden_act is "
-           f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else _cpu_gemv.why_not(devices))
-    if cpu_gemv is None:
-        cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
-    elif cpu_gemv and why:
-        raise ValueError(f"cpu_gemv=True: {why}")
-    ctx = parallel.use_mesh(mesh, rules) if mesh is not None else contextlib.nullcontext()
+    steps = build_rollout_steps(
+        graphdef, cfg, num_prompts=int(np.shape(inputs.input_ids)[0]), num_samples=num_samples,
+        max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=eos_token_ids, cache_dtype=cache_dtype,
+        mesh=mesh, rules=rules, return_logits=return_logits, unroll_layers=unroll_layers, cpu_gemv=cpu_gemv)
+    ctx = parallel.use_mesh(mesh, steps.rules) if mesh is not None else contextlib.nullcontext()
     with ctx:
-        if mesh is not None:
-            inputs = jax.device_put(inputs, input_shardings(inputs, mesh, rules))
-        else:
-            inputs = jax.device_put(inputs)
-        per_pass, share_cache = prefill_plan(int(np.shape(inputs.input_ids)[0]), mesh, rules)
-        cache, logits, kv_valid, next_pos, embeds = _prefill(
-            graphdef, state, inputs, cache_dtype, num_samples, per_pass, share_cache)
-        tokens, logprobs, mask, lengths, all_logits = _decode(
-            graphdef, sampling, max_new_tokens, tuple(int(e) for e in eos_token_ids), return_logits,
-            bool(unroll_layers), bool(cpu_gemv), state, packed_decoder(graphdef, state) if cpu_gemv else None,
-            cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))
-    return RolloutOutput(tokens, logprobs, mask, lengths, embeds, all_logits)
+        inputs = jax.device_put(inputs, steps.input_shardings(inputs))
+        prefilled = steps.prefill(*steps.prefill_args(state, inputs))
+        packed = packed_decoder(graphdef, state) if steps.cpu_gemv else None
+        tokens, logprobs, mask, lengths, all_logits = steps.decode(
+            *steps.decode_args(state, packed, prefilled, rng, jnp.int32(pad_token_id)))
+    return RolloutOutput(tokens, logprobs, mask, lengths, prefilled[4], all_logits)
