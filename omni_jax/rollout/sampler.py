@@ -30,10 +30,12 @@ import numpy as np
 from flax import nnx, struct
 
 from omni_jax import parallel
+from omni_jax.kernels import cpu_decode
 from omni_jax.kernels import cpu_gemv as _cpu_gemv
 from omni_jax.model.inputs import ModelInputs, next_position_ids, prepare_inputs
 from omni_jax.model.text import causal_mask, init_cache
 from omni_jax.model.thinker import Thinker
+from omni_jax.rollout import backends
 from omni_jax.rollout.sampling import Sampling
 
 
@@ -166,8 +168,7 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int
 @functools.partial(jax.jit, static_argnums=0)
 def _pack_decoder(graphdef, state):
     """The decoder's weights packed for the CPU decode kernel: (packed layer stacks, packed head)."""
-    model: Thinker = nnx.merge(graphdef, state)
-    return model.model.packed_layer_state(), model.packed_head()
+    return cpu_decode.pack(nnx.merge(graphdef, state))
 
 
 class LastPacking:
@@ -207,28 +208,16 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, .
             unroll_layers: bool, cpu_gemv: bool, state, packed, prompt_cache, logits, prompt_valid, next_pos, rng,
             pad_id):
     """Decode from `_prefill`'s outputs: each run of candidates reads its prompt's cache (shared or
-    copied per candidate) and writes a cache of its own completion. cpu_gemv: every decoder layer
-    one fused CPU custom call (`omni_jax.kernels.cpu_gemv.decoder_layer`) on `packed` (from
-    `packed_decoder`; None otherwise), and the output projection by its matrix product."""
+    copied per candidate) and writes a cache of its own completion. cpu_gemv: decode by the CPU
+    kernel's backend (`omni_jax.rollout.backends`) on `packed` (from `packed_decoder`; None otherwise)."""
     model: Thinker = nnx.merge(graphdef, state)
     rows = logits.shape[0]
     dtype = prompt_cache["k"].dtype
     cache = {k: parallel.constrain(v, ("layers", "batch", "kv_length", "act_kv_heads", None))
              for k, v in init_cache(model.cfg.text, rows, max_new_tokens, dtype).items()}
-    if cpu_gemv:
-        # The fused CPU decode layer reads both caches as one [rows, K, S, H] array per layer (the
-        # prompt's transposed and split once, here): each head's keys are then one sequential read.
-        cache = {k: tuple(jnp.swapaxes(v[i], 1, 2) for i in range(v.shape[0])) for k, v in cache.items()}
-        prompt_cache = {k: tuple(jnp.swapaxes(v[i], 1, 2) for i in range(v.shape[0]))
-                        for k, v in prompt_cache.items()}
+    decoder = backends.backend(model, cpu_kernel=cpu_gemv, unroll_layers=unroll_layers, packed=packed)
+    cache, prompt_cache = decoder.caches(cache, prompt_cache)
     shared = (prompt_cache["k"], prompt_cache["v"], prompt_valid)
-    # Sliced once, outside the loop (see TextModel.unstacked_layers).
-    head = None
-    if cpu_gemv:
-        layer_state, head = packed
-        layers = model.model.unstacked_layers(packed=layer_state)
-    else:
-        layers = model.model.unstacked_layers() if unroll_layers else None
     eos_ids = jnp.asarray(eos if eos else (-1,), jnp.int32)
 
     def cond(s: _DecodeState):
@@ -246,17 +235,8 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, .
         # Feed the sampled token: a text token, so its three TMRoPE rows are equal. It goes to
         # completion position `step` of the rows' own cache, after the shared prompt.
         kv_valid = s.kv_valid.at[:, s.step].set(True)
-        if cpu_gemv:  # every layer one fused custom call
-            pos = jnp.broadcast_to((next_pos + s.step)[None, :], (3, rows))
-            hidden, cache = model.decode_token_cpu(model.model.embed_tokens(tok), pos, layers, shared, s.cache, s.step)
-        else:
-            x = model.model.embed_tokens(tok[:, None])
-            pos = jnp.broadcast_to((next_pos + s.step)[None, :, None], (3, rows, 1))
-            q_index = jnp.full((rows, 1), s.step)
-            hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, s.step,
-                                                layers=layers, prompt_cache=shared)
-            hidden = hidden[:, 0]
-        return _DecodeState(s.step + 1, tokens, logprobs, done, model.logits(hidden, head), cache, kv_valid,
+        hidden, cache = decoder.step(tok, next_pos + s.step, kv_valid, shared, s.cache, s.step)
+        return _DecodeState(s.step + 1, tokens, logprobs, done, decoder.logits(hidden), cache, kv_valid,
                             s.rng, all_logits)
 
     init = _DecodeState(
