@@ -104,6 +104,9 @@ class StepReport:
 
 @dataclasses.dataclass
 class FitReport:
+    """The fit check's answer for one slice: per-step HBM and cost (`steps`), the mesh, the
+    shapes of one optimizer step and the parameter counts; `fits` when every step fits.
+    """
     topology: str
     chips: int
     mesh: dict[str, int]

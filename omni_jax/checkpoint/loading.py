@@ -51,6 +51,15 @@ def abstract_params(abstract_state, mesh=None, rules=None) -> dict:
 
 def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, step=None,
                  **options) -> Thinker:
+    """A Thinker with the weights of `path`: an HF directory (config.json + safetensors) or an
+    omni_jax checkpoint store or one step of it (step `step`; None: the latest committed one).
+
+    dtype: compute dtype; param_dtype: storage dtype of the weights (default: dtype); mesh, rules:
+    place every parameter by its logical axes on that mesh (default rules: `parallel.DEFAULT_RULES`),
+    else on the default device; progress: a progress bar; options: ThinkerConfig fields that are not
+    in the checkpoint (remat, attention_query_chunk, layer_loop, ...). FileNotFoundError without a
+    config.json; ValueError for `step` with an HF directory.
+    """
     if is_checkpoint(path):
         return _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options)
     if step is not None:

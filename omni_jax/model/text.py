@@ -22,6 +22,8 @@ KVCache = dict[str, jax.Array]
 
 
 class TextAttention(nnx.Module):
+    """GQA self-attention of a decoder layer: q/k/v with bias, multimodal rotary, a KV cache optional."""
+
     def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int, key_chunk: int = 0):
         d, n, k, h = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.kv_head_dim
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -75,6 +77,8 @@ class TextAttention(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
+    """One Qwen2 decoder layer: RMSNorm, attention, RMSNorm, SwiGLU MLP, each with a residual."""
+
     def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int, key_chunk: int = 0):
         self.input_layernorm = RMSNorm(cfg.hidden_size, "norm", eps=cfg.rms_norm_eps, param_dtype=param_dtype)
         self.self_attn = TextAttention(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, query_chunk=query_chunk,
@@ -210,6 +214,8 @@ class TextModel(nnx.Module):
 
 
 class Embed(nnx.Module):
+    """The token embedding table [vocab, D]; `attend` is its transpose as a tied output projection."""
+
     def __init__(self, vocab: int, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         self.embedding = param(rngs, (vocab, dim), ("vocab", "embed"), "normal", param_dtype)
 
@@ -230,5 +236,6 @@ def causal_mask(kv_valid: jax.Array, q_index: jax.Array) -> CausalMask:
 
 
 def init_cache(cfg: TextConfig, batch: int, length: int, dtype=jnp.bfloat16) -> KVCache:
+    """A zero KV cache {"k", "v": [L, batch, length, K, H]} of `dtype` for the text decoder."""
     shape = (cfg.num_hidden_layers, batch, length, cfg.num_key_value_heads, cfg.kv_head_dim)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}

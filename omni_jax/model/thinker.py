@@ -28,6 +28,14 @@ from omni_jax.model.vision import VisionEncoder
 
 
 class Thinker(nnx.Module):
+    """The Qwen2.5-Omni Thinker (text decoder, vision encoder, audio encoder) as one nnx module.
+
+        model = Thinker(cfg, rngs=nnx.Rngs(0))          # random weights; load_thinker(path) for real ones
+        logits = model(**processor_outputs)            # numpy in, numpy float32 [B, T, vocab] out
+
+    Inside jitted code use its pure pieces: `embed`, `hidden_states`, `logits`, `forward`.
+    Attribute names follow HF's checkpoint (`model`, `lm_head`, `visual`, `audio_tower`).
+    """
     def __init__(self, cfg: ThinkerConfig, *, rngs: nnx.Rngs):
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -111,4 +119,5 @@ def abstract_thinker(cfg: ThinkerConfig) -> Thinker:
 
 
 def count_params(model: nnx.Module) -> int:
+    """Number of parameters (nnx.Param elements) of a module."""
     return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -41,6 +41,9 @@ from omni_jax.rollout.sampling import Sampling
 
 @struct.dataclass
 class RolloutOutput:
+    """What `generate` returns: the sampled completions of every prompt's N candidates (rows i·N …
+    i·N+N-1 for prompt i), their log-probabilities, masks and lengths.
+    """
     tokens: jax.Array  # int32[B·N, M], pad after the first EOS
     logprobs: jax.Array  # float32[B·N, M], log softmax(logits / T) of each sampled token, 0 where masked
     mask: jax.Array  # bool[B·N, M], up to and including the first EOS
