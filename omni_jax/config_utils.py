@@ -6,6 +6,15 @@
 `parse_arg("model=7b,runlocal", model="3b", runlocal=False)` reads the variant string with typed
 defaults; unknown keys are an error. `validate(config, num_devices)` checks the values that must
 agree with each other before anything is built.
+
+Where defaults live (one rule): `base()` assembles every section of a training config. A section
+whose package has a config module of its own and sits in this module's layer or below keeps its
+defaults there, next to the code that reads it: `config.data` in `omni_jax/data/config.py`
+(`data_defaults`, with its "tiny" variant), `config.rewards` in `omni_jax/rewards/config.py`
+(`reward_defaults`). Every other section (the run's top-level fields, `model`, `rollout`, `grpo`,
+`optim`, `warmstart`, `mesh`) is read by the loops above this layer, which this module may not
+import, so its defaults are written in `base()` itself. configs/*.py start from `base()` and only
+change values (or take a section's variant, e.g. `data_defaults("tiny")`); they never add fields.
 """
 
 from __future__ import annotations
