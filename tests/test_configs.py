@@ -163,3 +163,19 @@ def test_configs_only_change_the_defaults_of_base_and_the_sections(config):
     assert _keys(config) <= allowed, sorted(_keys(config) - allowed)
     outside_data = {k for k in _keys(config_utils.base()) if not k.startswith("data.")}  # a data variant has its own mixture
     assert outside_data <= _keys(config), sorted(outside_data - _keys(config))
+
+
+def test_mesh_rules_come_from_the_config():
+    """Trainer and fit check read `config.mesh.rules` through `mesh_rules`: the default is
+    parallel.DEFAULT_RULES, an override changes that rule only, and a bad one is refused."""
+    from omni_jax import parallel
+
+    c = default.get_config(None)
+    assert config_utils.mesh_rules(c) == parallel.DEFAULT_RULES
+    c.mesh.rules.kv_heads = "tp"
+    rules = dict(config_utils.mesh_rules(c))
+    assert rules.pop("kv_heads") == "tp" and rules == {k: v for k, v in parallel.DEFAULT_RULES if k != "kv_heads"}
+    config_utils.validate(c, num_devices=1)
+    c.mesh.rules.kv_heads = "model"
+    with pytest.raises(ValueError, match="mesh.rules.kv_heads"):
+        config_utils.validate(c, num_devices=1)

@@ -238,7 +238,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     config_utils.validate(config, n_chips)
     mesh_shape = config_utils.mesh_shape(config, n_chips)
     mesh = parallel.make_mesh(mesh_shape, devices=devices)
-    rules = parallel.DEFAULT_RULES
+    rules = config_utils.mesh_rules(config)
     cfg = _model_config(config)
     say = progress or (lambda _: None)
 
