@@ -7,6 +7,8 @@
     hidden, cache = decode_token(thinker.model, x, cos, sin, layers, prompt, cache, step)
     logits = project(hidden, packed_head)
 
+`LastPacking` keeps the last packing while the same weight arrays come again.
+
 It reads the model's modules by their attribute names (the text decoder's `layers` stack,
 `norm`, each layer's `self_attn` / `mlp` projections and norms, the Thinker's `lm_head` or tied
 `embed_tokens`) and imports nothing of `omni_jax.model`: the rollout chooses it or XLA's ops.
@@ -14,6 +16,8 @@ float32, on one CPU device (see `cpu_gemv.usable`).
 """
 
 from __future__ import annotations
+
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -109,3 +113,27 @@ def decode_token(text_model, x, cos, sin, layers: tuple, prompt_cache: tuple, ca
 def project(hidden: jax.Array, head: cpu_gemv.PackedKernel) -> jax.Array:
     """[..., D] → float32[..., vocab] by the packed output projection (from `pack_head`)."""
     return cpu_gemv.matmul(hidden, head)
+
+
+class LastPacking:
+    """The last packing of decoder weights, reused while the same weight arrays are passed again
+    (evaluation loops, benchmarks); a training step's new weights are packed again. Holds one
+    packed copy at most, and weak references to the weights it was packed from."""
+
+    def __init__(self):
+        self.key, self.refs, self.value = None, (), None
+
+    def get(self, graphdef, state, pack):
+        """pack(graphdef, state), or the value kept from the last call with these same arrays."""
+        leaves = jax.tree.leaves(state)
+        key = (graphdef, tuple(id(a) for a in leaves))
+        if self.key == key and all(r() is a for r, a in zip(self.refs, leaves)):
+            return self.value
+        self.key, self.refs, self.value = None, (), None
+        value = pack(graphdef, state)
+        try:
+            refs = [weakref.ref(a) for a in leaves]
+        except TypeError:  # leaves that cannot be weakly referenced: do not cache
+            return value
+        self.key, self.refs, self.value = key, refs, value
+        return value

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import weakref
 from typing import Any, Sequence
 
 import jax
@@ -174,35 +173,11 @@ def _pack_decoder(graphdef, state):
     return cpu_decode.pack(nnx.merge(graphdef, state))
 
 
-class LastPacking:
-    """The last packing of decoder weights, reused while the same weight arrays are passed again
-    (evaluation loops, benchmarks); a training step's new weights are packed again. Holds one
-    packed copy at most, and weak references to the weights it was packed from."""
-
-    def __init__(self):
-        self.key, self.refs, self.value = None, (), None
-
-    def get(self, graphdef, state, pack):
-        """pack(graphdef, state), or the value kept from the last call with these same arrays."""
-        leaves = jax.tree.leaves(state)
-        key = (graphdef, tuple(id(a) for a in leaves))
-        if self.key == key and all(r() is a for r, a in zip(self.refs, leaves)):
-            return self.value
-        self.key, self.refs, self.value = None, (), None
-        value = pack(graphdef, state)
-        try:
-            refs = [weakref.ref(a) for a in leaves]
-        except TypeError:  # leaves that cannot be weakly referenced: do not cache
-            return value
-        self.key, self.refs, self.value = key, refs, value
-        return value
-
-
-_LAST_PACKING = LastPacking()
+_LAST_PACKING = cpu_decode.LastPacking()
 
 
 def packed_decoder(graphdef, state):
-    """`_pack_decoder` through the process's `LastPacking` (one packed copy at most)."""
+    """`_pack_decoder` through the process's `cpu_decode.LastPacking` (one packed copy at most)."""
     return _LAST_PACKING.get(graphdef, state, _pack_decoder)
 
 
