@@ -1,0 +1,135 @@
+"""Key events of a `<think>` block: what to look for in the frames, and where to write the mark.
+
+An `Event` has an *anchor* (an exact span of the completion: `start`/`end` offsets, where the
+timestamp goes) and a *query* (a cleaned phrase for CLIP). Two extractors:
+
+- `rule_events`: clauses of the think block (split at . ! ? ; , and newlines, and their CJK
+  forms) that mention people or actions, i.e. hold a word of a positive-weight keyword category of
+  the people_focus reward (`rewards.config`: person, woman, face, ... / smile, walk, look, ...).
+  Discourse openers ("Now,", "I notice that", "It seems") are dropped from the query, and any
+  timestamp mark already in the text is left out of both anchor and query.
+- `prompt_events`: a prompt to a language model (our Thinker, or the judge endpoint: any
+  `generate(prompt) -> str`) that answers one JSON object per line {"anchor": ..., "query": ...};
+  anchors are located in the think block exactly, else case-insensitively.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Callable
+
+from omni_jax.rewards import keywords as kw
+from omni_jax.rewards.people_focus import count_words
+
+OPEN, CLOSE = "<think>", "</think>"
+MARK = re.compile(r"\s*\[Frame \d+: \d+(?:\.\d+)?s\]")
+_CLAUSE_END = re.compile(r"[.!?;,\n。！？；，、]+")
+_OPENERS = re.compile(
+    r"^(?:(?:and|but|so|then|now|first|next|finally|also|meanwhile|later|here|again|okay|ok|well)\b[\s,]*"
+    r"|(?:i\s+(?:see|notice|observe|can see|think)|it\s+(?:seems|looks like|appears)|we\s+see|"
+    r"the\s+video\s+shows|in\s+the\s+video)\b(?:\s+that)?[\s,]*)+", re.IGNORECASE)
+
+
+class NoThinkBlock(ValueError):
+    """The completion has no complete <think>…</think> block."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    anchor: str  # exact text of completion[start:end] ("" when only the query is known)
+    query: str  # what CLIP looks for
+    start: int = -1  # offsets into the completion; -1: not located
+    end: int = -1
+
+
+def think_span(completion: str) -> tuple[int, int]:
+    """(start, end) offsets of the think block's content: first "<think>", first "</think>" after it."""
+    start = completion.find(OPEN)
+    end = completion.find(CLOSE, start + len(OPEN)) if start >= 0 else -1
+    if start < 0 or end < 0:
+        raise NoThinkBlock("the completion has no complete <think>…</think> block: nothing to timestamp")
+    return start + len(OPEN), end
+
+
+def _mentions_people(text: str, spec: kw.PeopleFocusSpec) -> bool:
+    counts = count_words(kw.words_with_joins(text.encode("utf-8")), spec)
+    return any(c > 0 and w > 0 for c, w in zip(counts, spec.weights))
+
+
+def clean_query(text: str) -> str:
+    """A clause → a CLIP query: no timestamp marks, no opener, no trailing punctuation."""
+    text = MARK.sub("", text).strip()
+    text = _OPENERS.sub("", text).strip(" \t\"'()[]:-")
+    return re.sub(r"\s+", " ", text)
+
+
+def rule_events(completion: str, *, people_focus_cfg=None, min_words: int = 3, max_events: int = 16) -> list[Event]:
+    """The people/action clauses of the think block, in text order (at most `max_events`)."""
+    lo, hi = think_span(completion)
+    spec = kw.resolve(people_focus_cfg)
+    body = completion[lo:hi]
+    # Marks hold ". ," etc.; blank them (same length) so clause splitting never cuts inside one.
+    blanked = MARK.sub(lambda m: " " * len(m.group(0)), body)
+    events, pos = [], 0
+    for sep in [*_CLAUSE_END.finditer(blanked), None]:
+        stop = sep.start() if sep else len(body)
+        raw = blanked[pos:stop]
+        pos = sep.end() if sep else len(body)
+        text = raw.strip()
+        if not text:
+            continue
+        start = lo + (stop - len(raw)) + (len(raw) - len(raw.lstrip()))
+        end = start + len(text)
+        query = clean_query(text)
+        if len(query.split()) < min_words or not _mentions_people(query, spec):
+            continue
+        events.append(Event(anchor=completion[start:end], query=query, start=start, end=end))
+        if len(events) == max_events:
+            break
+    return events
+
+
+EXTRACTION_PROMPT = """Below is a video model's reasoning. List its key visual events about people \
+and their actions, in the order they are written. For each event answer one JSON object per \
+line: {{"anchor": <an exact short phrase copied from the text>, "query": <a short description \
+of what the frame shows>}}. Answer only the JSON lines.
+
+Reasoning:
+{think}"""
+
+
+def locate(completion: str, anchor: str, lo: int, hi: int) -> tuple[int, int]:
+    """(start, end) of `anchor` in completion[lo:hi]: exact, else case-insensitive; (-1, -1) if absent."""
+    i = completion.find(anchor, lo, hi) if anchor else -1
+    if i < 0 and anchor:
+        i = completion[lo:hi].lower().find(anchor.lower())
+        i = lo + i if i >= 0 else -1
+    return (i, i + len(anchor)) if i >= 0 else (-1, -1)
+
+
+def prompt_events(completion: str, generate: Callable[[str], str], *, max_events: int = 16) -> list[Event]:
+    """Events from a language model's answer to `EXTRACTION_PROMPT`; unparsable lines are skipped."""
+    lo, hi = think_span(completion)
+    answer = generate(EXTRACTION_PROMPT.format(think=completion[lo:hi].strip()))
+    events = []
+    for line in answer.splitlines():
+        line = line.strip().rstrip(",")
+        if not line.startswith("{"):
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(item, dict):
+            continue
+        anchor, query = str(item.get("anchor") or "").strip(), clean_query(str(item.get("query") or ""))
+        query = query or clean_query(anchor)
+        if not query:
+            continue
+        start, end = locate(completion, anchor, lo, hi)
+        events.append(Event(anchor=completion[start:end] if start >= 0 else anchor, query=query, start=start, end=end))
+        if len(events) == max_events:
+            break
+    return events
