@@ -52,3 +52,32 @@ def save_hf_clip(directory, variant: str = "openai", seed: int = 0):
     cfg = json.loads((directory / "config.json").read_text())
     assert cfg["model_type"] == "clip"
     return model
+
+
+WORDS = ("the person in shirt raises both arms jumps sits down waves hand a an of man woman smiles "
+         "at walks looks picks up rose takes from her his red green blue yellow purple orange white black "
+         "first then so answer is people stand row").split()
+
+
+def save_tiny_tokenizer(directory, eot_id: int = 98, sot_id: int = 96):
+    """A word-level tokenizer.json with CLIP's special tokens (start 96, end-of-text 98, the largest id)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {"<unk>": 0, "!": 1, **{w: i + 2 for i, w in enumerate(dict.fromkeys(WORDS))}}
+    assert len(vocab) < sot_id
+    vocab.update({"<|startoftext|>": sot_id, "<|endoftext|>": eot_id})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", sot_id), ("<|endoftext|>", eot_id)])
+    tok.save(str(pathlib.Path(directory) / "tokenizer.json"))
+
+
+def save_tiny_clip_dir(directory, seed: int = 0):
+    """A complete tiny HF CLIP directory: weights, config, tokenizer.json, preprocessor_config.json."""
+    model = save_hf_clip(directory, "openai", seed)
+    save_tiny_tokenizer(directory)
+    (pathlib.Path(directory) / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}}))
+    return model

@@ -1,0 +1,130 @@
+"""The post-processor end to end on a tiny random CLIP and real mp4 files, and its CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from omni_jax.data import config as data_config
+from omni_jax.data import video as video_lib
+from omni_jax.data.synthetic_events import completion_for, make_event_video
+from omni_jax.rewards.format import format_reward
+from omni_jax.timestamps import ClipMatcher, add_timestamps
+from omni_jax.timestamps.__main__ import main
+from omni_jax.timestamps.match import match
+from tests.clip.tiny_clip import save_tiny_clip_dir
+
+MARK = re.compile(r" \[Frame (\d+): (\d+\.\d\d)s\]")
+
+
+def _write_mp4(path, frames, fps):
+    import imageio_ffmpeg
+
+    h, w = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, quality=9, macro_block_size=8)
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(f))
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ts")
+    save_tiny_clip_dir(d / "clip")
+    video = make_event_video(0, num_frames=16, num_events=4, size=112, fps=2.0)
+    _write_mp4(d / "events.mp4", video.frames, 2.0)
+    return d, video, ClipMatcher.load(d / "clip", image_batch=8, text_batch=4)
+
+
+def test_matcher_equals_unbatched_model(setup):
+    d, video, clip = setup
+    import jax.numpy as jnp
+
+    from omni_jax.clip.model import normalize
+    from omni_jax.data.clip_image import clip_pixel_values
+
+    texts = video.descriptions + ["a man smiles", "the woman walks"]  # 6 texts: two batches of 4
+    frames = video.frames[:11]  # two batches of 8, the second padded
+    sim = clip.similarity(frames, texts)
+    ids, mask = clip.tokenizer(texts)
+    t = normalize(clip.model.get_text_features(jnp.asarray(ids), jnp.asarray(mask)))
+    i = normalize(clip.model.get_image_features(jnp.asarray(clip_pixel_values(frames, clip.spec))))
+    np.testing.assert_allclose(sim, np.asarray(t @ i.T), atol=1e-5)
+    assert ids[0, 0] == 96 and 98 in ids[0] and ids.shape == (6, 20)
+
+
+def test_add_timestamps_on_the_thinkers_frames(setup):
+    d, video, clip = setup
+    completion = completion_for(video)
+    new, table = add_timestamps(completion, str(d / "events.mp4"), clip)
+    assert table.message == "" and len(table.rows) == 4
+    assert format_reward(new) == 1.0 and MARK.sub("", new) == completion
+    # Frames and times are the Thinker's: the data pipeline's sampling of this file.
+    sampled = video_lib.sample_video(str(d / "events.mp4"), video_lib.resolve_limits(data_config.data_defaults()))
+    assert table.num_frames == len(sampled.frames)
+    frames = [r.frame for r in table.rows]
+    assert frames == sorted(frames)
+    for r, (n, t) in zip(table.rows, MARK.findall(new)):
+        assert int(n) == r.frame and float(t) == pytest.approx(sampled.times[r.frame], abs=0.005)
+    # The DP's choice on the same similarity matrix.
+    sim = clip.similarity(sampled.frames, [r.event for r in table.rows])
+    assert match(sim).tolist() == frames
+    again, table2 = add_timestamps(new, str(d / "events.mp4"), clip)
+    assert again == new and {r.placement for r in table2.rows} == {"present"}
+
+
+def test_interval_frames_and_argmax(setup):
+    d, video, clip = setup
+    new, table = add_timestamps(completion_for(video), str(d / "events.mp4"), clip, interval=1.5, method="argmax")
+    assert table.num_frames == 6  # 8 s at one frame per 1.5 s: 0, 1.5, ..., 7.5
+    assert {r.time for r in table.rows} <= {0.0, 1.5, 3.0, 4.5, 6.0, 7.5}
+
+
+@pytest.mark.parametrize("case", ["no_think", "no_events", "short_video", "unreadable", "missing"])
+def test_bad_input_returns_the_completion_unchanged(setup, case, tmp_path):
+    d, video, clip = setup
+    completion, path, interval = completion_for(video), str(d / "events.mp4"), None
+    if case == "no_think":
+        completion = "<answer>A</answer>"
+    elif case == "no_events":
+        completion = "<think>The sky is blue. So the answer is A.</think><answer>A</answer>"
+    elif case == "short_video":
+        interval = 30.0
+    elif case == "unreadable":
+        path = str(tmp_path / "bad.mp4")
+        (tmp_path / "bad.mp4").write_bytes(b"not a video" * 100)
+    else:
+        path = str(tmp_path / "nope.mp4")
+    new, table = add_timestamps(completion, path, clip, interval=interval)
+    assert new == completion and table.rows == []
+    expected = {"no_think": "no complete <think>", "no_events": "no events", "short_video": "shorter than one",
+                "unreadable": "cannot read the video", "missing": "does not exist"}[case]
+    assert expected in table.message
+
+
+def test_extractor_failure_is_reported(setup):
+    d, video, clip = setup
+
+    def broken(_):
+        raise ConnectionError("judge endpoint down")
+
+    new, table = add_timestamps(completion_for(video), str(d / "events.mp4"), clip, extractor=broken)
+    assert new == completion_for(video) and "judge endpoint down" in table.message
+
+
+def test_cli_text_and_json(setup, capsys, tmp_path):
+    d, video, _ = setup
+    (tmp_path / "answer.txt").write_text(completion_for(video))
+    assert main(["--video", str(d / "events.mp4"), "--clip", str(d / "clip"), "--completion_file",
+                 str(tmp_path / "answer.txt"), "--max_frames", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "<think>" in out and "[Frame" in out and "margin" in out
+    assert main(["--video", str(d / "events.mp4"), "--clip", str(d / "clip"), "--completion",
+                 "<answer>A</answer>", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["completion"] == "<answer>A</answer>" and result["events"] == [] and "<think>" in result["message"]
