@@ -125,7 +125,7 @@ def to_hf(model: CLIPModel) -> dict[str, np.ndarray]:
     for row in mapping.clip_rows():
         value = np.asarray(jax.device_get(flat[row.flax_path()]))
         layers = list(value) if row.stacked else [value]
-        for name, layer in zip(mapping.hf_names(row, cfg), layers):
+        for name, layer in zip(mapping.hf_names(row, cfg), layers, strict=True):
             out[name] = np.array(row.layout.to_hf(layer, mapping.hf_shape(row, layer.shape, cfg)), order="C")
     return out
 

@@ -30,9 +30,9 @@ def _batches(x: np.ndarray, size: int):
 
 
 class ClipMatcher:
-    def __init__(self, model: CLIPModel, tokenizer: CLIPTokenizer, spec: ClipImageSpec = ClipImageSpec(), *,
+    def __init__(self, model: CLIPModel, tokenizer: CLIPTokenizer, spec: ClipImageSpec | None = None, *,
                  image_batch: int = 16, text_batch: int = 16):
-        self.model, self.tokenizer, self.spec = model, tokenizer, spec
+        self.model, self.tokenizer, self.spec = model, tokenizer, spec or ClipImageSpec()
         self.image_batch, self.text_batch = image_batch, text_batch
         graphdef, state = nnx.split(model)
         self._state = state
@@ -72,7 +72,7 @@ class ClipMatcher:
             return np.zeros((0, self.model.cfg.projection_dim), np.float32)
         ids, mask = self.tokenizer(texts)
         out = [np.asarray(self._text_fn(self._state, jnp.asarray(i), jnp.asarray(m)))[:n]
-               for (i, n), (m, _) in zip(_batches(ids, self.text_batch), _batches(mask, self.text_batch))]
+               for (i, n), (m, _) in zip(_batches(ids, self.text_batch), _batches(mask, self.text_batch), strict=True)]
         return np.concatenate(out)
 
     def similarity(self, frames: np.ndarray, texts: list[str]) -> np.ndarray:

@@ -63,7 +63,7 @@ def insert_marks(completion: str, events: list[Event], frames, times, *, min_rat
     placements, spans = [], []  # spans: (position, text) to insert, applied from the end
     fallback_lines = []
     body = completion[lo:hi]
-    for event, frame, t in zip(events, frames, times):
+    for event, frame, t in zip(events, frames, times, strict=True):
         text = mark(int(frame), float(t))
         start, end = event.start, event.end
         if not (lo <= start < end <= hi and completion[start:end] == event.anchor):
