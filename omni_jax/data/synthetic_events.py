@@ -60,7 +60,7 @@ def make_event_video(seed: int, *, num_frames: int = 16, num_events: int = 4, si
                      fps: float = 1.0) -> EventVideo:
     """A pure function of its arguments."""
     if num_events > min(len(COLOURS), num_frames):
-        raise ValueError(f"{num_events} events need at most {min(len(COLOURS), num_frames)}")
+        raise ValueError(f"{num_events} events: at most one per frame ({num_frames}) and per shirt colour ({len(COLOURS)})")
     rng = np.random.default_rng(seed)
     colours = list(rng.choice(list(COLOURS), size=num_events, replace=False))
     actions = [str(rng.choice(ACTIONS)) for _ in range(num_events)]

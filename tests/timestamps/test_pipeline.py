@@ -55,7 +55,12 @@ def test_matcher_equals_unbatched_model(setup):
     t = normalize(clip.model.get_text_features(jnp.asarray(ids), jnp.asarray(mask)))
     i = normalize(clip.model.get_image_features(jnp.asarray(clip_pixel_values(frames, clip.spec))))
     np.testing.assert_allclose(sim, np.asarray(t @ i.T), atol=1e-5)
-    assert ids[0, 0] == 96 and 98 in ids[0] and ids.shape == (6, 20)
+    assert ids[0, 0] == 96 and 98 in ids[0] and ids.shape == (6, 16)  # 11 tokens at most: one 16-token bucket
+    # Padding to the bucket, not to max_length, gives the same embeddings (causal tower, end-token pooling).
+    wide, wide_mask = np.pad(ids, ((0, 0), (0, 4)), constant_values=clip.tokenizer.pad_id), np.pad(mask, ((0, 0), (0, 4)))
+    np.testing.assert_allclose(
+        np.asarray(normalize(clip.model.get_text_features(jnp.asarray(wide), jnp.asarray(wide_mask)))), np.asarray(t),
+        atol=1e-5)
 
 
 def test_add_timestamps_on_the_thinkers_frames(setup):
