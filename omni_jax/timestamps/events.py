@@ -133,3 +133,29 @@ def prompt_events(completion: str, generate: Callable[[str], str], *, max_events
         if len(events) == max_events:
             break
     return events
+
+
+def endpoint_generate(judge_cfg, max_tokens: int = 512) -> Callable[[str], str]:
+    """`generate(prompt) -> str` over an OpenAI-compatible chat endpoint, configured like the judge
+    (`config.rewards.judge`: endpoint, model, api_key_env, timeout_s), for `prompt_events`."""
+    import os
+    import urllib.request
+
+    endpoint = str(judge_cfg.endpoint)
+    if not endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"judge endpoint must be an http(s) URL, got {endpoint!r}")
+    api_key = os.environ.get(judge_cfg.api_key_env, "") if judge_cfg.get("api_key_env") else ""
+
+    def generate(prompt: str) -> str:
+        body = json.dumps({"model": judge_cfg.model, "messages": [{"role": "user", "content": prompt}],
+                           "temperature": 0.0, "max_tokens": max_tokens}).encode()
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+        request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=float(judge_cfg.timeout_s)) as response:
+            payload = json.loads(response.read())
+        try:
+            return str(payload["choices"][0]["message"]["content"])
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(f"{endpoint} answered no chat completion: {str(payload)[:80]}") from None
+
+    return generate

@@ -103,3 +103,21 @@ def test_real_layouts_have_transformers_parameter_count(preset):
     ours = num_params(abstract_clip(clip_config.preset_config(preset)))
     assert ours == expected
     assert expected == {"vit_b32": 151_277_313, "vit_l14": 427_616_513}[preset]
+
+
+def test_remote_directory_is_cached_locally(tmp_path, monkeypatch):
+    """A gs:// directory is read through etils.epath into $OMNI_JAX_CACHE (here epath's gs:// is
+    pointed at a local folder: the copy and cache logic is what runs)."""
+    from etils import epath
+
+    save_hf_clip(tmp_path / "bucket" / "clip")
+    real_path = epath.Path
+    monkeypatch.setattr(epath, "Path", lambda p: real_path(str(p).replace("gs://", str(tmp_path / "bucket") + "/")))
+    monkeypatch.setenv("OMNI_JAX_CACHE", str(tmp_path / "cache"))
+    model = load_clip("gs://clip")
+    cached = list((tmp_path / "cache" / "remote").iterdir())
+    assert len(cached) == 1 and (cached[0] / "model.safetensors").exists() and (cached[0] / "config.json").exists()
+    assert model.cfg.projection_dim == 16
+    stamp = (cached[0] / "model.safetensors").stat().st_mtime_ns
+    load_clip("gs://clip")  # second load: the cached copy is reused, not copied again
+    assert (cached[0] / "model.safetensors").stat().st_mtime_ns == stamp

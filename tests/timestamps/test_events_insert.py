@@ -79,3 +79,19 @@ def test_prompt_extractor_parses_json_lines_and_locates_anchors():
     assert [e.query for e in events] == ["woman holding a rose", "handing a rose"]
     assert COMPLETION[events[0].start:events[0].end] == "the woman picks up a red rose"
     assert events[1].start == -1
+
+
+def test_prompt_extractor_over_a_chat_endpoint():
+    from omni_jax.rewards.config import judge_defaults
+    from omni_jax.timestamps.events import endpoint_generate
+    from tests.rewards.chat_server import FakeServer, chat
+
+    server = FakeServer(lambda prompt, n: (200, chat('{"anchor": "she smiles at the man", "query": "a smile"}'), 0))
+    try:
+        cfg = judge_defaults()
+        cfg.endpoint, cfg.api_key_env = server.url, ""
+        events = prompt_events(COMPLETION, endpoint_generate(cfg))
+    finally:
+        server.close()
+    assert [(e.anchor, e.query) for e in events] == [("she smiles at the man", "a smile")]
+    assert "she smiles at the man" in server.calls[0][0]["messages"][0]["content"]
