@@ -35,36 +35,44 @@ def _write_mp4(path, frames, fps):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("ts")
-    save_tiny_clip_dir(d / "clip")
+    hf = save_tiny_clip_dir(d / "clip")
     video = make_event_video(0, num_frames=16, num_events=4, size=112, fps=2.0)
     _write_mp4(d / "events.mp4", video.frames, 2.0)
-    return d, video, ClipMatcher.load(d / "clip", image_batch=8, text_batch=4)
+    return d, video, ClipMatcher.load(d / "clip", image_batch=8, text_batch=4), hf
 
 
-def test_matcher_equals_unbatched_model(setup):
-    d, video, clip = setup
-    import jax.numpy as jnp
+def test_matcher_equals_transformers(setup):
+    """Batched, bucketed ClipMatcher = transformers' CLIPModel + CLIPImageProcessor, unbatched."""
+    import torch
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    from omni_jax.clip.model import normalize
-    from omni_jax.data.clip_image import clip_pixel_values
-
+    d, video, clip, hf = setup
     texts = video.descriptions + ["a man smiles", "the woman walks"]  # 6 texts: two batches of 4
     frames = video.frames[:11]  # two batches of 8, the second padded
     sim = clip.similarity(frames, texts)
     ids, mask = clip.tokenizer(texts)
-    t = normalize(clip.model.get_text_features(jnp.asarray(ids), jnp.asarray(mask)))
-    i = normalize(clip.model.get_image_features(jnp.asarray(clip_pixel_values(frames, clip.spec))))
-    np.testing.assert_allclose(sim, np.asarray(t @ i.T), atol=1e-5)
     assert ids[0, 0] == 96 and 98 in ids[0] and ids.shape == (6, 16)  # 11 tokens at most: one 16-token bucket
+    pixels = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})(
+        images=list(frames), return_tensors="pt")["pixel_values"]
+
+    def texts_ref(ids, mask):
+        with torch.no_grad():
+            t = hf.get_text_features(input_ids=torch.tensor(ids, dtype=torch.long),
+                                     attention_mask=torch.tensor(mask)).pooler_output
+        return (t / t.norm(dim=-1, keepdim=True)).numpy()
+
+    with torch.no_grad():
+        i = hf.get_image_features(pixel_values=pixels).pooler_output
+    i = (i / i.norm(dim=-1, keepdim=True)).numpy()
+    t = texts_ref(ids, mask)
+    np.testing.assert_allclose(sim, t @ i.T, atol=1e-5)
     # Padding to the bucket, not to max_length, gives the same embeddings (causal tower, end-token pooling).
-    wide, wide_mask = np.pad(ids, ((0, 0), (0, 4)), constant_values=clip.tokenizer.pad_id), np.pad(mask, ((0, 0), (0, 4)))
-    np.testing.assert_allclose(
-        np.asarray(normalize(clip.model.get_text_features(jnp.asarray(wide), jnp.asarray(wide_mask)))), np.asarray(t),
-        atol=1e-5)
+    wide = np.pad(ids, ((0, 0), (0, 4)), constant_values=clip.tokenizer.pad_id)
+    np.testing.assert_allclose(texts_ref(wide, np.pad(mask, ((0, 0), (0, 4)))), t, atol=1e-5)
 
 
 def test_add_timestamps_on_the_thinkers_frames(setup):
-    d, video, clip = setup
+    d, video, clip, _ = setup
     completion = completion_for(video)
     new, table = add_timestamps(completion, str(d / "events.mp4"), clip)
     assert table.message == "" and len(table.rows) == 4
@@ -84,7 +92,7 @@ def test_add_timestamps_on_the_thinkers_frames(setup):
 
 
 def test_interval_frames_and_argmax(setup):
-    d, video, clip = setup
+    d, video, clip, _ = setup
     new, table = add_timestamps(completion_for(video), str(d / "events.mp4"), clip, interval=1.5, method="argmax")
     assert table.num_frames == 6  # 8 s at one frame per 1.5 s: 0, 1.5, ..., 7.5
     assert {r.time for r in table.rows} <= {0.0, 1.5, 3.0, 4.5, 6.0, 7.5}
@@ -92,7 +100,7 @@ def test_interval_frames_and_argmax(setup):
 
 @pytest.mark.parametrize("case", ["no_think", "no_events", "short_video", "unreadable", "missing"])
 def test_bad_input_returns_the_completion_unchanged(setup, case, tmp_path):
-    d, video, clip = setup
+    d, video, clip, _ = setup
     completion, path, interval = completion_for(video), str(d / "events.mp4"), None
     if case == "no_think":
         completion = "<answer>A</answer>"
@@ -113,7 +121,7 @@ def test_bad_input_returns_the_completion_unchanged(setup, case, tmp_path):
 
 
 def test_extractor_failure_is_reported(setup):
-    d, video, clip = setup
+    d, video, clip, _ = setup
 
     def broken(_):
         raise ConnectionError("judge endpoint down")
@@ -123,7 +131,7 @@ def test_extractor_failure_is_reported(setup):
 
 
 def test_cli_text_and_json(setup, capsys, tmp_path):
-    d, video, _ = setup
+    d, video, _, _ = setup
     (tmp_path / "answer.txt").write_text(completion_for(video))
     assert main(["--video", str(d / "events.mp4"), "--clip", str(d / "clip"), "--completion_file",
                  str(tmp_path / "answer.txt"), "--max_frames", "8"]) == 0
