@@ -11,6 +11,7 @@ import pytest
 from omni_jax.data import config as data_config
 from omni_jax.data import video as video_lib
 from omni_jax.data.synthetic_events import completion_for, make_event_video
+from omni_jax.eval.probe import follows_timestamps
 from omni_jax.rewards.format import format_reward
 from omni_jax.timestamps import ClipMatcher, add_timestamps
 from omni_jax.timestamps.__main__ import main
@@ -77,6 +78,8 @@ def test_add_timestamps_on_the_thinkers_frames(setup):
     new, table = add_timestamps(completion, str(d / "events.mp4"), clip)
     assert table.message == "" and len(table.rows) == 4
     assert format_reward(new) == 1.0 and MARK.sub("", new) == completion
+    # The evaluation's instruction probe counts the marks as written "exactly as asked".
+    assert follows_timestamps(new) and not follows_timestamps(completion)
     # Frames and times are the Thinker's: the data pipeline's sampling of this file.
     sampled = video_lib.sample_video(str(d / "events.mp4"), video_lib.resolve_limits(data_config.data_defaults()))
     assert table.num_frames == len(sampled.frames)
