@@ -8,8 +8,9 @@
 """
 
 from omni_jax.timestamps.encode import ClipMatcher
-from omni_jax.timestamps.events import Event, prompt_events, rule_events
+from omni_jax.timestamps.events import Event, endpoint_generate, prompt_events, rule_events
+from omni_jax.timestamps.flags import Postprocessor
 from omni_jax.timestamps.pipeline import DEFAULT_LAMBDA_SMOOTH, TimestampRow, TimestampTable, add_timestamps
 
-__all__ = ["ClipMatcher", "DEFAULT_LAMBDA_SMOOTH", "Event", "TimestampRow", "TimestampTable", "add_timestamps",
-           "prompt_events", "rule_events"]
+__all__ = ["ClipMatcher", "DEFAULT_LAMBDA_SMOOTH", "Event", "Postprocessor", "TimestampRow", "TimestampTable",
+           "add_timestamps", "endpoint_generate", "prompt_events", "rule_events"]

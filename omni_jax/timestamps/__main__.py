@@ -13,7 +13,8 @@ import argparse
 import pathlib
 import sys
 
-from omni_jax.timestamps.pipeline import DEFAULT_LAMBDA_SMOOTH, add_timestamps, table_json
+from omni_jax.timestamps.flags import Postprocessor
+from omni_jax.timestamps.pipeline import DEFAULT_LAMBDA_SMOOTH, table_json
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -49,11 +50,9 @@ def main(argv=None) -> int:
 
         data_cfg = data_defaults()
         data_cfg.max_frames = args.max_frames
-    from omni_jax.timestamps.encode import ClipMatcher  # loads JAX and the weights: after flag errors
-
-    clip = ClipMatcher.load(args.clip, dtype=args.dtype)
-    new, table = add_timestamps(completion, args.video, clip, interval=args.interval, data_cfg=data_cfg,
-                                lambda_smooth=args.lambda_smooth, method=args.method)
+    post = Postprocessor(args.clip, data_cfg=data_cfg, interval=args.interval, lambda_smooth=args.lambda_smooth,
+                         method=args.method, dtype=args.dtype)
+    new, table = post(completion, args.video)
     if args.json:
         print(table_json(new, table))
         return 0

@@ -144,3 +144,21 @@ def test_cli_text_and_json(setup, capsys, tmp_path):
                  "<answer>A</answer>", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["completion"] == "<answer>A</answer>" and result["events"] == [] and "<think>" in result["message"]
+
+
+def test_flags_for_entry_points(setup):
+    import argparse
+
+    from omni_jax.timestamps.flags import add_arguments, from_args
+
+    d, video, _, _ = setup
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert from_args(parser.parse_args([])) is None
+    with pytest.raises(ValueError, match="--clip"):
+        from_args(parser.parse_args(["--timestamps"]))
+    cfg = data_config.data_defaults()
+    cfg.max_frames = 6
+    post = from_args(parser.parse_args(["--timestamps", "--clip", str(d / "clip")]), cfg)
+    new, table = post(completion_for(video), str(d / "events.mp4"))
+    assert table.num_frames == 6 and len(table.rows) == 4 and MARK.search(new)
