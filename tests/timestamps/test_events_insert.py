@@ -27,6 +27,9 @@ def test_rule_events_are_people_clauses_in_order():
 
 def test_clauses_without_people_or_action_words_are_not_events():
     assert rule_events("<think>The garden is green. The sky is blue and so on.</think>") == []
+    # Short action clauses count; clauses about the question do not.
+    text = "<think>He nods. The question asks how the man feels; option C says the woman is sad.</think>"
+    assert [e.query for e in rule_events(text)] == ["He nods"]
 
 
 def test_no_think_block():
