@@ -15,6 +15,7 @@ import numpy as np
 
 from omni_jax.data import config as data_config
 from omni_jax.data import video as video_lib
+from omni_jax.data.clip_image import resize_shortest_edge
 from omni_jax.data.errors import BadRecord
 
 
@@ -40,8 +41,12 @@ def thinker_frames(video, data_cfg=None) -> FrameSet:
     return FrameSet(sampled.frames, sampled.times, sampled.indices, "thinker")
 
 
-def interval_frames(video, interval: float, max_frames: int = 256) -> FrameSet:
-    """One frame every `interval` seconds of `video` (a path or bytes), from t = 0."""
+def interval_frames(video, interval: float, max_frames: int = 256, shortest_edge: int | None = None) -> FrameSet:
+    """One frame every `interval` seconds of `video` (a path or bytes), from t = 0.
+
+    shortest_edge: resize each frame as it is decoded, as CLIP's preprocessing will (so memory holds
+    small frames, never a clip of 4K ones; CLIP's own resize is then a no-op and the pixels equal).
+    """
     if not interval > 0:
         raise ValueError(f"interval must be > 0 seconds, got {interval}")
     try:
@@ -55,8 +60,12 @@ def interval_frames(video, interval: float, max_frames: int = 256) -> FrameSet:
                               f"{interval:g} s interval: use a smaller --interval or the Thinker's frames")
     times = np.arange(0.0, duration, interval)[:max_frames]
     indices = np.minimum(np.round(times * fps).astype(np.int64), total - 1)
-    try:
-        frames = np.stack([reader[int(i)].asnumpy() for i in indices])
-    except Exception as e:  # decord raises its own error types for broken streams
-        raise VideoInputError(f"cannot decode the video: {str(e).splitlines()[0][:200]}") from None
+    frames = []
+    for i in indices:
+        try:
+            frame = reader[int(i)].asnumpy()
+        except Exception as e:  # decord raises its own error types for broken streams
+            raise VideoInputError(f"cannot decode frame {i} of the video: {str(e).splitlines()[0][:200]}") from None
+        frames.append(resize_shortest_edge(frame, shortest_edge) if shortest_edge else frame)
+    frames = np.stack(frames)
     return FrameSet(frames, indices / fps, indices, "interval")

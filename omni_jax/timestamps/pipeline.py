@@ -82,7 +82,8 @@ def add_timestamps(completion: str, video, clip: ClipMatcher, *, interval: float
         return completion, TimestampTable([], "no events: the <think> block has no clause about people or actions")
     if frames is None:
         try:
-            frames = interval_frames(video, interval) if interval else thinker_frames(video, data_cfg)
+            frames = (interval_frames(video, interval, shortest_edge=clip.spec.shortest_edge) if interval
+                      else thinker_frames(video, data_cfg))
         except VideoInputError as e:
             return completion, TimestampTable([], str(e))
     sim = clip.similarity(frames.frames, [e.query for e in events])

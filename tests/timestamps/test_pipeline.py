@@ -162,3 +162,16 @@ def test_flags_for_entry_points(setup):
     post = from_args(parser.parse_args(["--timestamps", "--clip", str(d / "clip")]), cfg)
     new, table = post(completion_for(video), str(d / "events.mp4"))
     assert table.num_frames == 6 and len(table.rows) == 4 and MARK.search(new)
+
+
+def test_interval_frames_resized_at_decode_give_the_same_pixels(setup):
+    from omni_jax.data.clip_image import ClipImageSpec, clip_pixel_values
+    from omni_jax.timestamps.frames import interval_frames
+
+    d, _, _, _ = setup
+    full = interval_frames(str(d / "events.mp4"), 2.0)
+    small = interval_frames(str(d / "events.mp4"), 2.0, shortest_edge=40)
+    assert full.frames.shape[1:3] == (112, 112) and small.frames.shape[1:3] == (40, 40)
+    spec = ClipImageSpec(shortest_edge=40, crop_size=32)
+    np.testing.assert_array_equal(clip_pixel_values(small.frames, spec), clip_pixel_values(full.frames, spec))
+    np.testing.assert_array_equal(small.times, [0.0, 2.0, 4.0, 6.0])
