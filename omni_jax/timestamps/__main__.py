@@ -13,6 +13,7 @@ import argparse
 import pathlib
 import sys
 
+from omni_jax.convert.hf_load import WeightMismatchError
 from omni_jax.timestamps.flags import Postprocessor
 from omni_jax.timestamps.pipeline import DEFAULT_LAMBDA_SMOOTH, table_json
 
@@ -52,6 +53,11 @@ def main(argv=None) -> int:
         data_cfg.max_frames = args.max_frames
     post = Postprocessor(args.clip, data_cfg=data_cfg, interval=args.interval, lambda_smooth=args.lambda_smooth,
                          method=args.method, dtype=args.dtype)
+    try:
+        post.clip  # noqa: B018 - load CLIP now, so a bad --clip is reported as such
+    except (FileNotFoundError, WeightMismatchError, ValueError) as e:
+        print(f"error: cannot load CLIP from --clip {args.clip}: {e}", file=sys.stderr)
+        return 2
     new, table = post(completion, args.video)
     if args.json:
         print(table_json(new, table))

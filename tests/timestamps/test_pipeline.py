@@ -175,3 +175,10 @@ def test_interval_frames_resized_at_decode_give_the_same_pixels(setup):
     spec = ClipImageSpec(shortest_edge=40, crop_size=32)
     np.testing.assert_array_equal(clip_pixel_values(small.frames, spec), clip_pixel_values(full.frames, spec))
     np.testing.assert_array_equal(small.times, [0.0, 2.0, 4.0, 6.0])
+
+
+def test_cli_bad_clip_directory_and_missing_completion_file(tmp_path, capsys):
+    assert main(["--video", "v.mp4", "--clip", str(tmp_path / "none"), "--completion", "<think>x</think>"]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert main(["--video", "v.mp4", "--clip", str(tmp_path), "--completion_file", str(tmp_path / "a.txt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
