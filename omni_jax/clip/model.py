@@ -4,7 +4,9 @@ Both towers are pre-norm transformers (LayerNorm, multi-head attention with bias
 fc2); the vision tower embeds 2-D patches plus a class token and pools the class token after
 `post_layernorm`, the text tower is causal and pools the end-of-text token after
 `final_layer_norm`. The layers of a tower are stacked on axis 0 and run by one `lax.scan`.
-Attention logits, softmax and LayerNorm run in float32, as HF does.
+Attention logits, softmax and LayerNorm run in float32, as HF does. Parameters carry logical axes
+(clip_embed, clip_heads, clip_mlp, clip_patch, clip_proj, layers); the default rules name none of
+the clip_* axes, so CLIP (0.15–0.43 B parameters) is replicated on a mesh unless a config maps them.
 """
 
 from __future__ import annotations
