@@ -182,3 +182,40 @@ def test_cli_bad_clip_directory_and_missing_completion_file(tmp_path, capsys):
     assert "no config.json" in capsys.readouterr().err
     assert main(["--video", "v.mp4", "--clip", str(tmp_path), "--completion_file", str(tmp_path / "a.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+class PixelOracle:
+    """A stand-in for ClipMatcher that knows the synthetic scene: event e's similarity with a decoded
+    frame is minus the pixel distance, in e's slot, to the frame where e truly happens. It checks the
+    plumbing (decode order, Thinker sampling, frame numbers, times, insertion) on real mp4 frames."""
+
+    def __init__(self, video):
+        from omni_jax.data.clip_image import ClipImageSpec
+
+        self.video, self.spec = video, ClipImageSpec()
+
+    def similarity(self, frames, texts):
+        from PIL import Image
+
+        size = self.video.frames.shape[1]
+        small = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BILINEAR))
+                          for f in frames]).astype(np.float32)
+        slot = size // len(self.video.descriptions)
+        sim = np.zeros((len(texts), len(frames)), np.float32)
+        for row, text in enumerate(texts):
+            e = next(i for i, d in enumerate(self.video.descriptions) if d in text)
+            truth = self.video.frames[self.video.event_frames[e]].astype(np.float32)[:, e * slot:(e + 1) * slot]
+            sim[row] = -np.abs(small[:, :, e * slot:(e + 1) * slot] - truth).mean(axis=(1, 2, 3))
+        return sim
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_marks_land_on_the_event_frames(tmp_path, seed):
+    video = make_event_video(seed, num_frames=16, num_events=4, size=112, fps=2.0)
+    path = _write_mp4(tmp_path / "v.mp4", video.frames, 2.0)
+    new, table = add_timestamps(completion_for(video), str(path), PixelOracle(video))
+    # The Thinker samples all 16 frames of this 8 s clip at 2 fps: Frame N is frame N, at N / 2 s.
+    assert table.num_frames == 16
+    assert [r.frame for r in table.rows] == video.event_frames.tolist()
+    for desc, f in zip(video.descriptions, video.event_frames, strict=True):
+        assert f"{desc} [Frame {f}: {f / 2:.2f}s]." in new
