@@ -6,7 +6,8 @@ timestamp goes) and a *query* (a cleaned phrase for CLIP). Two extractors:
 - `rule_events`: clauses of the think block (split at . ! ? ; , and newlines, and their CJK
   forms) that mention people or actions, i.e. hold a word of a positive-weight keyword category of
   the people_focus reward (`rewards.config`: person, woman, face, ... / smile, walk, look, ...),
-  and are not about the question itself (question, option, answer).
+  and are not about the question (question, option, answer), the reasoner ("I'm looking at",
+  "let me") or a conclusion ("based on", "this suggests").
   Discourse openers ("Now,", "I notice that", "It seems") are dropped from the query, and any
   timestamp mark already in the text is left out of both anchor and query.
 - `prompt_events`: a prompt to a language model (our Thinker, or the judge endpoint: any
@@ -66,15 +67,20 @@ def clean_query(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-# Clauses about the question rather than the video ("the question asks how the man feels").
+# Clauses about the question rather than the video ("the question asks how the man feels"), about
+# the reasoner ("I'm looking at this scene", "let me focus on the man") or drawing conclusions
+# ("based on her body language").
 _META = re.compile(r"\b(?:question|questions|answer|answers|option|options|choice|choices)\b", re.IGNORECASE)
+_NOT_A_SCENE = re.compile(
+    r"^(?:i|i'm|i’m|i am|i've|i have|i'll|let me|let's|we|we're|based on|given|considering|overall|"
+    r"in summary|this (?:suggests|indicates|means|shows)|which (?:suggests|indicates|means))\b", re.IGNORECASE)
 
 
 def rule_events(completion: str, *, people_focus_cfg=None, min_words: int = 2, max_events: int = 16) -> list[Event]:
     """The people/action clauses of the think block, in text order (at most `max_events`).
 
-    Clauses of fewer than `min_words` words, and clauses about the question, its options or the
-    answer, are not events."""
+    Clauses of fewer than `min_words` words, clauses about the question, its options or the answer,
+    and clauses about the reasoner or its conclusions ("let me focus on", "based on") are not events."""
     lo, hi = think_span(completion)
     spec = kw.resolve(people_focus_cfg)
     body = completion[lo:hi]
@@ -91,7 +97,8 @@ def rule_events(completion: str, *, people_focus_cfg=None, min_words: int = 2, m
         start = lo + (stop - len(raw)) + (len(raw) - len(raw.lstrip()))
         end = start + len(text)
         query = clean_query(text)
-        if len(query.split()) < min_words or _META.search(query) or not _mentions_people(query, spec):
+        if (len(query.split()) < min_words or _META.search(query) or _NOT_A_SCENE.match(query)
+                or not _mentions_people(query, spec)):
             continue
         events.append(Event(anchor=completion[start:end], query=query, start=start, end=end))
         if len(events) == max_events:

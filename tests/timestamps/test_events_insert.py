@@ -98,3 +98,15 @@ def test_prompt_extractor_over_a_chat_endpoint():
         server.close()
     assert [(e.anchor, e.query) for e in events] == [("she smiles at the man", "a smile")]
     assert "she smiles at the man" in server.calls[0][0]["messages"][0]["content"]
+
+
+def test_a_humanomniv2_style_think():
+    text = ("<context>A man and a woman sit at a table.</context><think>Okay, I'm looking at this scene. The first "
+            "thing I notice is the red rose on the table. Now, let me focus on the man. He's in a black suit and bow "
+            "tie, and he looks nervous. The woman smiles at him and then looks away. Her facial expression changes "
+            "when he speaks; she frowns slightly. The lighting is dim. Then he hands her the rose, and she laughs. "
+            "Based on her body language, she seems amused. The question asks how the woman feels, so option B "
+            "fits best.</think><answer>B</answer>")
+    assert [e.query for e in rule_events(text)] == [
+        "he looks nervous", "The woman smiles at him and then looks away",
+        "Her facial expression changes when he speaks", "she frowns slightly", "she laughs"]
