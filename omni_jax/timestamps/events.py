@@ -108,8 +108,8 @@ def rule_events(completion: str, *, people_focus_cfg=None, min_words: int = 2, m
 
 EXTRACTION_PROMPT = """Below is a video model's reasoning. List its key visual events about people \
 and their actions, in the order they are written. For each event answer one JSON object per \
-line: {{"anchor": <an exact short phrase copied from the text>, "query": <a short description \
-of what the frame shows>}}. Answer only the JSON lines.
+line: {{"anchor": <an exact short phrase copied from the text, in its language>, "query": <a short \
+English description of what the frame shows>}}. Answer only the JSON lines.
 
 Reasoning:
 {think}"""

@@ -110,3 +110,16 @@ def test_a_humanomniv2_style_think():
     assert [e.query for e in rule_events(text)] == [
         "he looks nervous", "The woman smiles at him and then looks away",
         "Her facial expression changes when he speaks", "she frowns slightly", "she laughs"]
+
+
+def test_prompt_extractor_keeps_chinese_anchors_with_english_queries():
+    text = "<think>女人拿起玫瑰，微笑着看向男人。男人接过玫瑰。</think><answer>B</answer>"
+    reply = ('{"anchor": "女人拿起玫瑰", "query": "a woman picks up a rose"}\n'
+             '{"anchor": "男人接过玫瑰", "query": "a man takes a rose"}')
+    events = prompt_events(text, lambda prompt: reply if "English" in prompt else "")
+    assert [text[e.start:e.end] for e in events] == ["女人拿起玫瑰", "男人接过玫瑰"]
+    from omni_jax.timestamps.insert import insert_marks
+
+    out, how = insert_marks(text, events, [2, 7], [1.0, 3.5])
+    assert out == "<think>女人拿起玫瑰 [Frame 2: 1.00s]，微笑着看向男人。男人接过玫瑰 [Frame 7: 3.50s]。</think><answer>B</answer>"
+    assert rule_events(text) == []  # the keyword lists are English
