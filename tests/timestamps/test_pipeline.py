@@ -219,3 +219,21 @@ def test_marks_land_on_the_event_frames(tmp_path, seed):
     assert [r.frame for r in table.rows] == video.event_frames.tolist()
     for desc, f in zip(video.descriptions, video.event_frames, strict=True):
         assert f"{desc} [Frame {f}: {f / 2:.2f}s]." in new
+
+
+def test_frame_embeddings_are_cached_by_content(setup):
+    _, video, clip, _ = setup
+    calls = []
+    real = clip.encode_pixels
+    clip.encode_pixels = lambda px: calls.append(len(px)) or real(px)
+    try:
+        a = clip.encode_frames(video.frames[:3])
+        b = clip.encode_frames(video.frames[:3].copy())  # same pixels, another array: cached
+        changed = video.frames[:3].copy()
+        changed[0, 0, 0] ^= 255  # one pixel differs: encoded again
+        c = clip.encode_frames(changed)
+    finally:
+        del clip.encode_pixels
+    assert calls == [3, 3]
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[1:], c[1:])
