@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     from transformers import CLIPModel as HFModel
 
     from omni_jax.clip import config as clip_config
-    from omni_jax.clip.loading import load_clip
+    from omni_jax.weights.clip_load import load_clip
     from omni_jax.clip.model import normalize
 
     hf_dict = json.loads((clip_config.PRESETS_DIR / clip_config.PRESETS[args.preset]).read_text())

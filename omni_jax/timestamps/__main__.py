@@ -13,7 +13,7 @@ import argparse
 import pathlib
 import sys
 
-from omni_jax.convert.hf_load import WeightMismatchError
+from omni_jax.weights.hf_load import WeightMismatchError
 from omni_jax.timestamps.flags import Postprocessor
 from omni_jax.timestamps.pipeline import DEFAULT_LAMBDA_SMOOTH, table_json
 

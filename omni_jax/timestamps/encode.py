@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from omni_jax.clip.loading import load_clip, local_dir
+from omni_jax.weights.clip_load import load_clip, local_dir
 from omni_jax.clip.model import CLIPModel, normalize
 from omni_jax.clip.tokenizer import CLIPTokenizer
 from omni_jax.data.clip_image import ClipImageSpec, clip_pixel_values

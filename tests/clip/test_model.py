@@ -11,10 +11,10 @@ import pytest
 from flax import nnx
 
 from omni_jax.clip import config as clip_config
-from omni_jax.clip.loading import load_clip, save_hf, to_hf
+from omni_jax.weights.clip_load import load_clip, save_hf, to_hf
 from omni_jax.clip.model import abstract_clip, num_params
-from omni_jax.convert.hf_load import WeightMismatchError
-from omni_jax.convert.safetensors_io import SafetensorsReader, write_safetensors
+from omni_jax.weights.hf_load import WeightMismatchError
+from omni_jax.weights.safetensors_io import SafetensorsReader, write_safetensors
 from tests.clip.tiny_clip import clip_config_dict, save_hf_clip
 
 

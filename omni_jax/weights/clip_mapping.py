@@ -1,14 +1,14 @@
-"""The one HF ↔ Flax name table of CLIP, in the style of `omni_jax.convert.mapping`.
+"""The one HF ↔ Flax name table of CLIP, in the style of `omni_jax.weights.mapping`.
 
 Flax paths are HF's names with `.weight` of a Linear as `.kernel` (transposed), of an Embedding as
 `.embedding`, and the patch Conv2d as a Linear over flattened (C, P, P) patches. `{i}` marks the
-stacked layer axis. Loading (`clip.loading.load_params`) and export (`clip.loading.to_hf`) both read
+stacked layer axis. Loading (`weights.clip_load.load_params`) and export (`weights.clip_load.to_hf`) both read
 this table.
 """
 
 from __future__ import annotations
 
-from omni_jax.convert.mapping import LINEAR, PATCH, SAME, Layout, Row
+from omni_jax.weights.mapping import LINEAR, PATCH, SAME, Layout, Row
 
 # HF non-parameter buffers some CLIP checkpoints carry (older transformers saved them).
 IGNORED_SUFFIXES = ("position_ids",)

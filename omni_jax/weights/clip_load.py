@@ -1,4 +1,4 @@
-"""Load a CLIPModel from a HF directory (local or gs://) and export it back, through `clip.mapping`.
+"""Load a CLIPModel from a HF directory (local or gs://) and export it back, through `weights.clip_mapping`.
 
     model = load_clip("/ckpt/clip-vit-base-patch32")          # config.json + *.safetensors
     tensors = to_hf(model)                                      # {HF name: np.ndarray}, the inverse
@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from omni_jax.clip import mapping
 from omni_jax.clip.config import CLIPConfig, load_config
 from omni_jax.clip.model import CLIPModel, abstract_clip
-from omni_jax.convert.hf_load import raise_mismatch
-from omni_jax.convert.safetensors_io import SafetensorsReader, write_safetensors
+from omni_jax.weights import clip_mapping as mapping
+from omni_jax.weights.hf_load import raise_mismatch
+from omni_jax.weights.safetensors_io import SafetensorsReader, write_safetensors
 
 # Files of a HF CLIP directory that loading and tokenising read.
 WANTED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
