@@ -176,6 +176,14 @@ def base() -> ml_collections.ConfigDict:
     c.optim.max_grad_norm = 1.0
     c.optim.grad_accum = 1
 
+    # LoRA (omni_jax.model.lora): rank > 0 trains low-rank adapters on the text decoder's
+    # projections only; the base stays frozen and is the reference policy (no copy).
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = 0  # 0: full fine-tuning
+    c.lora.alpha = 128.0
+    c.lora.dropout = 0.0
+    c.lora.targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
     c.warmstart = ml_collections.ConfigDict()
     c.warmstart.steps = 0  # supervised steps on synthetic demonstrations before GRPO (0 = off)
     c.warmstart.learning_rate = 1e-3

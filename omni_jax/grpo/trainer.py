@@ -27,9 +27,10 @@ from omni_jax import config_utils, metrics as metrics_lib, parallel
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
 from omni_jax.grpo import warmstart as warmstart_lib
 from omni_jax.grpo.experience import collect, next_positions, shard_rows
-from omni_jax.grpo.policy import build_model, reference_params
+from omni_jax.grpo.policy import build_model, fold_adapters, reference_params
 from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
     optimizer_from_config, step_config_from_config, trainable_filter
+from omni_jax.model import lora
 from omni_jax.model.inputs import prepare_inputs
 from omni_jax.rollout.sampler import input_shardings
 from omni_jax.tokenizer import load_tokenizer
@@ -97,7 +98,9 @@ def run(config, workdir: str) -> dict:
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
-    graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
+    lora_cfg = lora.config_from(config)
+    trainable = trainable_filter(config.model.train_towers, adapters=lora_cfg is not None)
+    graphdef, params, frozen = nnx.split(model, trainable, ...)
     optimizer = optimizer_from_config(config)
     step_cfg = step_config_from_config(config, shape["data"] * shape["fsdp"])
     # Every array committed to the mesh up front: host-local scalars cannot be checkpointed on
@@ -109,9 +112,12 @@ def run(config, workdir: str) -> dict:
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     meta = thinker_meta(cfg)
     meta["config"] = config.to_json_best_effort()
+    if lora_cfg is not None:
+        meta["lora"] = lora_cfg.to_dict()
     use_reference = config.grpo.beta > 0
     # The reference lives in the checkpoint when it is not simply the loaded init (random / warm-started).
-    reference_in_ckpt = use_reference and config.model.init == "random"
+    # With LoRA it is the base with the adapters off: the frozen weights the run holds anyway.
+    reference_in_ckpt = use_reference and config.model.init == "random" and lora_cfg is None
     reference = None
 
     start = store.latest_step()
@@ -124,7 +130,7 @@ def run(config, workdir: str) -> dict:
                                  extra_abstract=extra_abstract)
         nnx.replace_by_pure_dict(params_state := nnx.state(model, nnx.Param), restored.params)
         nnx.update(model, params_state)
-        graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
+        graphdef, params, frozen = nnx.split(model, trainable, ...)
         counters = restored.extra["counters"]
         state = TrainState(counters["step"], params, restored.extra["opt_state"], counters["skipped"])
         data.restore(restored.extra["data"])
@@ -136,18 +142,27 @@ def run(config, workdir: str) -> dict:
         start = 0
         if config.warmstart.steps > 0:
             params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh)
+            if lora_cfg is not None:  # the warm-started model is GRPO's base and reference; fresh adapters
+                model = fold_adapters(nnx.merge(graphdef, params, frozen), int(config.seed), mesh, rules)
+                graphdef, params, frozen = nnx.split(model, trainable, ...)
+                frozen = parallel.on_mesh(frozen, mesh)
             state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params),
                                                 jnp.int32(0)), mesh)
-        if use_reference:
+        if use_reference and lora_cfg is None:
             reference = reference_params(params, config.model.reference_dtype)
         _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
-    if use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
+    if use_reference and lora_cfg is not None:
+        reference = lora.base_state(frozen)
+    elif use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
         reference = reference_params(nnx.split(build_model(config, tokenizer, mesh, rules),
                                                trainable_filter(config.model.train_towers), ...)[1],
                                      config.model.reference_dtype)
 
     train_step = jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state))
     logprob_fn = jit_logprob_fn(graphdef, step_cfg)
+    # The reference pass: with LoRA, the base graph (no adapters) on the frozen weights alone.
+    ref_logprob_fn = logprob_fn if lora_cfg is None else jit_logprob_fn(lora.base_graphdef(model), step_cfg)
+    ref_rest = frozen if lora_cfg is None else nnx.State({})
     reward_fn = _reward_fn(config, tokenizer)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
     preemption = _Preemption()
@@ -170,7 +185,7 @@ def run(config, workdir: str) -> dict:
         t_lp = time.perf_counter()
         grpo_batch = exp.batch
         if use_reference:
-            grpo_batch = grpo_batch.replace(ref_logp=logprob_fn(reference, frozen, grpo_batch.seqs))
+            grpo_batch = grpo_batch.replace(ref_logp=ref_logprob_fn(reference, ref_rest, grpo_batch.seqs))
         if config.grpo.num_iterations > 1:
             old = exp.sampler_logp if config.grpo.old_logprobs == "sampler" else \
                 logprob_fn(state.params, frozen, grpo_batch.seqs)

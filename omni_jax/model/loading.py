@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from omni_jax import checkpoint, parallel
 from omni_jax.convert import hf_load
+from omni_jax.model import lora
 from omni_jax.model.config import from_hf_dict, load_config
 from omni_jax.model.thinker import Thinker, abstract_thinker
 
@@ -72,7 +73,10 @@ def _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, opti
     store, directory, step, meta = checkpoint.open_thinker_step(path, step)
     cfg = from_hf_dict(meta["hf_config"], dtype=jnp.dtype(dtype).name,
                        param_dtype=jnp.dtype(param_dtype or dtype).name, **options)
-    graphdef, abstract_state = nnx.split(abstract_thinker(cfg))
+    abstract = abstract_thinker(cfg)
+    if meta.get("lora"):  # a LoRA run's checkpoint: the base weights and the adapters
+        abstract = lora.abstract_with_adapters(abstract, lora.LoRAConfig.from_dict(meta["lora"]))
+    graphdef, abstract_state = nnx.split(abstract)
     with tqdm(total=1, desc=f"restoring step {step} of {directory.name}", disable=not progress) as bar:
         params = store.restore(step, params_abstract=abstract_params(abstract_state, mesh, rules)).params
         bar.update()

@@ -200,7 +200,8 @@ def seed_dropout(model, key: jax.Array) -> None:
         shape = adapter.dropout_key.shape[:-1]
         n = int(np.prod(shape)) if shape else 1
         keys = jax.random.split(jax.random.fold_in(key, i), n)
-        adapter.dropout_key[...] = jax.random.key_data(keys).reshape(*shape, 2).astype(jnp.uint32)
+        # A new variable, not an in-place write: the merged state's variables may come from an outer trace.
+        adapter.dropout_key = DropoutKey(jax.random.key_data(keys).reshape(*shape, 2).astype(jnp.uint32))
 
 
 def adapter_params(model) -> dict[str, dict[str, jax.Array]]:
