@@ -14,7 +14,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from omni_jax import checkpoint, parallel
-from omni_jax.convert import hf_load
+from omni_jax.convert import hf_load, peft
 from omni_jax.model import lora
 from omni_jax.model.config import from_hf_dict, load_config
 from omni_jax.model.thinker import Thinker, abstract_thinker
@@ -50,7 +50,23 @@ def abstract_params(abstract_state, mesh=None, rules=None) -> dict:
 
 
 def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, step=None,
-                 **options) -> Thinker:
+                 adapter=None, **options) -> Thinker:
+    """The Thinker of an HF directory or omni_jax checkpoint (a LoRA run's: with its adapters).
+
+    adapter: a PEFT LoRA adapter directory put onto the loaded base (`omni_jax.convert.peft`).
+    """
+    model = _load(path, dtype, param_dtype, mesh, rules, progress, step, options)
+    if adapter is not None:
+        if lora.has_adapters(model):
+            raise ValueError(f"{path} already has LoRA adapters; load it without adapter={adapter}")
+        peft.attach(model, adapter)
+        if mesh is not None:
+            adapters = nnx.state(model, nnx.LoRAParam)
+            nnx.update(model, jax.device_put(adapters, param_shardings(adapters, mesh, rules or parallel.DEFAULT_RULES)))
+    return model
+
+
+def _load(path, dtype, param_dtype, mesh, rules, progress, step, options) -> Thinker:
     if checkpoint.is_checkpoint(path):
         return _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options)
     if step is not None:
