@@ -197,3 +197,12 @@ def base() -> ml_collections.ConfigDict:
     c.data = data_defaults()
     c.rewards = reward_defaults()
     return c
+
+
+def sft_defaults() -> ml_collections.ConfigDict:
+    """The `sft` block of an SFT config (`python -m omni_jax.sft`)."""
+    c = ml_collections.ConfigDict()
+    c.target_field = "auto"  # auto (solution, else response) | solution | response
+    c.max_completion_tokens = 1024  # longer targets are cut (counted in sft/truncated_rows)
+    c.logits_chunk = 256
+    return c

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 
 from absl import app, flags
@@ -27,17 +26,6 @@ flags.DEFINE_integer("process_id", None, "This process's index (multi-process ru
 FLAGS = flags.FLAGS
 
 
-def _init_distributed() -> None:
-    import jax
-
-    if FLAGS.coordinator_address:
-        if os.environ.get("JAX_PLATFORMS", "") in ("", "cpu"):
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID") is not None:
-        jax.distributed.initialize()  # Cloud TPU VM: everything comes from the environment
-
-
 def main(argv):
     del argv
     from absl import logging as absl_logging
@@ -50,7 +38,9 @@ def main(argv):
     from omni_jax import config_utils
 
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
-    _init_distributed()
+    from omni_jax import parallel
+
+    parallel.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from omni_jax.grpo.trainer import run
 
     summary = run(FLAGS.config, FLAGS.workdir)

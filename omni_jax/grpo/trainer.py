@@ -30,6 +30,7 @@ from omni_jax.grpo.experience import collect, next_positions, shard_rows
 from omni_jax.grpo.policy import build_model, fold_adapters, reference_params
 from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
     optimizer_from_config, step_config_from_config, trainable_filter
+from omni_jax.grpo.supervised import jit_sft_step
 from omni_jax.model import lora
 from omni_jax.model.inputs import prepare_inputs
 from omni_jax.rollout.sampler import input_shardings
@@ -270,9 +271,10 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
     stream = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
     opt = make_optimizer(learning_rate=config.warmstart.learning_rate, total_steps=config.warmstart.steps,
                          warmup_steps=min(10, config.warmstart.steps // 10), schedule="cosine")
-    params, opt_state, frozen = parallel.on_mesh((params, init_opt_state(opt, params), frozen), mesh)
-    sft_step = warmstart_lib.build_sft_step(graphdef, opt, config.grpo.logits_chunk,
-                                            out_shardings=parallel.shardings_of((params, opt_state)))
+    state, frozen = parallel.on_mesh((TrainState(jnp.int32(0), params, init_opt_state(opt, params), jnp.int32(0)),
+                                      frozen), mesh)
+    sft_step = jit_sft_step(graphdef, opt, parallel.shardings_of(state), logits_chunk=config.grpo.logits_chunk,
+                            dropout_seed=int(config.seed))
     bar = tqdm(range(config.warmstart.steps), desc="warm-start (SFT)", disable=jax.process_index() != 0,
                dynamic_ncols=True)
     for i in bar:
@@ -283,10 +285,10 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
                                                        seed=config.seed * 7919 + i)
         # Rows over the batch mesh axes, as the GRPO batches (one device held them all before).
         rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(next_positions(inputs))), mesh)
-        params, opt_state, loss = sft_step(params, opt_state, frozen,
-                                           jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
+        state, metrics = sft_step(state, frozen, jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
         if i % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
+    params = state.params
     stream.close()
     return params
 
