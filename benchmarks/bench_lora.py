@@ -39,7 +39,8 @@ def build(model_name: str, seed: int = 0):
     return Thinker(cfg, rngs=nnx.Rngs(seed))
 
 
-def run(model, mode: str, args) -> dict:
+def prepare(model, mode: str, args):
+    """(one_step(i), summary()) of a full ("full") or LoRA ("lora") GRPO run on its own copy of `model`."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -76,8 +77,11 @@ def run(model, mode: str, args) -> dict:
     inputs = prepare_inputs(model.cfg, input_ids=ids, attention_mask=np.ones(ids.shape))
     g = args.generations
     times = {"rollout": [], "reference": [], "update": []}
-    for i in range(args.steps + 1):  # the first step compiles
+    holder = {"state": state}
+
+    def one_step(i: int) -> None:
         t0 = time.perf_counter()
+        state = holder["state"]
         out = generate(nnx.merge(graphdef, state.params, frozen), inputs, num_samples=g, max_new_tokens=args.new,
                        temperature=1.0, seed=i, cpu_gemv=False)
         jax.block_until_ready(out.tokens)
@@ -90,14 +94,19 @@ def run(model, mode: str, args) -> dict:
         reward = jnp.asarray((np.asarray(out.tokens) % 7 == 0).mean(1), jnp.float32)
         state, metrics = train_step(state, frozen, GRPOBatch(seqs, group_advantages(reward, g), None, ref_logp))
         jax.block_until_ready(metrics)
+        holder["state"] = state
         t3 = time.perf_counter()
-        if i:
+        if i:  # the first step compiles
             for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
                 times[k].append(v)
-    median = {k: statistics.median(v) for k, v in times.items()}
-    return {"seconds": median, "trainable": _bytes(state.params), "optimizer": _bytes(state.opt_state),
-            "reference": 0 if mode == "lora" else _bytes(reference), "frozen": _bytes(frozen),
-            "trainable_count": sum(x.size for x in jax.tree.leaves(state.params))}
+
+    def summary() -> dict:
+        state = holder["state"]
+        return {"seconds": {k: statistics.median(v) for k, v in times.items()}, "trainable": _bytes(state.params),
+                "optimizer": _bytes(state.opt_state), "reference": 0 if mode == "lora" else _bytes(reference),
+                "frozen": _bytes(frozen), "trainable_count": sum(x.size for x in jax.tree.leaves(state.params))}
+
+    return one_step, summary
 
 
 def main(argv=None):
@@ -114,12 +123,16 @@ def main(argv=None):
     from benchmarks.common import machine
 
     model = build(args.model)
-    full, lora_run = run(model, "full", args), run(model, "lora", args)
+    runs = {mode: prepare(model, mode, args) for mode in ("full", "lora")}
+    for i in range(args.steps + 1):  # the two alternate step by step: the same machine load for both
+        for one_step, _ in runs.values():
+            one_step(i)
+    full, lora_run = (runs[m][1]() for m in ("full", "lora"))
     mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
     print(f"machine: {machine()}")
     print(f"model {args.model}; {args.prompts} prompts × {args.generations} candidates, prompt {args.prompt_tokens} "
           f"tokens, {args.new} new tokens; LoRA rank {args.rank} on q,k,v,o,gate,up,down; β = 0.04; "
-          f"median of {args.steps} steps after a compiling one")
+          f"median of {args.steps} steps after a compiling one, full and LoRA steps alternating")
     print("| | full fine-tuning | LoRA | LoRA / full |")
     print("|---|---|---|---|")
     for k in ("rollout", "reference", "update"):
