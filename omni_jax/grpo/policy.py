@@ -25,10 +25,13 @@ def model_options(config) -> dict:
 
 def build_model(config, tokenizer, mesh, rules=parallel.DEFAULT_RULES) -> Thinker:
     """The Thinker the config names (`model.init`: "random" or a checkpoint path), sharded on `mesh`,
-    with LoRA adapters when `lora.rank` > 0 (placed by their logical axes)."""
+    with fresh LoRA adapters when `lora.rank` > 0 (placed by their logical axes). An init that is a
+    LoRA checkpoint is merged first: it is the starting model (and GRPO's reference) as a whole."""
     model = _build_base(config, tokenizer, mesh, rules)
+    if lora.has_adapters(model):  # a LoRA checkpoint as init (e.g. the SFT stage): its adapters join the base
+        model = lora.merged(model)
     lora_cfg = lora.config_from(config)
-    if lora_cfg is not None and not lora.has_adapters(model):  # a LoRA run's own checkpoint has them
+    if lora_cfg is not None:
         add_adapters(model, lora_cfg, int(config.seed), mesh, rules)
     return model
 

@@ -180,15 +180,28 @@ def base_state(state: nnx.State) -> nnx.State:
 
 
 def merged(model):
-    """A new model without adapters whose kernels are W + (α/r)·A B (the base weights untouched)."""
+    """A new model without adapters whose kernels are W + (α/r)·A B (the base weights untouched).
+
+    Each merged kernel is computed under jit with its base kernel's sharding as output sharding, so
+    a sharded model stays sharded (no whole [L, in, out] product on one device).
+    """
     clone = nnx.merge(*nnx.split(model))
     for dense in _layer_projections(clone).values():
-        if getattr(dense, "lora", None) is not None:
+        adapter = getattr(dense, "lora", None)
+        if adapter is not None:
             w = dense.kernel[...]
-            dense.kernel = nnx.Param((w.astype(jnp.float32) + dense.lora.delta()).astype(w.dtype),
+            sharding = getattr(w, "sharding", None)
+            merge = jax.jit(_merge_kernel, static_argnums=3,
+                            out_shardings=sharding if isinstance(sharding, jax.sharding.NamedSharding) else None)
+            dense.kernel = nnx.Param(merge(w, adapter.a[...], adapter.b[...], adapter.scale),
                                      **dense.kernel.get_metadata())
             dense.lora = None
     return clone
+
+
+def _merge_kernel(w, a, b, scale: float):
+    delta = jnp.einsum("...ir,...ro->...io", a.astype(jnp.float32), b.astype(jnp.float32)) * scale
+    return (w.astype(jnp.float32) + delta).astype(w.dtype)
 
 
 def seed_dropout(model, key: jax.Array) -> None:

@@ -3,6 +3,7 @@ PEFT adapter export (float32, 1e-4); a PEFT adapter loads back onto the base (lo
 
 import json
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -101,3 +102,24 @@ def test_adapter_only_needs_a_lora_run_and_bad_adapters_are_refused(run, tmp_pat
         peft_io.config_from_peft({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": True}, "x.json")
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         peft_io.read_adapter(tmp_path, 2)
+
+
+def test_a_lora_checkpoint_as_init_is_merged_then_gets_fresh_adapters(run):
+    """GRPO (or SFT) started from a LoRA run: that run's model as a whole is the base and reference."""
+    from configs import default
+    from omni_jax import parallel
+    from omni_jax.grpo.policy import build_model
+    from omni_jax.tokenizer import load_tokenizer
+
+    root, _, model, _ = run
+    config = default.get_config()
+    with config.unlocked():
+        config.model.init = str(root / "ckpt")
+        config.model.layer_loop = "scan"
+        config.lora.rank = 2
+    policy = build_model(config, load_tokenizer("tiny"), parallel.make_mesh({"fsdp": 1}, devices=[jax.devices()[0]]))
+    assert lora.adapter_config(policy).rank == 2
+    assert all(float(abs(ab["b"]).max()) == 0 for ab in lora.adapter_params(policy).values())
+    inputs = _inputs()
+    valid = inputs["attention_mask"].astype(bool)
+    np.testing.assert_allclose(policy(**inputs)[valid], model(**inputs)[valid], atol=1e-5)
