@@ -15,6 +15,9 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
+from omni_jax import config_utils, parallel
+from omni_jax.grpo.trainer import run
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.py"
 
@@ -35,14 +38,8 @@ def main(argv):
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("omni_jax").addHandler(handler)
     logging.getLogger("omni_jax").setLevel(logging.INFO)
-    from omni_jax import config_utils
-
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
-    from omni_jax import parallel
-
     parallel.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    from omni_jax.grpo.trainer import run
-
     summary = run(FLAGS.config, FLAGS.workdir)
     import jax
 

@@ -32,16 +32,17 @@ from omni_jax.aot import estimate as estimate_lib
 from omni_jax.aot import inputs as inputs_lib
 from omni_jax.aot import topology as topology_lib
 from omni_jax.aot.flops import jaxpr_flops
+from omni_jax.checkpoint.loading import param_shardings
 from omni_jax.grpo.experience import row_shardings
 from omni_jax.grpo.policy import model_options
 from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_state_shardings, \
     optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model import lora, presets
-from omni_jax.model.loading import param_shardings
 from omni_jax.model.text import init_cache
 from omni_jax.model.thinker import abstract_thinker
 from omni_jax.rollout import sampler
 from omni_jax.rollout.sampling import Sampling
+from omni_jax.tokenizer import load_tokenizer
 
 STEPS = ("prefill", "decode", "train", "reference")
 
@@ -215,8 +216,6 @@ def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _
 def _model_config(config, tokenizer=None):
     arch = config.model.architecture
     if arch == "tiny" and tokenizer is None:
-        from omni_jax.tokenizer import load_tokenizer
-
         tokenizer = load_tokenizer(config.tokenizer or "tiny")
     return presets.architecture_config(arch, tokenizer, **model_options(config))
 
@@ -259,8 +258,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         with_reference_copy = with_reference
     graphdef_all, all_vars = nnx.split(abstract_model)
     policy_state = _abstract_state(all_vars, param_shardings(all_vars, mesh, rules))
-    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(config.model.train_towers,
-                                                                              adapters=lora_cfg is not None), ...)
+    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(adapters=lora_cfg is not None), ...)
     trainable = _abstract_state(trainable, param_shardings(trainable, mesh, rules))
     base_frozen = lora.base_state(frozen)  # the LoRA reference pass's weights (all of `frozen` but dropout keys)
     base_frozen = _abstract_state(base_frozen, param_shardings(base_frozen, mesh, rules))
@@ -284,7 +282,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         patches=model_inputs.vision.pixel_values.shape[0] if model_inputs.vision else 0,
         audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
         param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
-        train_towers=bool(config.model.train_towers), with_reference=with_reference, cache_dtype=cache_dtype.name,
+        train_towers=False, with_reference=with_reference, cache_dtype=cache_dtype.name,
         reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share,
         lora_rank=lora_cfg.rank if lora_cfg else 0, lora_targets=lora_cfg.targets if lora_cfg else ())
     estimates = estimate_lib.estimate(cfg, shapes)
@@ -379,7 +377,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("reference", ref, (0, 1), others,
                traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(mesh, rules))))
 
-    counts = estimate_lib.parameter_counts(cfg, bool(config.model.train_towers), shapes.lora_rank, shapes.lora_targets)
+    counts = estimate_lib.parameter_counts(cfg, False, shapes.lora_rank, shapes.lora_targets)
     return FitReport(
         topology=tpu.name, chips=n_chips, mesh=mesh_shape, hbm_bytes_per_chip=hbm,
         peak_flops_per_chip=tpu.chip.peak_flops, hbm_bandwidth_per_chip=tpu.chip.hbm_bandwidth,

@@ -23,12 +23,12 @@ from tqdm import tqdm
 from omni_jax import parallel
 from omni_jax.checkpoint import CheckpointStore, StreamedArray, thinker_meta
 from omni_jax.checkpoint.store import absolute
-from omni_jax.convert import hf_load, hf_write, mapping, peft
-from omni_jax.convert.safetensors_io import SafetensorsReader
+from omni_jax.checkpoint.loading import param_shardings
 from omni_jax.model import lora
 from omni_jax.model.config import load_config
-from omni_jax.model.loading import param_shardings
 from omni_jax.model.thinker import abstract_thinker
+from omni_jax.weights import hf_load, hf_write, mapping, peft
+from omni_jax.weights.safetensors_io import SafetensorsReader
 
 CONVERTED_STEP = 0
 

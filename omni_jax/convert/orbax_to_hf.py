@@ -22,12 +22,12 @@ import numpy as np
 from flax import nnx
 
 from omni_jax import checkpoint
-from omni_jax.convert import hf_load, hf_write, mapping, peft
-from omni_jax.convert.hf_load import WeightMismatchError
-from omni_jax.convert.safetensors_io import LazyTensor, SafetensorsReader
 from omni_jax.model import lora
 from omni_jax.model.config import ThinkerConfig, from_hf_dict
 from omni_jax.model.thinker import abstract_thinker
+from omni_jax.weights import hf_load, hf_write, mapping, peft
+from omni_jax.weights.hf_load import WeightMismatchError
+from omni_jax.weights.safetensors_io import LazyTensor, SafetensorsReader
 
 # Tokenizer, processor and chat-template files a base HF directory contributes.
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
@@ -47,7 +47,7 @@ def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: 
     step: default the latest committed step. dtype: "bfloat16" / "float32" for the thinker
     tensors (default: as stored). base_hf_dir: see the module docstring. A LoRA run's step is
     written merged (W + (α/r)·A B), or with `adapter_only` as a PEFT adapter directory
-    (`omni_jax.convert.peft`). Returns a summary.
+    (`omni_jax.weights.peft`). Returns a summary.
     """
     if "://" in str(out):
         raise ValueError(f"jax2hf writes a local directory, not {out}; export locally, then copy it (gsutil, hf upload)")

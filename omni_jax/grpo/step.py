@@ -59,8 +59,10 @@ class StepConfig:
     dropout_seed: int = 0  # LoRA dropout keys: a function of (dropout_seed, step, micro-batch)
 
 
-def trainable_filter(train_towers: bool, adapters: bool = False):
-    """nnx filter of the parameters the optimizer updates: with LoRA `adapters`, those only."""
+def trainable_filter(train_towers: bool = False, adapters: bool = False):
+    """nnx filter of the parameters the optimizer updates: the text decoder and lm_head (a training
+    run keeps the vision and audio towers frozen); train_towers adds the towers. With LoRA
+    `adapters`: the adapters only (every base weight frozen)."""
     if adapters:
         return lora.TRAINABLE
     prefixes = ("model", "lm_head") + (("visual", "audio_tower") if train_towers else ())

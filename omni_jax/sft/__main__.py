@@ -13,6 +13,9 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
+from omni_jax import config_utils, parallel
+from omni_jax.sft import run
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "sft_lora.py") + ":tiny",
@@ -33,13 +36,9 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("omni_jax").addHandler(logging.StreamHandler())
     logging.getLogger("omni_jax").setLevel(logging.INFO)
-    from omni_jax import config_utils, parallel
-
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
     parallel.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     import jax
-
-    from omni_jax.sft import run
 
     summary = run(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:

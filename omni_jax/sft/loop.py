@@ -23,12 +23,13 @@ from tqdm import tqdm
 
 from omni_jax import config_utils, metrics as metrics_lib, parallel
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
-from omni_jax.grpo.experience import next_positions, shard_rows
+from omni_jax.grpo.experience import shard_rows
 from omni_jax.grpo.policy import build_model
 from omni_jax.grpo.step import TrainState, init_opt_state, optimizer_from_config, trainable_filter
 from omni_jax.grpo.supervised import completion_tokens, jit_sft_step, target_text
 from omni_jax.model import lora
-from omni_jax.model.inputs import prepare_inputs
+from omni_jax.data import mixture_from_config
+from omni_jax.model.inputs import next_position_ids, prepare_inputs
 from omni_jax.rollout.sampler import input_shardings
 from omni_jax.tokenizer import load_tokenizer
 
@@ -92,7 +93,7 @@ def run(config, workdir: str) -> dict:
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
     lora_cfg = lora.config_from(config)
-    trainable = trainable_filter(False, adapters=lora_cfg is not None)
+    trainable = trainable_filter(adapters=lora_cfg is not None)
     graphdef, params, frozen = nnx.split(model, trainable, ...)
     optimizer = optimizer_from_config(config)
     frozen = parallel.on_mesh(frozen, mesh)
@@ -100,8 +101,6 @@ def run(config, workdir: str) -> dict:
     data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():
         data_cfg.batch_size = int(config.batch_prompts)
-    from omni_jax.data import mixture_from_config
-
     data = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)  # every process: the global batch
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     meta = thinker_meta(cfg, source={"kind": "sft"})
@@ -143,7 +142,8 @@ def run(config, workdir: str) -> dict:
         ids, mask, missing, truncated = _targets(records, tokenizer, config)
         counts["missing_target"] += missing
         counts["truncated"] += truncated
-        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(next_positions(inputs))), mesh, rules)
+        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask),
+                           next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh, rules)
         state, m = sft_step(state, frozen, jax.device_put(inputs, input_shardings(inputs, mesh, rules)), *rows)
         m = {k: float(v) for k, v in jax.device_get(m).items()}
         seconds = time.perf_counter() - t0

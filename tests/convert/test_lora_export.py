@@ -11,7 +11,7 @@ from flax import nnx
 
 import omni_jax
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
-from omni_jax.convert import peft as peft_io
+from omni_jax.weights import peft as peft_io
 from omni_jax.convert.__main__ import main as cli
 from omni_jax.model import lora
 from tests.helpers import tiny_hf as th

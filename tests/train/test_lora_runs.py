@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.train.test_trainer import SMALL, _free_port, _metrics, _train
+from tests.train.test_trainer import _free_port, _metrics, _train
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Adapters with dropout and a KL term to the base (the adapters-off reference).

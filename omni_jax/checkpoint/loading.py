@@ -13,11 +13,12 @@ import jax.numpy as jnp
 from flax import nnx
 from tqdm import tqdm
 
-from omni_jax import checkpoint, parallel
-from omni_jax.convert import hf_load, peft
+from omni_jax import parallel
+from omni_jax.checkpoint.thinker import is_checkpoint, open_thinker_step
 from omni_jax.model import lora
 from omni_jax.model.config import from_hf_dict, load_config
 from omni_jax.model.thinker import Thinker, abstract_thinker
+from omni_jax.weights import hf_load, peft
 
 
 def param_shardings(abstract_state, mesh, rules=parallel.DEFAULT_RULES):
@@ -53,7 +54,7 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
                  adapter=None, **options) -> Thinker:
     """The Thinker of an HF directory or omni_jax checkpoint (a LoRA run's: with its adapters).
 
-    adapter: a PEFT LoRA adapter directory put onto the loaded base (`omni_jax.convert.peft`).
+    adapter: a PEFT LoRA adapter directory put onto the loaded base (`omni_jax.weights.peft`).
     """
     model = _load(path, dtype, param_dtype, mesh, rules, progress, step, options)
     if adapter is not None:
@@ -67,7 +68,7 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
 
 
 def _load(path, dtype, param_dtype, mesh, rules, progress, step, options) -> Thinker:
-    if checkpoint.is_checkpoint(path):
+    if is_checkpoint(path):
         return _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options)
     if step is not None:
         raise ValueError(f"step={step} only applies to an omni_jax checkpoint store; {path} is an HF directory")
@@ -86,7 +87,7 @@ def _load(path, dtype, param_dtype, mesh, rules, progress, step, options) -> Thi
 
 
 def _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options) -> Thinker:
-    store, directory, step, meta = checkpoint.open_thinker_step(path, step)
+    store, directory, step, meta = open_thinker_step(path, step)
     cfg = from_hf_dict(meta["hf_config"], dtype=jnp.dtype(dtype).name,
                        param_dtype=jnp.dtype(param_dtype or dtype).name, **options)
     abstract = abstract_thinker(cfg)

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from omni_jax.convert.safetensors_io import SafetensorsReader, write_safetensors
+from omni_jax.weights.safetensors_io import SafetensorsReader, write_safetensors
 from omni_jax.model import lora
 
 ADAPTER_CONFIG = "adapter_config.json"
