@@ -27,6 +27,7 @@ from omni_jax import config_utils, metrics as metrics_lib, parallel
 from omni_jax.chips import PEAK_FLOPS
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
 from omni_jax.data import mixture_from_config
+from omni_jax.eval.training import TrainingEval
 from omni_jax.grpo import warmstart as warmstart_lib
 from omni_jax.grpo.experience import collect, shard_rows
 from omni_jax.grpo.policy import build_model, fold_adapters, reference_params
@@ -161,6 +162,7 @@ def run(config, workdir: str) -> dict:
     ref_logprob_fn = logprob_fn if lora_cfg is None else jit_logprob_fn(lora.base_graphdef(model), step_cfg)
     ref_rest = frozen if lora_cfg is None else nnx.State({})
     reward_fn = _reward_fn(config, tokenizer)
+    evaluator = TrainingEval(config, tokenizer, mesh, rules)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
     preemption = _Preemption()
     rng = jax.random.key(config.seed)
@@ -206,6 +208,10 @@ def run(config, workdir: str) -> dict:
         flops = flops_per_token * (prompt_tokens + n_tokens + 3 * config.grpo.num_iterations
                                    * (learner_prompt_tokens + n_tokens))
         scalars = _step_scalars(exp, step_metrics, seconds, n_tokens, flops, peak, data.counters())
+        if evaluator.due(step + 1, step + 1 == config.total_steps):
+            t_eval = time.perf_counter()
+            scalars.update(evaluator(nnx.merge(graphdef, state.params, frozen)))
+            scalars["time/eval_s"] = time.perf_counter() - t_eval
         writer.write(step + 1, scalars)
         summary_rewards.append(scalars["reward/total/mean"])
         if is_main:
