@@ -31,6 +31,7 @@ from flax import nnx, struct
 from omni_jax import parallel
 from omni_jax.kernels import cpu_decode
 from omni_jax.kernels import cpu_gemv as _cpu_gemv
+from omni_jax.model import lora
 from omni_jax.model.inputs import ModelInputs, next_position_ids, prepare_inputs
 from omni_jax.model.text import causal_mask, init_cache
 from omni_jax.model.thinker import Thinker
@@ -305,12 +306,12 @@ def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, ma
                         sampling: Sampling, eos_token_ids: Sequence[int] = (), cache_dtype=None,
                         mesh: jax.sharding.Mesh | None = None, rules=None, devices=None,
                         return_logits: bool = False, unroll_layers: bool | None = None,
-                        cpu_gemv: bool | None = None) -> RolloutSteps:
+                        cpu_gemv: bool | None = None, has_adapters: bool = False) -> RolloutSteps:
     """The prefill and decode steps for `num_prompts` prompts of a model (`graphdef`, config `cfg`).
 
     devices: where they run (default: the mesh's, else the first device); they decide the
-    defaults of unroll_layers and cpu_gemv (see `generate`). ValueError when cpu_gemv=True
-    cannot run here.
+    defaults of unroll_layers and cpu_gemv (see `generate`); has_adapters: the model carries LoRA
+    adapters (decoded unmerged, by XLA's ops). ValueError when cpu_gemv=True cannot run here.
     """
     rules = rules or parallel.DEFAULT_RULES
     if devices is None:
@@ -318,9 +319,12 @@ def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, ma
     devices = list(devices)
     if unroll_layers is None:
         unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
-    # Where the fused decode layer cannot run: its MLP is SwiGLU (silu), and the kernel's own rules.
+    # Where the fused decode layer cannot run: its MLP is SwiGLU (silu), no adapters (LoRA decodes
+    # unmerged: base matmul + low-rank term), and the kernel's own rules.
     why = (f"the fused decode layer computes a SwiGLU (silu) MLP, this model's hidden_act is "
-           f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else _cpu_gemv.why_not(devices))
+           f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else
+           "the model has LoRA adapters, which the fused decode layer does not compute" if has_adapters
+           else _cpu_gemv.why_not(devices))
     if cpu_gemv is None:
         cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
     elif cpu_gemv and why:
@@ -380,7 +384,8 @@ def generate(
     steps = build_rollout_steps(
         graphdef, cfg, num_prompts=int(np.shape(inputs.input_ids)[0]), num_samples=num_samples,
         max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=eos_token_ids, cache_dtype=cache_dtype,
-        mesh=mesh, rules=rules, return_logits=return_logits, unroll_layers=unroll_layers, cpu_gemv=cpu_gemv)
+        mesh=mesh, rules=rules, return_logits=return_logits, unroll_layers=unroll_layers, cpu_gemv=cpu_gemv,
+        has_adapters=lora.has_adapters(model))
     ctx = parallel.use_mesh(mesh, steps.rules) if mesh is not None else contextlib.nullcontext()
     with ctx:
         inputs = jax.device_put(inputs, steps.input_shardings(inputs))
