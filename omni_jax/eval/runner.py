@@ -12,8 +12,9 @@ rollout. With a timestamps post-processor (`omni_jax.timestamps.flags`), each an
 question first gets `[Frame N: T.XXs]` marks in its <think> (matched on that question's video);
 the row's `output` is then the post-processed answer (what is scored, the probe included),
 `output_raw` the model's own and `timestamps` the match table. Every finished question is scored
-(`scoring.score_row`) and appended as one JSON line to `results_path` at once; a restarted evaluation reads that file and does not redo those questions
-(a torn last line from a kill is ignored and its question redone). An item whose media cannot be
+(`scoring.score_row`) and appended as one JSON line to `results_path` at once; a restarted
+evaluation reads that file and does not redo those questions (a torn last line from a kill is
+ignored and its question redone). An item whose media cannot be
 read (missing, empty or corrupt file, no video stream, prompt over the cap) is skipped and listed.
 
 Multi-host: every process prepares the same batches and runs the same program (the rollout's
