@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
+import os
 from typing import Iterable, Sequence
 
 import jax
@@ -129,6 +130,7 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partition
 
 
 def named_sharding(logical_axes, shape, mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
+    """NamedSharding on `mesh` of an array of `shape` with logical axes `axes`, mapped by `rules`."""
     return NamedSharding(mesh, fit_spec(logical_to_spec(logical_axes, rules, mesh), shape, mesh))
 
 
@@ -143,11 +145,13 @@ def use_mesh(mesh: Mesh, rules=DEFAULT_RULES):
 
 
 def current_mesh() -> Mesh | None:
+    """The mesh set by the innermost `use_mesh`, or None."""
     ctx = _CONTEXT.get()
     return ctx.mesh if ctx else None
 
 
 def current_rules():
+    """The logical-axis rules set by the innermost `use_mesh` (DEFAULT_RULES outside one)."""
     ctx = _CONTEXT.get()
     return ctx.rules if ctx else DEFAULT_RULES
 
@@ -175,4 +179,18 @@ def on_mesh(tree, mesh: Mesh):
 
 
 def shardings_of(tree):
+    """The sharding of every array leaf of `tree` (a tree of the same structure)."""
     return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def init_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> None:
+    """Start JAX's multi-process runtime: from the arguments (CPU / GPU clusters), from a Cloud TPU
+    VM's environment, or not at all (one process). Call before anything touches a backend."""
+
+    if coordinator_address:
+        if os.environ.get("JAX_PLATFORMS", "") in ("", "cpu"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID") is not None:
+        jax.distributed.initialize()  # Cloud TPU VM: everything comes from the environment

@@ -4,8 +4,9 @@
     for step in report.steps: print(step.name, step.bytes_per_chip, step.fits, step.flops)
 
 The steps are the very functions the run jits, lowered under the same mesh, logical-axis rules
-and shardings: the rollout's `_prefill` and `_decode` (`omni_jax.rollout.sampler`, inputs placed
-by `input_shardings` as `generate` places them), the donated GRPO train step
+and shardings: the rollout's prefill and decode as `generate` builds them
+(`omni_jax.rollout.sampler.build_rollout_steps`: the same jitted functions, static arguments and
+input shardings), the donated GRPO train step
 (`grpo.step.jit_train_step`) and, with β > 0, the reference log-prob pass (`build_logprob_fn`),
 on the config's worst-case batch (`aot.inputs`). Parameters, optimizer state and the reference
 stay in HBM for the whole run, so each step's total is its compiled footprint (XLA's peak from
@@ -37,7 +38,7 @@ from omni_jax.grpo.experience import row_shardings
 from omni_jax.grpo.policy import model_options
 from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_state_shardings, \
     optimizer_from_config, step_config_from_config, trainable_filter
-from omni_jax.model import presets
+from omni_jax.model import lora, presets
 from omni_jax.model.text import init_cache
 from omni_jax.model.thinker import abstract_thinker
 from omni_jax.rollout import sampler
@@ -103,6 +104,9 @@ class StepReport:
 
 @dataclasses.dataclass
 class FitReport:
+    """The fit check's answer for one slice: per-step HBM and cost (`steps`), the mesh, the
+    shapes of one optimizer step and the parameter counts; `fits` when every step fits.
+    """
     topology: str
     chips: int
     mesh: dict[str, int]
@@ -234,7 +238,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     config_utils.validate(config, n_chips)
     mesh_shape = config_utils.mesh_shape(config, n_chips)
     mesh = parallel.make_mesh(mesh_shape, devices=devices)
-    rules = parallel.DEFAULT_RULES
+    rules = config_utils.mesh_rules(config)
     cfg = _model_config(config)
     say = progress or (lambda _: None)
 
@@ -250,10 +254,18 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
 
     # ---- the run's resident buffers: policy, towers, optimizer, reference ----
     abstract_model = abstract_thinker(cfg)
+    lora_cfg = lora.config_from(config)
+    if lora_cfg is not None:  # adapters trained, base frozen; the reference is the base (no copy)
+        abstract_model = lora.abstract_with_adapters(abstract_model, lora_cfg)
+        with_reference_copy = False
+    else:
+        with_reference_copy = with_reference
     graphdef_all, all_vars = nnx.split(abstract_model)
     policy_state = _abstract_state(all_vars, param_shardings(all_vars, mesh, rules))
-    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(), ...)
+    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(adapters=lora_cfg is not None), ...)
     trainable = _abstract_state(trainable, param_shardings(trainable, mesh, rules))
+    base_frozen = lora.base_state(frozen)  # the LoRA reference pass's weights (all of `frozen` but dropout keys)
+    base_frozen = _abstract_state(base_frozen, param_shardings(base_frozen, mesh, rules))
     frozen = _abstract_state(frozen, param_shardings(frozen, mesh, rules))
     optimizer = optimizer_from_config(config)
     opt_state = inputs_lib.with_shardings(jax.eval_shape(optimizer.init, trainable),
@@ -261,7 +273,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     ref_dtype = jnp.dtype(config.model.reference_dtype)
     reference = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, ref_dtype, sharding=x.sharding), trainable)
     resident = {"trainable": _bytes_per_chip(trainable), "frozen": _bytes_per_chip(frozen),
-                "optimizer": _bytes_per_chip(opt_state), "reference": _bytes_per_chip(reference) if with_reference else 0}
+                "optimizer": _bytes_per_chip(opt_state),
+                "reference": _bytes_per_chip(reference) if with_reference_copy else 0}
     params_live = resident["trainable"] + resident["frozen"] + resident["reference"]
 
     # ---- analytic arithmetic ----
@@ -274,7 +287,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
         param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
         train_towers=False, with_reference=with_reference, cache_dtype=cache_dtype.name,
-        reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share)
+        reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share,
+        lora_rank=lora_cfg.rank if lora_cfg else 0, lora_targets=lora_cfg.targets if lora_cfg else ())
     estimates = estimate_lib.estimate(cfg, shapes)
 
     reports: list[StepReport] = []
@@ -311,15 +325,20 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
             + (" (compiler out of memory)" if c.error else "") + f", compiled in {c.seconds:.0f} s")
 
     # ---- rollout: prefill, then decode from its outputs ----
-    inputs = inputs_lib.with_shardings(model_inputs, sampler.input_shardings(model_inputs, mesh, rules))
+    # The very steps `generate` jits, with its static arguments (one end-of-sequence id: any id traces alike).
+    sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
+    rollout_steps = sampler.build_rollout_steps(
+        graphdef_all, cfg, num_prompts=b, num_samples=g, max_new_tokens=max_new, sampling=sampling,
+        eos_token_ids=(0,), cache_dtype=cache_dtype, mesh=mesh, rules=rules, has_adapters=lora_cfg is not None)
+    inputs = inputs_lib.with_shardings(model_inputs, rollout_steps.input_shardings(model_inputs))
     inputs_bytes = _bytes_per_chip(inputs)
     policy_bytes = _bytes_per_chip(policy_state)
     want = set(steps)
     if want & {"prefill", "decode"}:
         say("prefill: compiling")
-        per_pass, share_cache = sampler.prefill_plan(b, mesh, rules)
-        pre_args = (graphdef_all, policy_state, inputs, cache_dtype, g, per_pass, share_cache)
-        pre = _compile(sampler._prefill, pre_args, mesh=mesh, rules=rules, static=(0, 3, 4, 5, 6))
+        per_pass = rollout_steps.prompts_per_pass
+        pre_args = rollout_steps.prefill_args(policy_state, inputs)
+        pre = _compile(rollout_steps.prefill, pre_args, mesh=mesh, rules=rules, static=rollout_steps.prefill_static)
         outputs = pre.outputs(_row_shardings(mesh, rules))
         cache, logits, kv_valid, next_pos, embeds = outputs
         if "prefill" in want:
@@ -328,12 +347,10 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
                    compute_chips=n_chips if per_pass == b else 1)
         if "decode" in want:
             say("decode: compiling")
-            sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
             rng = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
             pad = _replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32))
-            dec_args = (graphdef_all, sampling, max_new, (0,), False, False, False, policy_state, None, cache, logits,
-                        kv_valid, next_pos, rng, pad)
-            dec = _compile(sampler._decode, dec_args, mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5, 6),
+            dec_args = rollout_steps.decode_args(policy_state, None, outputs, rng, pad)
+            dec = _compile(rollout_steps.decode, dec_args, mesh=mesh, rules=rules, static=rollout_steps.decode_static,
                            while_trips=max_new)
             # Each new token reads the text weights, the prompts' cache and the completions' own cache once.
             own = jax.eval_shape(lambda: init_cache(cfg.text, b * g, max_new, cache_dtype))
@@ -358,14 +375,16 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("train", tr, (0, 1), 0, traffic=traffic)
     if "reference" in want and with_reference:
         say("reference: compiling")
-        ref = _compile(jit_logprob_fn(graphdef, step_cfg), (reference, frozen, batch.seqs),
-                       mesh=mesh, rules=rules)
+        ref_args = (reference, frozen, batch.seqs) if lora_cfg is None else \
+            (base_frozen, nnx.State({}), batch.seqs)  # LoRA: the base graph on the frozen weights
+        ref_graphdef = graphdef if lora_cfg is None else lora.base_graphdef(abstract_model)
+        ref = _compile(jit_logprob_fn(ref_graphdef, step_cfg), ref_args, mesh=mesh, rules=rules)
         # The GRPO batch's other fields stay live next to the sequences.
         others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)
         report("reference", ref, (0, 1), others,
                traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(mesh, rules))))
 
-    counts = estimate_lib.parameter_counts(cfg, train_towers=False)
+    counts = estimate_lib.parameter_counts(cfg, False, shapes.lora_rank, shapes.lora_targets)
     return FitReport(
         topology=tpu.name, chips=n_chips, mesh=mesh_shape, hbm_bytes_per_chip=hbm,
         peak_flops_per_chip=tpu.chip.peak_flops, hbm_bandwidth_per_chip=tpu.chip.hbm_bandwidth,

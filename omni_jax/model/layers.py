@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from omni_jax.kernels import cpu_gemv
 from omni_jax.model.flash import flash_attention
 
 Axes = tuple[str | None, ...]
@@ -38,7 +37,12 @@ def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Axes, init: str, dt
 
 
 class Dense(nnx.Module):
-    """y = x @ kernel (+ bias). kernel: [in, out] (HF stores its transpose)."""
+    """y = x @ kernel (+ bias) (+ lora(x): an optional low-rank adapter, `omni_jax.model.lora`).
+
+    kernel: [in, out] (HF stores its transpose).
+    """
+
+    lora = None  # set by omni_jax.model.lora.add_adapters
 
     def __init__(self, in_features: int, out_features: int, axes: Axes, *, bias: bool,
                  rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
@@ -49,22 +53,10 @@ class Dense(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...].astype(self.dtype)
         if self.bias is None:
-            return linear(x.astype(self.dtype), kernel)
-        return linear_bias(x.astype(self.dtype), kernel, self.bias[...].astype(self.dtype))
-
-
-def pack_kernels(state: nnx.State) -> nnx.State:
-    """A copy of `state` whose `kernel` parameters ([K, N], or stacks [L, K, N]) are packed for the
-    CPU decode kernel (`cpu_gemv.PackedKernel`, float32), as `cpu_gemv.decoder_layer` reads them.
-    A module merged with it is only a container of those weights (its layers cannot run on them).
-    Inference only; pack once, before a decode loop.
-    """
-    def one(path, v):
-        if isinstance(v, nnx.Param) and path[-1] == jax.tree_util.DictKey("kernel") and v.get_value().ndim in (2, 3):
-            return v.replace(cpu_gemv.pack(v.get_value()))
-        return v
-
-    return jax.tree_util.tree_map_with_path(one, state, is_leaf=lambda v: isinstance(v, nnx.Variable))
+            y = linear(x.astype(self.dtype), kernel)
+        else:
+            y = linear_bias(x.astype(self.dtype), kernel, self.bias[...].astype(self.dtype))
+        return y if self.lora is None else y + self.lora(x)
 
 
 @jax.custom_vjp
@@ -153,7 +145,8 @@ class GatedMLP(nnx.Module):
         self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.act == "silu" and self.gate_proj.bias is None:  # the text decoder's MLP
+        adapters = any(p.lora is not None for p in (self.gate_proj, self.up_proj, self.down_proj))
+        if self.act == "silu" and self.gate_proj.bias is None and not adapters:  # the text decoder's MLP
             dtype = self.gate_proj.dtype
             return swiglu(x.astype(dtype), *(p.kernel[...].astype(dtype)
                                              for p in (self.gate_proj, self.up_proj, self.down_proj)))
