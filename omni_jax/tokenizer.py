@@ -158,5 +158,16 @@ def build_tiny_tokenizer(out_dir: str | os.PathLike = TINY_TOKENIZER_DIR) -> pat
     return out
 
 
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m omni_jax.tokenizer",
+        description="Rebuild the shipped tiny tokenizer (deterministic) and print where it was written.")
+    parser.add_argument("--out_dir", default=str(TINY_TOKENIZER_DIR), help="where to write it (default: the package's)")
+    args = parser.parse_args(argv)
+    print(build_tiny_tokenizer(args.out_dir))
+
+
 if __name__ == "__main__":
-    print(build_tiny_tokenizer())
+    main()

@@ -12,12 +12,21 @@ import json
 import logging
 import os
 import pathlib
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "default.py"
+# configs/default.py of a checkout (or an editable install); an installed package carries it as
+# omni_jax/configs/default.py.
+DEFAULT_CONFIG = next((p for p in (ROOT / "configs" / "default.py", pathlib.Path(__file__).with_name("configs") /
+                                   "default.py") if p.exists()), ROOT / "configs" / "default.py")
+
+if __name__ == "__main__":  # first: DEFINE_config_file below applies --config.* overrides as it is defined
+    from omni_jax import cli
+
+    cli.exit_on_bad_args(sys.argv, prog="omni_jax.train", default_config=str(DEFAULT_CONFIG))
 
 config_flags.DEFINE_config_file("config", str(DEFAULT_CONFIG), "Training config file[:variant].", lock_config=True)
 flags.DEFINE_string("workdir", "workdir/default", "Where checkpoints, metrics.jsonl, TensorBoard files and PNGs go.")
@@ -61,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, prog="omni_jax.train", default_config=str(DEFAULT_CONFIG))
