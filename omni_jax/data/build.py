@@ -8,6 +8,7 @@ config (embedded | by_path | sample for video_r1). The result is array_record fi
 from __future__ import annotations
 
 import argparse
+import re
 import logging
 
 
@@ -33,7 +34,7 @@ def sources_help() -> str:
     lines = []
     for name, builder in sorted(registry.builders().items()):
         paragraph = " ".join((builder.__doc__ or "").strip().split("\n\n")[0].split())
-        doc = paragraph.split(". ")[0].rstrip(".") + "."
+        doc = re.split(r"(?<=[a-z0-9)\"])\.\s", paragraph)[0].rstrip(".") + "."
         configs = ", ".join(c.name for c in getattr(builder, "BUILDER_CONFIGS", []) or [])
         lines.append(f"  {name:<15} {doc}" + (f" (--config {configs})" if configs else ""))
     return "sources:\n" + "\n".join(lines)
