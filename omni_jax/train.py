@@ -56,6 +56,7 @@ def main(argv):
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("omni_jax").addHandler(handler)
     logging.getLogger("omni_jax").setLevel(logging.INFO)
+    logging.getLogger("omni_jax").propagate = False  # absl's root handler would print each line again
     from omni_jax import config_utils
 
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend

@@ -27,12 +27,16 @@ def _train(workdir, *extra, env=None, wait=True):
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    CONSOLE[str(workdir)] = proc.stderr
     return proc
 
 
-def _metrics(workdir):
+CONSOLE = {}  # workdir -> stderr of its last finished _train
+
+
+def _metrics(workdir, *, grpo_only=False):
     rows = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
+    return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows if not grpo_only or r["step"] > 0]
 
 
 @pytest.fixture(scope="session")  # trained once per xdist worker, however its tests interleave with other modules
@@ -43,9 +47,13 @@ def reference_run(tmp_path_factory):
 
 
 def test_outputs_of_a_run(reference_run):
-    rows = _metrics(reference_run)
+    warm = [r for r in _metrics(reference_run) if r["step"] == 0]  # the warm-start's loss, before step 1
+    assert [r["warmstart/step"] for r in warm] == [1, 2, 3] and all(r["warmstart/loss"] > 0 for r in warm)
+    rows = _metrics(reference_run, grpo_only=True)
     assert any(r["grad_norm"] > 0 for r in rows), "no step updated the policy: the tests below would prove nothing"
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    console = CONSOLE[str(reference_run)]
+    assert console.index("warm-start: compiling") < console.index("compiling the rollout and the GRPO step")
     needed = ["reward/total/mean", "reward/format/mean", "reward/format/std", "reward/accuracy/mean",
               "reward/people_focus/mean", "kl", "clip_fraction", "entropy", "completion/length_mean", "loss",
               "grad_norm"]
@@ -55,7 +63,8 @@ def test_outputs_of_a_run(reference_run):
     for key in ("time/step_s", "time/rollout_s", "time/update_s", "perf/generated_tokens_per_s"):
         assert key in raw
     assert (reference_run / "reward_curves.png").stat().st_size > 1000
-    assert list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and b"warmstart/loss" in b"".join(p.read_bytes() for p in events)
     assert "=== step 2 samples ===" in (reference_run / "samples.txt").read_text()
     steps = sorted(int(p.name) for p in (reference_run / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 5 and len(steps) <= 3  # keep_checkpoints
@@ -76,6 +85,16 @@ def test_kill_9_then_resume_gives_the_same_metrics(reference_run, tmp_path):
     proc.wait()
     _train(workdir)  # same command: resumes from the newest complete checkpoint
     assert _metrics(workdir) == _metrics(reference_run)
+    assert CONSOLE[str(workdir)].count("resumed from step") == 1  # one logger, one line
+
+    def outputs():  # every file of the workdir, with its size and time
+        return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.is_file()}
+
+    before = outputs()
+    _train(workdir)  # finished: says so once, changes nothing (no bar, no new TensorBoard file, same PNG)
+    console = CONSOLE[str(workdir)]
+    assert console.count("already finished at step 5") == 1 and "GRPO:" not in console, console[-2000:]
+    assert outputs() == before
 
 
 def _free_port():
