@@ -86,7 +86,9 @@ def main(argv=None) -> int:
             summary = orbax_to_hf(args.ckpt, args.out, step=args.step, base_hf_dir=args.base_hf_dir, dtype=args.dtype,
                                   overwrite=args.overwrite, max_shard_bytes=args.max_shard_size)
             kind = "full Qwen2.5-Omni" if summary["full_model"] else "thinker"
-            print(f"wrote {summary['out']}: {kind}, step {summary['step']}, {summary['tensors']} tensors")
+            rest = summary["not_exported"]
+            print(f"wrote {summary['out']}: {kind} parameters of step {summary['step']}, {summary['tensors']} tensors"
+                  + (f" (training state left in the checkpoint: {', '.join(rest)})" if rest else ""))
     except (FileExistsError, FileNotFoundError, WeightMismatchError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
