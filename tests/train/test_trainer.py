@@ -103,20 +103,37 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(tmp_path):
-    mesh = ["--config.mesh.data=1", "--config.mesh.fsdp=8", "--config.mesh.tp=1"]
-    one = tmp_path / "one"
-    _train(one, *mesh, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+def _two_processes(workdir, devices_each, *extra):
     port = _free_port()
-    two = tmp_path / "two"
-    procs = [_train(two, *mesh, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
-                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, wait=False) for i in range(2)]
+    procs = [_train(workdir, *extra, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                    f"--process_id={i}", env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_each}"},
+                    wait=False) for i in range(2)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
-    a, b = _metrics(one), _metrics(two)
+
+
+def _assert_same_metrics(a, b):
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
         assert ra.keys() == rb.keys()
         for k in ra:
             assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-6), (ra["step"], k)
+
+
+def test_two_processes_equal_one(reference_run, tmp_path):
+    # The reference run's mesh (2 CPU devices, fsdp=2) split over two processes of one device each:
+    # the same steps, checkpoints written by both processes, the same metrics.
+    two = tmp_path / "two"
+    _two_processes(two, 1)
+    _assert_same_metrics(_metrics(reference_run), _metrics(two))
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_on_8_devices(tmp_path):
+    mesh = ["--config.mesh.data=1", "--config.mesh.fsdp=8", "--config.mesh.tp=1"]
+    one = tmp_path / "one"
+    _train(one, *mesh, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    two = tmp_path / "two"
+    _two_processes(two, 4, *mesh)
+    _assert_same_metrics(_metrics(one), _metrics(two))
