@@ -17,6 +17,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from omni_jax import config_utils
+from omni_jax.grpo.trainer import run
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # configs/default.py of a checkout (or an editable install); an installed package carries it as
 # omni_jax/configs/default.py.
@@ -57,12 +60,8 @@ def main(argv):
     logging.getLogger("omni_jax").addHandler(handler)
     logging.getLogger("omni_jax").setLevel(logging.INFO)
     logging.getLogger("omni_jax").propagate = False  # absl's root handler would print each line again
-    from omni_jax import config_utils
-
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
     _init_distributed()
-    from omni_jax.grpo.trainer import run
-
     summary = run(FLAGS.config, FLAGS.workdir)
     import jax
 
