@@ -14,7 +14,7 @@ import os
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from omni_jax import config_utils
