@@ -121,6 +121,13 @@ def validate(config, num_devices: int) -> None:
         node = config.get(section) if section else config
         if node is not None and leaf in node:
             problems.append(f"{key} is not a setting: {why}; delete it from the config")
+    if "eval" in config:
+        if config.eval.every_steps < 0 or config.eval.size < 1 or config.eval.batch_size < 1:
+            problems.append("eval.every_steps must be >= 0 and eval.size, eval.batch_size >= 1")
+        if config.eval.split not in ("synthetic", "intentbench", "daily_omni", "worldsense"):
+            problems.append(f"eval.split must be synthetic|intentbench|daily_omni|worldsense (got {config.eval.split!r})")
+        elif config.eval.every_steps and config.eval.split != "synthetic" and not config.eval.data_dir:
+            problems.append(f"eval.split={config.eval.split!r} needs eval.data_dir (the benchmark's ROOT)")
     if config.total_steps < 1 or config.checkpoint_every_steps < 1:
         problems.append("total_steps and checkpoint_every_steps must be >= 1")
     if problems:
@@ -183,6 +190,14 @@ def base() -> ml_collections.ConfigDict:
     c.optim.max_grad_norm = 1.0
     c.optim.grad_accum = 1
 
+    # LoRA (omni_jax.model.lora): rank > 0 trains low-rank adapters on the text decoder's
+    # projections only; the base stays frozen and is the reference policy (no copy).
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = 0  # 0: full fine-tuning
+    c.lora.alpha = 128.0
+    c.lora.dropout = 0.0
+    c.lora.targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
     c.warmstart = ml_collections.ConfigDict()
     c.warmstart.steps = 0  # supervised steps on synthetic demonstrations before GRPO (0 = off)
     c.warmstart.learning_rate = 1e-3
@@ -195,4 +210,24 @@ def base() -> ml_collections.ConfigDict:
     c.mesh.cpu_devices = 0
     c.data = data_defaults()
     c.rewards = reward_defaults()
+
+    # A small greedy evaluation during training (omni_jax.eval), logged as eval/accuracy,
+    # eval/people_focus/... in metrics.jsonl and TensorBoard. every_steps 0: off.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_steps = 0
+    c.eval.split = "synthetic"  # "synthetic" (held-out generated questions) | intentbench | daily_omni | worldsense
+    c.eval.data_dir = ""  # ROOT of HumanOmniV2's benchmark layout (local or gs://) for the benchmark splits
+    c.eval.size = 16  # the first `size` questions of the split
+    c.eval.batch_size = 8
+    c.eval.max_new_tokens = 0  # 0: rollout.max_new_tokens
+    c.eval.seed = 1000  # synthetic questions drawn with this seed (training's synthetic data uses data.synthetic.seed)
+    return c
+
+
+def sft_defaults() -> ml_collections.ConfigDict:
+    """The `sft` block of an SFT config (`python -m omni_jax.sft`)."""
+    c = ml_collections.ConfigDict()
+    c.target_field = "auto"  # auto (solution, else response) | solution | response
+    c.max_completion_tokens = 1024  # longer targets are cut (counted in sft/truncated_rows)
+    c.logits_chunk = 256
     return c

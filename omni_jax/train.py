@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
-from omni_jax import config_utils
+from omni_jax import config_utils, parallel
 from omni_jax.grpo.trainer import run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,17 +38,6 @@ flags.DEFINE_integer("process_id", None, "This process's index (multi-process ru
 FLAGS = flags.FLAGS
 
 
-def _init_distributed() -> None:
-    import jax
-
-    if FLAGS.coordinator_address:
-        if os.environ.get("JAX_PLATFORMS", "") in ("", "cpu"):
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID") is not None:
-        jax.distributed.initialize()  # Cloud TPU VM: everything comes from the environment
-
-
 def main(argv):
     del argv
     from absl import logging as absl_logging
@@ -61,7 +49,7 @@ def main(argv):
     logging.getLogger("omni_jax").setLevel(logging.INFO)
     logging.getLogger("omni_jax").propagate = False  # absl's root handler would print each line again
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
-    _init_distributed()
+    parallel.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     summary = run(FLAGS.config, FLAGS.workdir)
     import jax
 
