@@ -17,6 +17,12 @@ import numpy as np
 
 
 class MetricWriter:
+    """Per-step scalars to `<workdir>/metrics.jsonl` (one JSON line per step, non-finite values
+    dropped) and to TensorBoard when tensorboardX is installed; sample texts to samples.txt.
+
+    enabled=False (processes other than 0): every call does nothing. resume_step: lines of steps
+    after it are dropped from an existing metrics.jsonl, so a resumed run does not repeat them.
+    """
     def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
         self.enabled = enabled
         self.dir = pathlib.Path(workdir)
@@ -73,6 +79,7 @@ class MetricWriter:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The rows of a metrics.jsonl (one dict per non-empty line)."""
     return [json.loads(l) for l in pathlib.Path(path).read_text().splitlines() if l.strip()]
 
 

@@ -92,7 +92,7 @@ def run(config, workdir: str) -> dict:
     config_utils.validate(config, jax.device_count())
     shape = config_utils.mesh_shape(config, jax.device_count())
     mesh = parallel.make_mesh(shape)
-    rules = parallel.DEFAULT_RULES
+    rules = config_utils.mesh_rules(config)
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     start = store.latest_step()
     if start is not None and start >= config.total_steps:  # nothing to do: leave every output as it is

@@ -13,7 +13,7 @@ then computes x @ w[i] in float32 for any number of rows, reading layer i in pla
 copied), and `decoder_layer(...)` runs a whole Qwen2 decoder layer for one new token per row in
 one call (norms, q/k/v, rotary, attention over the prompt's and the row's own cache, o, SwiGLU).
 `omni_jax.rollout.sampler` decodes that way on a single CPU device in float32 (see
-`TextModel.decode_token_cpu`), packing a copy of the decoder's weights once per set of weights.
+`omni_jax.kernels.cpu_decode`), packing a copy of the decoder's weights once per set of weights.
 
 The library is compiled on first use with the system's C++ compiler (`$CXX`, default g++, with
 -O3 -march=native, then `$OMNI_JAX_KERNEL_CXXFLAGS`, e.g. -march=haswell for an AVX2-only build)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from omni_jax.kernels import cpu_gemv
+from omni_jax.kernels import cpu_decode, cpu_gemv
 from omni_jax.model.config import TextConfig
 from omni_jax.model.rope import mrope_cos_sin
 from omni_jax.model.text import TextModel, causal_mask
@@ -156,11 +156,11 @@ def test_decoder_layers_equal_the_model(d, f, heads, kv_heads, head_dim, prompts
 
     @jax.jit
     def fused(x, cos, sin, prompt_kv, own_kv):
-        layers = model.unstacked_layers(packed=model.packed_layer_state())
+        layers = cpu_decode.unstack(model, cpu_decode.pack_layers(model))
         heads_major = lambda a: tuple(jnp.swapaxes(a[i], 1, 2) for i in range(a.shape[0]))  # noqa: E731
-        h, cache = model.decode_token_cpu(x, cos, sin, layers, (heads_major(prompt_kv[0]), heads_major(prompt_kv[1]),
-                                                                valid),
-                                          {"k": heads_major(own_kv[0]), "v": heads_major(own_kv[1])}, step)
+        h, cache = cpu_decode.decode_token(model, x, cos, sin, layers, (heads_major(prompt_kv[0]),
+                                                                        heads_major(prompt_kv[1]), valid),
+                                           {"k": heads_major(own_kv[0]), "v": heads_major(own_kv[1])}, step)
         return h, {k: jnp.stack([jnp.swapaxes(a, 1, 2) for a in v]) for k, v in cache.items()}
 
     assert "omni_jax_decoder_layer_f32" in fused.lower(x, cos, sin, prompt_kv, own_kv).as_text()
@@ -175,7 +175,7 @@ def test_decoder_layers_equal_the_model(d, f, heads, kv_heads, head_dim, prompts
 
 def test_decoder_layer_rejects_what_does_not_fit():
     model, x, cos, sin, prompt_kv, own_kv, valid = _decoder_case(32, 48, 4, 2, 16, 2, 1, 5, 6)
-    graphdef, states = model.unstacked_layers(packed=model.packed_layer_state())
+    graphdef, states = cpu_decode.unstack(model, cpu_decode.pack_layers(model))
     layer = nnx.merge(graphdef, states[0])
     att, mlp = layer.self_attn, layer.mlp
     hm = lambda a: jnp.swapaxes(jnp.asarray(a[0]), 1, 2)  # noqa: E731

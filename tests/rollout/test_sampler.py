@@ -111,6 +111,21 @@ def test_cpu_decode_kernel_is_the_default_on_one_cpu_device_where_it_is_faster(p
     assert seen == [True, False, False]
 
 
+def test_generate_runs_the_steps_its_builder_makes(pair, monkeypatch):
+    """`generate` runs the prefill and decode of `build_rollout_steps` (the builder the fit check
+    lowers) on the builder's argument tuples: its static arguments are the ones decode receives."""
+    _, model, _ = pair
+    built, seen = [], []
+    real_build, real_decode = sampler.build_rollout_steps, sampler._decode
+    monkeypatch.setattr(sampler, "build_rollout_steps", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+    monkeypatch.setattr(sampler, "_decode", lambda *a: seen.append(a) or real_decode(*a))
+    generate(model, _text_batch(), num_samples=2, max_new_tokens=M, temperature=0.0, eos_token_ids=[5])
+    (steps,), (args,) = built, seen
+    assert (steps.num_samples, steps.max_new_tokens, steps.eos, steps.prompts_per_pass) == (2, M, (5,), 3)
+    want = steps.decode_args(None, None, (None,) * 5, None, None)
+    assert [args[i] for i in steps.decode_static] == [want[i] for i in steps.decode_static]
+
+
 def test_cpu_decode_kernel_only_for_a_silu_mlp(pair, monkeypatch):
     _, model, path = pair
     model = omni_jax.load_thinker(path, progress=False)
