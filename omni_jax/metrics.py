@@ -52,6 +52,19 @@ class MetricWriter:
             for k, v in clean.items():
                 self._tb.add_scalar(k, v, int(step))
 
+    def write_before_start(self, phase: str, step: int, scalars: dict[str, float]) -> None:
+        """Scalars of a phase that runs before GRPO step 1 (the warm-start): a metrics.jsonl row
+        {"step": 0, "<phase>/step": step, "<phase>/<name>": value} (step 0: kept on resume, apart
+        from the GRPO steps' rows), and TensorBoard curves <phase>/<name> over the phase's steps."""
+        if not self.enabled:
+            return
+        clean = {f"{phase}/{k}": float(v) for k, v in scalars.items() if v is not None and math.isfinite(float(v))}
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": 0, f"{phase}/step": int(step), **clean}, sort_keys=True) + "\n")
+        if self._tb is not None:
+            for k, v in clean.items():
+                self._tb.add_scalar(k, v, int(step))
+
     def text(self, step: int, tag: str, text: str) -> None:
         if not self.enabled:
             return

@@ -93,6 +93,13 @@ def run(config, workdir: str) -> dict:
     shape = config_utils.mesh_shape(config, jax.device_count())
     mesh = parallel.make_mesh(shape)
     rules = config_utils.mesh_rules(config)
+    store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
+    start = store.latest_step()
+    if start is not None and start >= config.total_steps:  # nothing to do: leave every output as it is
+        if is_main:
+            log.info("already finished at step %d of %s (total_steps=%d)", start, workdir, config.total_steps)
+        store.close()
+        return {"steps_run": 0, "final_step": int(start), "already_finished": True}
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
@@ -107,7 +114,6 @@ def run(config, workdir: str) -> dict:
     frozen = parallel.on_mesh(frozen, mesh)
     state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0)), mesh)
     data = _data_stream(config, tokenizer)
-    store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     meta = thinker_meta(cfg)
     meta["config"] = config.to_json_best_effort()
     if lora_cfg is not None:
@@ -118,7 +124,7 @@ def run(config, workdir: str) -> dict:
     reference_in_ckpt = use_reference and config.model.init == "random" and lora_cfg is None
     reference = None
 
-    start = store.latest_step()
+    warm_losses = []
     if start is not None:
         extra_abstract = {"opt_state": _abstract(state.opt_state), "counters": _abstract(
             {"skipped": state.skipped, "step": state.step})}
@@ -139,7 +145,7 @@ def run(config, workdir: str) -> dict:
     else:
         start = 0
         if config.warmstart.steps > 0:
-            params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh)
+            params, warm_losses = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh)
             if lora_cfg is not None:  # the warm-started model is GRPO's base and reference; fresh adapters
                 model = fold_adapters(nnx.merge(graphdef, params, frozen), int(config.seed), mesh, rules)
                 graphdef, params, frozen = nnx.split(model, trainable, ...)
@@ -164,12 +170,16 @@ def run(config, workdir: str) -> dict:
     reward_fn = _reward_fn(config, tokenizer)
     evaluator = TrainingEval(config, tokenizer, mesh, rules)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
+    for i, loss in enumerate(jax.device_get(warm_losses)):
+        writer.write_before_start("warmstart", i + 1, {"loss": loss})
     preemption = _Preemption()
     rng = jax.random.key(config.seed)
     flops_per_token = _model_flops_per_token(cfg)
     peak = PEAK_FLOPS.get(jax.devices()[0].device_kind)
     summary_rewards = []
 
+    if is_main:
+        log.info("compiling the rollout and the GRPO step (the first step takes longer) ...")
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="GRPO",
                disable=not is_main, dynamic_ncols=True)
     for step in bar:
@@ -258,7 +268,8 @@ def _save(store, step, graphdef, state, frozen, meta, data, reference):
 
 
 def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
-    """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart)."""
+    """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart). Returns the
+    params and each step's loss (device scalars)."""
     import ml_collections
 
     # The run's own prompt settings (system prompt, caps, buckets) on the synthetic source, whose
@@ -275,8 +286,11 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
                                       frozen), mesh)
     sft_step = jit_sft_step(graphdef, opt, parallel.shardings_of(state), logits_chunk=config.grpo.logits_chunk,
                             dropout_seed=int(config.seed))
+    if jax.process_index() == 0:
+        log.info("warm-start: compiling the supervised step ...")
     bar = tqdm(range(config.warmstart.steps), desc="warm-start (SFT)", disable=jax.process_index() != 0,
                dynamic_ncols=True)
+    losses = []
     for i in bar:
         batch = next(stream)
         records = batch.pop("records")
@@ -287,11 +301,12 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
         rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask),
                            next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh)
         state, metrics = sft_step(state, frozen, jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
+        losses.append(metrics["loss"])
         if i % 10 == 0:
             bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
     params = state.params
     stream.close()
-    return params
+    return params, losses
 
 
 def _step_scalars(exp, m, seconds, n_tokens, flops, peak, data_counters) -> dict:
