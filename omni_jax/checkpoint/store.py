@@ -12,6 +12,12 @@ A store is an Orbax `CheckpointManager` directory of integer steps (local path o
 A step is written into a temporary directory and renamed (or marked by a commit file on GCS)
 only when complete, so an interrupted save never appears in `all_steps()` and never loads.
 Every process of a multi-host job makes the same calls; arrays are written and read per shard.
+
+The meta of a step holds a checksum of every array saved (`verify.checksums`); `restore` checks
+the arrays it reads against them and that every float is finite, and raises DamagedCheckpoint
+otherwise. `restore_newest_good` walks back from the newest step to the newest one that restores
+and verifies, moving damaged steps aside (`<step>.damaged`, never deleted). keep-N (`max_to_keep`)
+never deletes the newest step known to restore and verify, whatever the newer steps are.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import re
 from typing import Any
@@ -29,10 +36,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from omni_jax.checkpoint import streaming
+from omni_jax.checkpoint import streaming, verify
 from omni_jax.checkpoint.streaming import StreamedArray, TensorStoreLeaf, pytree_handler
+from omni_jax.checkpoint.verify import CheckpointMismatch, DamagedCheckpoint
 from omni_jax.convert import mapping
 
+log = logging.getLogger(__name__)
 PARAMS, META = "params", "meta"
 PYTREE, JSON = "pytree", "json"
 _ARRAY_TYPES = (jax.Array, np.ndarray, StreamedArray)
@@ -59,8 +68,10 @@ class CheckpointStore:
     def __init__(self, directory, *, max_to_keep: int | None = None, async_save: bool = True,
                  read_only: bool = False):
         self.directory = absolute(directory)
+        # keep-N is applied here (`_prune`), not by Orbax: the newest verified step must survive.
+        self._keep, self._read_only, self.verified_step = max_to_keep, read_only, None
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, read_only=read_only,
+            max_to_keep=None, enable_async_checkpointing=async_save, read_only=read_only,
             create=not read_only, cleanup_tmp_directories=not read_only)
         # Handlers by argument type for any item name: extra items are named by the caller.
         registry = ocp.DefaultCheckpointHandlerRegistry()
@@ -98,7 +109,9 @@ class CheckpointStore:
             if kinds[name] == JSON:
                 _check_json(name, value)
         full_meta = copy.deepcopy(dict(meta))
-        full_meta.update(step=int(step), items=kinds, omni_jax_version=_version(),
+        sums = {PARAMS: verify.checksums(params)}
+        sums.update({name: verify.checksums(value) for name, value in extra.items() if kinds[name] == PYTREE})
+        full_meta.update(step=int(step), items=kinds, omni_jax_version=_version(), checksums=sums,
                          saved_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         _check_json(META, full_meta)
         args = {PARAMS: ocp.args.PyTreeSave(params, save_args=_chunking(params)),
@@ -106,6 +119,17 @@ class CheckpointStore:
         for name, value in extra.items():
             args[name] = ocp.args.PyTreeSave(value) if kinds[name] == PYTREE else ocp.args.JsonSave(value)
         self._manager.save(int(step), args=ocp.args.Composite(**args), force=True)
+        self._prune(int(step))
+
+    def _prune(self, newest: int) -> None:
+        """Delete steps beyond the newest max_to_keep, except the newest step known to verify."""
+        if self._keep is None or self._read_only:
+            return
+        steps = sorted(set(self.all_steps()) | {newest})
+        keep = set(steps[-self._keep:]) | ({self.verified_step} if self.verified_step is not None else set())
+        for step in steps:
+            if step not in keep:
+                self._manager.delete(step)
 
     def wait(self) -> None:
         """Block until every pending asynchronous save is committed."""
@@ -159,14 +183,84 @@ class CheckpointStore:
             args[PARAMS] = _restore_args(PARAMS, params_abstract)
         for name, abstract in (extra_abstract or {}).items():
             if kinds.get(name) != PYTREE:
-                raise KeyError(f"step {step} of {self.directory} has no pytree item {name!r}; it has {kinds}")
+                raise CheckpointMismatch(f"step {step} of {self.directory} has no pytree item {name!r}; it has {kinds}")
             args[name] = _restore_args(name, abstract)
         for name, kind in kinds.items():
             if kind == JSON:
                 args[name] = ocp.args.JsonRestore()
         out = self._manager.restore(step, args=ocp.args.Composite(**args)) if args else {}
         extra = {name: out[name] for name in args if name != PARAMS}
+        sums = meta.get("checksums", {})
+        found = [f"{name}{p}" for name in args if kinds.get(name, PYTREE) == PYTREE or name == PARAMS
+                 for p in verify.problems(out[name], sums.get(name))]
+        if found:
+            raise DamagedCheckpoint(f"step {step} of {self.directory} is damaged: " + "; ".join(found[:5])
+                                    + (f"; and {len(found) - 5} more" if len(found) > 5 else ""))
         return Restored(step=step, params=out[PARAMS] if PARAMS in args else None, extra=extra, meta=meta)
+
+    def restore_newest_good(self, *, params_abstract=None, extra_abstract: dict[str, Any] | None = None,
+                            check_meta=None) -> Restored | None:
+        """`restore` of the newest step that restores and verifies; None when there is no step.
+
+        A step that fails (missing or truncated files, checksums that differ, NaN / inf) is logged
+        with a warning naming it and moved aside to `<step>.damaged`, and the next older step is
+        tried. check_meta(meta) may raise to refuse a step that is whole but does not fit the run
+        (a changed config): that error goes to the caller at once. Raises DamagedCheckpoint when
+        steps exist and none is good.
+        """
+        if not self.directory.exists():
+            return None
+        failures = []
+        for step in reversed(self.all_steps()):
+            try:
+                meta = self.meta(step)
+            except Exception as e:  # an unreadable meta is damage like any other
+                meta, error = None, e
+            if meta is not None:
+                if check_meta is not None:
+                    check_meta(meta)
+                kinds = meta.get("items", {})
+                missing = sorted(n for n in (extra_abstract or {}) if kinds.get(n) != PYTREE)
+                if missing:  # a whole step of another structure: not damage, never moved aside
+                    raise CheckpointMismatch(f"step {step} of {self.directory} has no item {missing} (it holds "
+                                             f"{sorted(kinds)}): it was saved by a run of another configuration")
+                try:
+                    restored = self.restore(step, params_abstract=params_abstract, extra_abstract=extra_abstract)
+                    self.verified_step = step
+                    if failures:
+                        log.warning("resumed from step %d, the newest good step of %s (damaged: %s)", step,
+                                    self.directory, ", ".join(str(f[0]) for f in failures))
+                    return restored
+                except Exception as e:
+                    error = e
+            message = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+            failures.append((step, message))
+            log.warning("checkpoint step %d of %s cannot be used (%s); trying the step before it", step,
+                        self.directory, message)
+            self._move_aside(step)
+        if failures:
+            raise DamagedCheckpoint(f"no step of {self.directory} restores and verifies: "
+                                    + "; ".join(f"step {s}: {m}" for s, m in failures)
+                                    + " (damaged steps were moved aside as <step>.damaged; start a new workdir)")
+        return None
+
+    def _move_aside(self, step: int) -> None:
+        """Rename a damaged step to <step>.damaged (kept for inspection, no longer a step)."""
+        if self._read_only:
+            return
+        if jax.process_index() == 0:
+            src = self.directory / str(step)
+            dst = self.directory / f"{step}.damaged"
+            n = 1
+            while dst.exists():
+                n += 1
+                dst = self.directory / f"{step}.damaged{n}"
+            src.rename(dst)
+        if jax.process_count() > 1:
+            from orbax.checkpoint import multihost
+
+            multihost.sync_global_processes(f"omni_jax_move_aside_{step}")
+        self._manager.reload()
 
     def open_params(self, step: int | None = None):
         """The params tree of `step` with each leaf an open `tensorstore.TensorStore` (nothing read).
