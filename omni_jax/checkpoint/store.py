@@ -203,8 +203,8 @@ class CheckpointStore:
         """`restore` of the newest step that restores and verifies; None when there is no step.
 
         A step that fails (missing or truncated files, checksums that differ, NaN / inf) is logged
-        with a warning naming it and moved aside to `<step>.damaged`, and the next older step is
-        tried. check_meta(meta) may raise to refuse a step that is whole but does not fit the run
+        with a warning naming it and the next older step is tried; once one is good, the newer
+        damaged ones are moved aside to `<step>.damaged` (kept, no longer steps). check_meta(meta) may raise to refuse a step that is whole but does not fit the run
         (a changed config): that error goes to the caller at once. Raises DamagedCheckpoint when
         steps exist and none is good.
         """
@@ -225,11 +225,29 @@ class CheckpointStore:
                     raise CheckpointMismatch(f"step {step} of {self.directory} has no item {missing} (it holds "
                                              f"{sorted(kinds)}): it was saved by a run of another configuration")
                 try:
+                    shapes = self._params_shapes(step) if params_abstract is not None else None
+                except Exception as e:  # unreadable tree metadata: damage, handled below
+                    shapes, error = None, e
+                    meta = None
+            if meta is not None and shapes is not None:
+                want = {jax.tree_util.keystr(p): tuple(x.shape)
+                        for p, x in jax.tree_util.tree_flatten_with_path(params_abstract)[0]}
+                if shapes != want:
+                    diff = sorted(k for k in set(shapes) | set(want) if shapes.get(k) != want.get(k))
+                    raise CheckpointMismatch(
+                        f"step {step} of {self.directory} holds parameters of another shape or structure "
+                        f"(e.g. {diff[0]}: saved {shapes.get(diff[0])}, wanted {want.get(diff[0])}; "
+                        f"{len(diff)} differ): it was saved by a run of another model configuration")
+            if meta is not None:
+                try:
                     restored = self.restore(step, params_abstract=params_abstract, extra_abstract=extra_abstract)
                     self.verified_step = step
-                    if failures:
-                        log.warning("resumed from step %d, the newest good step of %s (damaged: %s)", step,
-                                    self.directory, ", ".join(str(f[0]) for f in failures))
+                    if failures:  # moved aside only once a good step is found: new saves reuse their numbers
+                        for bad, _ in failures:
+                            self._move_aside(bad)
+                        log.warning("resuming from step %d, the newest good step of %s; damaged steps %s were "
+                                    "moved aside as <step>.damaged", step, self.directory,
+                                    ", ".join(str(f[0]) for f in failures))
                     return restored
                 except Exception as e:
                     error = e
@@ -237,12 +255,15 @@ class CheckpointStore:
             failures.append((step, message))
             log.warning("checkpoint step %d of %s cannot be used (%s); trying the step before it", step,
                         self.directory, message)
-            self._move_aside(step)
         if failures:
             raise DamagedCheckpoint(f"no step of {self.directory} restores and verifies: "
                                     + "; ".join(f"step {s}: {m}" for s, m in failures)
-                                    + " (damaged steps were moved aside as <step>.damaged; start a new workdir)")
+                                    + " (nothing was moved or deleted; start a new --workdir, or repair the files)")
         return None
+
+    def _params_shapes(self, step: int) -> dict[str, tuple]:
+        tree = self._manager.item_metadata(step)[PARAMS].tree
+        return {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
     def _move_aside(self, step: int) -> None:
         """Rename a damaged step to <step>.damaged (kept for inspection, no longer a step)."""

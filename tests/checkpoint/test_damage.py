@@ -123,3 +123,13 @@ def test_a_step_of_another_structure_is_refused_and_left_alone(tmp_path):
                                   extra_abstract={"reference": _abstract(_params(0))})
     assert store.all_steps() == [1]
     store.close()
+
+
+def test_parameters_of_another_shape_are_a_mismatch_not_damage(tmp_path):
+    store = CheckpointStore(tmp_path, async_save=False)
+    store.save(1, params=_params(1), meta=META)
+    other = {"embed": jnp.zeros((64, 32)), "norm": jnp.zeros((32,))}
+    with pytest.raises(KeyError, match=r"holds parameters of another shape .*\['embed'\]: saved \(64, 96\), wanted \(64, 32\)"):
+        store.restore_newest_good(params_abstract=_abstract(other))
+    assert store.all_steps() == [1]
+    store.close()
