@@ -109,6 +109,8 @@ def validate(config, num_devices: int) -> None:
         # The update reuses the rollout's prompt embeddings, so tower weights would get no gradient.
         problems.append("model.train_towers=True is not supported: the GRPO update reuses the rollout's encoder "
                         "outputs (frozen towers); keep the vision and audio towers frozen")
+    if config.get("max_consecutive_skipped_updates", 0) < 0:
+        problems.append("max_consecutive_skipped_updates must be >= 0 (0: never stop)")
     if config.total_steps < 1 or config.checkpoint_every_steps < 1:
         problems.append("total_steps and checkpoint_every_steps must be >= 1")
     if problems:
@@ -127,6 +129,9 @@ def base() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.log_every_steps = 1
     c.sample_every_steps = 10  # print sampled completions as text every this many steps
+    # Stop with an error after this many updates in a row skipped for a non-finite loss or gradient
+    # (0: never stop); the metrics count skipped updates in `skipped_updates`.
+    c.max_consecutive_skipped_updates = 20
     c.batch_prompts = 8  # questions per optimizer step (global); rows = batch_prompts × num_generations
     c.tokenizer = "tiny"  # "tiny" (shipped) or a local HF checkpoint directory
 

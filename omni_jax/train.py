@@ -2,7 +2,8 @@
 
 GRPO training, the product's main job. With no arguments it runs the embedded default
 (configs/default.py: a tiny Thinker on synthetic video questions, on CPU). A workdir that holds
-a checkpoint resumes by itself. On a Cloud TPU slice every worker runs the same command
+a checkpoint resumes by itself. Exit status: 0 finished, 75 stopped by SIGTERM after saving (run the
+same command again to continue), 1 an error. On a Cloud TPU slice every worker runs the same command
 (launch/ does this); JAX's distributed runtime is initialised here.
 """
 
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import pathlib
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -40,6 +42,9 @@ def _init_distributed() -> None:
 
 def main(argv):
     del argv
+    from omni_jax.grpo.guards import Preemption
+
+    Preemption.install()  # SIGTERM from here on saves and exits 75 (see omni_jax.grpo.guards)
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
@@ -58,6 +63,10 @@ def main(argv):
 
     if jax.process_index() == 0:
         print(json.dumps({"workdir": FLAGS.workdir, **summary}))
+    if summary.get("preempted"):
+        from omni_jax.grpo.guards import PREEMPTED_EXIT_CODE
+
+        sys.exit(PREEMPTED_EXIT_CODE)  # saved: the same command resumes (0 would read as finished)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,22 @@
 `restore_run` wraps `CheckpointStore.restore_newest_good` for the training loop: damaged steps are
 skipped (see store.py), and a step saved under another configuration (e.g. grpo.beta 0 -> 0.04
 adds a reference copy to the checkpoint) is refused with the config fields that differ and what
-to do, instead of a raw KeyError from deep inside the restore.
+to do, instead of a raw KeyError from deep inside the restore. `save_warmstart` /
+`restore_warmstart` keep a warm-start interrupted by SIGTERM, so the next run continues it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
-from omni_jax.checkpoint.store import CheckpointStore, Restored
+import jax
+
+from omni_jax.checkpoint.store import CheckpointStore, Restored, absolute
 from omni_jax.checkpoint.verify import CheckpointMismatch
+
+log = logging.getLogger(__name__)
 
 
 def config_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
@@ -62,3 +68,35 @@ def restore_run(store: CheckpointStore, *, params_abstract, extra_abstract: dict
             "To continue that run, run again with its settings (set the fields above back); to train with "
             "the new settings, use a new --workdir (or start from its weights with "
             "--config.model.init=<the old checkpoints directory>).") from None
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def save_warmstart(save_dir, step: int, params, opt_state, stream, meta: dict) -> None:
+    """Save a warm-start interrupted before its step `step` (SIGTERM): weights, optimizer, data position."""
+    with CheckpointStore(save_dir, async_save=False, max_to_keep=1) as store:
+        store.save(step, params=params, meta=meta, extra={"opt_state": opt_state, "data": stream.state()})
+
+
+def restore_warmstart(save_dir, params, opt_state, stream):
+    """(first step, params, opt_state) of a warm-start saved by `save_warmstart`, the stream restored;
+    (0, params, opt_state) unchanged when nothing was saved."""
+    if not CheckpointStore.exists(save_dir):
+        return 0, params, opt_state
+    with CheckpointStore(save_dir, async_save=False, max_to_keep=1) as store:
+        out = store.restore_newest_good(params_abstract=_abstract(params),
+                                        extra_abstract={"opt_state": _abstract(opt_state)})
+    if out is None:
+        return 0, params, opt_state
+    stream.restore(out.extra["data"])
+    log.info("continuing the warm-start from step %d (saved in %s)", out.step, save_dir)
+    return out.step, out.params, out.extra["opt_state"]
+
+
+def remove_warmstart(save_dir) -> None:
+    """Delete a warm-start's partial save once GRPO's step 0 (which holds its result) is committed."""
+    path = absolute(save_dir)
+    if jax.process_index() == 0 and path.exists():
+        path.rmtree()

@@ -69,7 +69,7 @@ class CheckpointStore:
                  read_only: bool = False):
         self.directory = absolute(directory)
         # keep-N is applied here (`_prune`), not by Orbax: the newest verified step must survive.
-        self._keep, self._read_only, self.verified_step = max_to_keep, read_only, None
+        self._keep, self._read_only, self.verified_step, self._newest_finite = max_to_keep, read_only, None, None
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None, enable_async_checkpointing=async_save, read_only=read_only,
             create=not read_only, cleanup_tmp_directories=not read_only)
@@ -109,8 +109,15 @@ class CheckpointStore:
             if kinds[name] == JSON:
                 _check_json(name, value)
         full_meta = copy.deepcopy(dict(meta))
-        sums = {PARAMS: verify.checksums(params)}
-        sums.update({name: verify.checksums(value) for name, value in extra.items() if kinds[name] == PYTREE})
+        summaries = {PARAMS: verify.summarize(params)}
+        summaries.update({name: verify.summarize(value) for name, value in extra.items() if kinds[name] == PYTREE})
+        sums = {item: {path: [d, c] for path, (d, c, _) in s.items()} for item, s in summaries.items()}
+        non_finite = [f"{item}{path}" for item, s in summaries.items() for path, (_, _, ok) in s.items() if not ok]
+        if non_finite:  # saved as asked, but keep-N keeps the newest step without NaN / inf
+            log.warning("step %d is saved with NaN or infinite values in %s; it will not restore", step,
+                        ", ".join(non_finite[:5]))
+        else:
+            self._newest_finite = int(step)
         full_meta.update(step=int(step), items=kinds, omni_jax_version=_version(), checksums=sums,
                          saved_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         _check_json(META, full_meta)
@@ -126,7 +133,7 @@ class CheckpointStore:
         if self._keep is None or self._read_only:
             return
         steps = sorted(set(self.all_steps()) | {newest})
-        keep = set(steps[-self._keep:]) | ({self.verified_step} if self.verified_step is not None else set())
+        keep = set(steps[-self._keep:]) | {s for s in (self.verified_step, self._newest_finite) if s is not None}
         for step in steps:
             if step not in keep:
                 self._manager.delete(step)
@@ -136,6 +143,12 @@ class CheckpointStore:
         self._manager.wait_until_finished()
 
     # ---- reading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def exists(directory) -> bool:
+        """Whether `directory` holds anything (a store to open), without creating it."""
+        path = absolute(directory)
+        return path.exists() and any(path.iterdir())
 
     def all_steps(self) -> list[int]:
         """Committed steps, ascending (interrupted saves are never listed)."""

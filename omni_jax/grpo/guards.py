@@ -28,6 +28,15 @@ class Preemption:
         except ValueError:  # not the main thread (tests calling run() from a thread)
             pass
 
+    _installed = None
+
+    @classmethod
+    def install(cls) -> "Preemption":
+        """The process's one handler (made on the first call): train.py installs it before anything slow."""
+        if cls._installed is None:
+            cls._installed = cls()
+        return cls._installed
+
     def _handle(self, *_):
         if not self.requested:
             log.warning("SIGTERM received: saving at the end of this step, then exiting with status %d",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import signal
 import time
 
 import jax
@@ -25,7 +24,10 @@ from tqdm import tqdm
 
 from omni_jax import config_utils, metrics as metrics_lib, parallel
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
+from omni_jax.checkpoint import resume as resume_lib
+from omni_jax.checkpoint.resume import restore_run
 from omni_jax.grpo import warmstart as warmstart_lib
+from omni_jax.grpo.guards import Preemption, SkippedUpdates
 from omni_jax.grpo.experience import collect, next_positions, shard_rows
 from omni_jax.grpo.policy import build_model, reference_params
 from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
@@ -39,20 +41,6 @@ log = logging.getLogger("omni_jax.train")
 # Peak dense bf16 FLOP/s per chip, for the MFU estimate (None: unknown, e.g. CPU).
 PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12,
               "TPU v6 lite": 918e12, "TPU v6e": 918e12, "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12}
-
-
-class _Preemption:
-    """SIGTERM (TPU preemption, `launch.tpu stop`) sets a flag; the loop checkpoints and exits."""
-
-    def __init__(self):
-        self.requested = False
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (tests calling run() from a thread)
-            pass
-
-    def _handle(self, *_):
-        self.requested = True
 
 
 def _reward_fn(config, tokenizer):
@@ -87,7 +75,9 @@ def _model_flops_per_token(model_cfg) -> float:
 
 
 def run(config, workdir: str) -> dict:
-    """Train per `config` in `workdir` (checkpoints, metrics.jsonl, TensorBoard, PNG). Returns a summary."""
+    """Train per `config` in `workdir` (checkpoints, metrics.jsonl, TensorBoard, PNG). Returns a summary
+    (with "preempted": True when SIGTERM stopped it after a save)."""
+    preemption = Preemption.install()  # first: a SIGTERM during the set-up or the warm-start is not lost
     workdir = str(workdir)
     is_main = jax.process_index() == 0
     config_utils.validate(config, jax.device_count())
@@ -114,14 +104,15 @@ def run(config, workdir: str) -> dict:
     reference_in_ckpt = use_reference and config.model.init == "random"
     reference = None
 
-    start = store.latest_step()
-    if start is not None:
-        extra_abstract = {"opt_state": _abstract(state.opt_state), "counters": _abstract(
-            {"skipped": state.skipped, "step": state.step})}
-        if reference_in_ckpt:
-            extra_abstract["reference"] = _abstract(reference_params(params, config.model.reference_dtype))
-        restored = store.restore(start, params_abstract=_abstract(nnx.state(model, nnx.Param).to_pure_dict()),
-                                 extra_abstract=extra_abstract)
+    extra_abstract = {"opt_state": _abstract(state.opt_state), "counters": _abstract(
+        {"skipped": state.skipped, "step": state.step})}
+    if reference_in_ckpt:
+        extra_abstract["reference"] = _abstract(reference_params(params, config.model.reference_dtype))
+    # The newest step that restores and verifies (damaged newer ones are moved aside, with a warning).
+    restored = restore_run(store, params_abstract=_abstract(nnx.state(model, nnx.Param).to_pure_dict()),
+                           extra_abstract=extra_abstract, config_json=meta["config"])
+    if restored is not None:
+        start = restored.step
         nnx.replace_by_pure_dict(params_state := nnx.state(model, nnx.Param), restored.params)
         nnx.update(model, params_state)
         graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
@@ -135,12 +126,20 @@ def run(config, workdir: str) -> dict:
     else:
         start = 0
         if config.warmstart.steps > 0:
-            params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh)
+            params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh,
+                                pathlib.Path(workdir) / "warmstart", meta, preemption)
+            if params is None:  # SIGTERM: the warm-start was saved, the next run continues it
+                data.close()
+                store.close()
+                return {"steps_run": 0, "final_step": 0, "preempted": True}
             state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params),
                                                 jnp.int32(0)), mesh)
         if use_reference:
             reference = reference_params(params, config.model.reference_dtype)
         _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
+        if config.warmstart.steps > 0:
+            store.wait()  # step 0 holds the warm-start now: its partial saves are not needed
+            resume_lib.remove_warmstart(pathlib.Path(workdir) / "warmstart")
     if use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
         reference = reference_params(nnx.split(build_model(config, tokenizer, mesh, rules),
                                                trainable_filter(config.model.train_towers), ...)[1],
@@ -150,12 +149,13 @@ def run(config, workdir: str) -> dict:
     logprob_fn = jit_logprob_fn(graphdef, step_cfg)
     reward_fn = _reward_fn(config, tokenizer)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
-    preemption = _Preemption()
+    skips = SkippedUpdates(config.max_consecutive_skipped_updates)
     rng = jax.random.key(config.seed)
     flops_per_token = _model_flops_per_token(cfg)
     peak = PEAK_FLOPS.get(jax.devices()[0].device_kind)
     summary_rewards = []
 
+    preempted = False
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="GRPO",
                disable=not is_main, dynamic_ncols=True)
     for step in bar:
@@ -194,7 +194,15 @@ def run(config, workdir: str) -> dict:
         flops = flops_per_token * (prompt_tokens + n_tokens + 3 * config.grpo.num_iterations
                                    * (learner_prompt_tokens + n_tokens))
         scalars = _step_scalars(exp, step_metrics, seconds, n_tokens, flops, peak, data.counters())
+        scalars["skipped_updates"] = int(state.skipped)  # running count over the whole run
         writer.write(step + 1, scalars)
+        try:
+            skips.update(step + 1, bool(step_metrics.get("update_skipped", 0)), int(state.skipped))
+        except Exception:
+            store.close()
+            writer.close()
+            data.close()
+            raise
         summary_rewards.append(scalars["reward/total/mean"])
         if is_main:
             bar.set_postfix(reward=f"{scalars['reward/total/mean']:.3f}", kl=f"{scalars.get('kl', 0):.3g}",
@@ -207,13 +215,15 @@ def run(config, workdir: str) -> dict:
             _save(store, step + 1, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
             if preemption.requested or (not done and store.reached_preemption(step + 1)):
                 store.wait()
+                preempted = not done
                 if is_main:
                     log.warning("preempted: saved step %d, exiting", step + 1)
                 break
     store.close()
     writer.close()
     data.close()
-    summary = {"steps_run": len(summary_rewards), "final_step": int(state.step) + int(state.skipped)}
+    summary = {"steps_run": len(summary_rewards), "final_step": int(state.step) + int(state.skipped),
+               "preempted": preempted}
     if is_main and writer.path.exists():
         rows_all = metrics_lib.read_jsonl(writer.path)
         metrics_lib.plot_curves(rows_all, ["reward/total/mean", "reward/format/mean", "reward/accuracy/mean",
@@ -239,8 +249,9 @@ def _save(store, step, graphdef, state, frozen, meta, data, reference):
     store.save(step, params=params, meta=meta, extra=extra)
 
 
-def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
-    """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart)."""
+def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir, meta, preemption):
+    """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart). On SIGTERM the
+    progress is saved in save_dir and None returned; the next call continues from it exactly."""
     import ml_collections
 
     from omni_jax.data import mixture_from_config
@@ -258,9 +269,14 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
     params, opt_state, frozen = parallel.on_mesh((params, init_opt_state(opt, params), frozen), mesh)
     sft_step = warmstart_lib.build_sft_step(graphdef, opt, config.grpo.logits_chunk,
                                             out_shardings=parallel.shardings_of((params, opt_state)))
-    bar = tqdm(range(config.warmstart.steps), desc="warm-start (SFT)", disable=jax.process_index() != 0,
-               dynamic_ncols=True)
+    first, params, opt_state = resume_lib.restore_warmstart(save_dir, params, opt_state, stream)
+    bar = tqdm(range(first, config.warmstart.steps), initial=first, total=config.warmstart.steps,
+               desc="warm-start (SFT)", disable=jax.process_index() != 0, dynamic_ncols=True)
     for i in bar:
+        if preemption.requested:
+            resume_lib.save_warmstart(save_dir, i, params, opt_state, stream, meta)
+            stream.close()
+            return None
         batch = next(stream)
         records = batch.pop("records")
         inputs = prepare_inputs(cfg, **batch)

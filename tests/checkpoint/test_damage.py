@@ -133,3 +133,16 @@ def test_parameters_of_another_shape_are_a_mismatch_not_damage(tmp_path):
         store.restore_newest_good(params_abstract=_abstract(other))
     assert store.all_steps() == [1]
     store.close()
+
+
+def test_keep_n_keeps_the_newest_finite_step_when_nan_weights_are_saved(tmp_path):
+    store = CheckpointStore(tmp_path, async_save=False, max_to_keep=2)
+    store.save(1, params=_params(1), meta=META)
+    nan = jax.tree.map(lambda x: x * jnp.nan, _params(2))
+    for s in (2, 3, 4):
+        store.save(s, params=nan, meta=META)
+    assert store.all_steps() == [1, 3, 4]
+    store.close()
+    store = CheckpointStore(tmp_path, async_save=False)
+    assert store.restore_newest_good(params_abstract=_abstract(_params(0))).step == 1
+    store.close()
