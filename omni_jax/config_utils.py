@@ -113,6 +113,10 @@ def validate(config, num_devices: int) -> None:
         problems.append("max_consecutive_skipped_updates must be >= 0 (0: never stop)")
     if config.total_steps < 1 or config.checkpoint_every_steps < 1:
         problems.append("total_steps and checkpoint_every_steps must be >= 1")
+    if "data" in config:
+        from omni_jax.data.config import problems as data_problems  # the data layer owns its fields
+
+        problems.extend(data_problems(config.data))
     if problems:
         raise ValueError("invalid config:\n  " + "\n  ".join(problems))
 

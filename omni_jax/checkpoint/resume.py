@@ -58,7 +58,7 @@ def restore_run(store: CheckpointStore, *, params_abstract, extra_abstract: dict
     except CheckpointMismatch as e:
         step = store.latest_step()
         saved = _as_dict(store.meta(step).get("config")) if step is not None else {}
-        diff = [d for d in config_differences(saved, _as_dict(config_json)) if not d.startswith("data.manifest")]
+        diff = config_differences(saved, _as_dict(config_json))
         what = ("\n  ".join(diff[:20]) + (f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else "")) \
             if diff else "(no config difference recorded)"
         raise CheckpointMismatch(
