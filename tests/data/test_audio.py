@@ -69,3 +69,25 @@ def test_load_audio_from_video_track_file_and_bytes(media_dir):
 
 def test_video_without_track_has_no_audio(media_dir):
     assert audio.load_audio(str(media_dir / "silent.mp4"), 16000, 300.0) is None
+
+
+def test_only_the_kept_part_of_a_long_track_is_decoded(tmp_path):
+    """A 2-minute track cut to 2 s: the memory Python allocates is that of the 2 s kept, not the track's."""
+    import tracemalloc
+
+    from .media import ffmpeg
+
+    path = tmp_path / "long.mp4"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "120", "-c:a", "aac", "-b:a", "24k",
+           str(path))
+    tracemalloc.start()
+    try:
+        wave = audio.load_audio(str(path), 16000, 2.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(wave) == 32000
+    spec = np.abs(np.fft.rfft(wave))
+    assert abs(np.argmax(spec) * 16000 / len(wave) - 440) < 5
+    # The track is 1.9 M samples (7.7 MB as float32; whole decoding allocated 100 MB and more); 2 s are 128 kB.
+    assert peak < 2_000_000, f"{peak / 1e6:.1f} MB allocated to keep 2 s of a 2-minute track"
