@@ -77,7 +77,7 @@ def _abstract(tree):
 def save_warmstart(save_dir, step: int, params, opt_state, stream, meta: dict) -> None:
     """Save a warm-start interrupted before its step `step` (SIGTERM): weights, optimizer, data position."""
     with CheckpointStore(save_dir, async_save=False, max_to_keep=1) as store:
-        store.save(step, params=params, meta=meta, extra={"opt_state": opt_state, "data": stream.state()})
+        store.save(step, params=_pure(params), meta=meta, extra={"opt_state": opt_state, "data": stream.state()})
 
 
 def restore_warmstart(save_dir, params, opt_state, stream):
@@ -86,13 +86,23 @@ def restore_warmstart(save_dir, params, opt_state, stream):
     if not CheckpointStore.exists(save_dir):
         return 0, params, opt_state
     with CheckpointStore(save_dir, async_save=False, max_to_keep=1) as store:
-        out = store.restore_newest_good(params_abstract=_abstract(params),
+        out = store.restore_newest_good(params_abstract=_abstract(_pure(params)),
                                         extra_abstract={"opt_state": _abstract(opt_state)})
     if out is None:
         return 0, params, opt_state
     stream.restore(out.extra["data"])
     log.info("continuing the warm-start from step %d (saved in %s)", out.step, save_dir)
+    if hasattr(params, "to_pure_dict"):  # an nnx.State: the same State with the restored arrays
+        from flax import nnx  # the trainer's parameter container
+
+        nnx.replace_by_pure_dict(params, out.params)
+        return out.step, params, out.extra["opt_state"]
     return out.step, out.params, out.extra["opt_state"]
+
+
+def _pure(params):
+    """Plain nested dicts of arrays (an nnx.State's leaves carry `.value` in their key paths)."""
+    return params.to_pure_dict() if hasattr(params, "to_pure_dict") else params
 
 
 def remove_warmstart(save_dir) -> None:
