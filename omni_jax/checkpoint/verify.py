@@ -64,13 +64,37 @@ def _dtype_name(x) -> str:
     return str(x.dtype)
 
 
+def _one_host(x: np.ndarray, chunk: int = 1 << 24) -> tuple[int, bool]:
+    """`_one` in numpy, a chunk at a time (host arrays stay on the host, memory stays bounded)."""
+    size = x.dtype.itemsize
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8)
+    flat = np.ascontiguousarray(x).reshape(-1).view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[size])
+    total = np.uint32(0)
+    finite = True
+    inexact = np.issubdtype(x.dtype, np.inexact) or x.dtype.kind == "V"  # bfloat16 & co. are void-like
+    for start in range(0, flat.shape[0], chunk):
+        bits = flat[start:start + chunk].astype(np.uint32)
+        weights = np.arange(start, start + bits.shape[0], dtype=np.uint32) * _MULT + np.uint32(1)
+        total = np.uint32((int(total) + int(np.sum(bits * weights, dtype=np.uint32))) & 0xFFFFFFFF)
+    if inexact or jnp.issubdtype(x.dtype, jnp.inexact):
+        finite = bool(np.all(np.isfinite(x.astype(np.float32) if x.dtype.kind == "V" or x.dtype.itemsize < 4 else x)))
+    return int(total), finite
+
+
 def summarize(tree) -> dict[str, tuple[str, int, bool]]:
-    """keypath -> (dtype, checksum, all finite) for every array leaf (one jitted reduction)."""
+    """keypath -> (dtype, checksum, all finite) for every array leaf: jax arrays by one jitted
+    reduction where they live, numpy arrays on the host."""
     leaves = _array_leaves(tree)
-    if not leaves:
-        return {}
-    results = jax.device_get(_reduce([jnp.asarray(x) if isinstance(x, np.ndarray) else x for _, x in leaves]))
-    return {path: (_dtype_name(x), int(c), bool(f)) for (path, x), (c, f) in zip(leaves, results)}
+    on_device = [(path, x) for path, x in leaves if not isinstance(x, np.ndarray)]
+    out = {}
+    if on_device:
+        results = jax.device_get(_reduce([x for _, x in on_device]))
+        out.update({path: (_dtype_name(x), int(c), bool(f)) for (path, x), (c, f) in zip(on_device, results)})
+    for path, x in leaves:
+        if isinstance(x, np.ndarray):
+            out[path] = (_dtype_name(x), *_one_host(x))
+    return {path: out[path] for path, _ in leaves}
 
 
 def checksums(tree) -> dict[str, list]:
