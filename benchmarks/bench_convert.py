@@ -56,14 +56,14 @@ def build_checkpoint(directory: pathlib.Path, config: dict, shard_bytes: int) ->
     """Random bf16 tensors under the HF names, written one block at a time."""
     import ml_dtypes
 
-    from omni_jax.convert import hf_write, mapping
-    from omni_jax.convert.safetensors_io import LazyTensor
+    from omni_jax.weights import hf_write, mapping
+    from omni_jax.weights.safetensors_io import LazyTensor
     from omni_jax.model.config import from_hf_dict
 
     cfg = from_hf_dict(config)
     from flax import nnx
 
-    from omni_jax.convert.hf_load import path_of
+    from omni_jax.weights.hf_load import path_of
     from omni_jax.model.thinker import abstract_thinker
     import jax
 
@@ -125,8 +125,8 @@ def _export_whole(src: str, dst: str, shard_bytes: int) -> None:
     import omni_jax
     from flax import nnx
 
-    from omni_jax.convert import hf_write, mapping
-    from omni_jax.convert.safetensors_io import LazyTensor
+    from omni_jax.weights import hf_write, mapping
+    from omni_jax.weights.safetensors_io import LazyTensor
 
     model = omni_jax.load_thinker(src, dtype="bfloat16", progress=False)
     params = {k: np.asarray(v) for k, v in _flat(nnx.state(model, nnx.Param).to_pure_dict())}
@@ -216,7 +216,7 @@ def main():
 
 
 def _same_tensors(a, b) -> bool:
-    from omni_jax.convert.safetensors_io import SafetensorsReader
+    from omni_jax.weights.safetensors_io import SafetensorsReader
 
     ra, rb = SafetensorsReader(a), SafetensorsReader(b)
     return sorted(ra.keys()) == sorted(rb.keys()) and all(

@@ -109,7 +109,8 @@ def bench_train(model, args) -> dict:
     from omni_jax.grpo.loss import LossConfig
     from omni_jax.grpo.step import GRPOBatch, StepConfig, TrainState, build_train_step, make_optimizer, \
         trainable_filter
-    from omni_jax.grpo.trainer import PEAK_FLOPS, _model_flops_per_token
+    from omni_jax.chips import PEAK_FLOPS
+    from omni_jax.grpo.trainer import _model_flops_per_token
 
     cfg = model.cfg
     n, p, m = args.rows, args.prompt, args.completion

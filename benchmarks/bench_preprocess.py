@@ -24,7 +24,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from omni_jax.data import audio, config, example, mixture, video
+from omni_jax.data import audio, config, mixture, video
 from omni_jax.data.sources import ListSource
 
 FRAMES = 32

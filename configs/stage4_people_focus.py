@@ -6,7 +6,7 @@
 Variants: model=3b|7b, num_generations=2|4|8, topology=<TPU slice, e.g. v5p-8> (sets the mesh),
 runlocal (tiny shapes for a laptop smoke test). The recipe: lr 5e-7, gradient accumulation 8,
 8 candidates, mixture 0.5/0.3/0.2, one epoch, ≤ 64 frames, ≤ 602,112 pixels per frame, completions
-of 1,024 tokens, temperature 0.9, top-k 50, β 0.04, ε 0.2, towers frozen, bfloat16 compute.
+of 1,024 tokens, temperature 0.9, top-k 50, β 0.04 lowered to 0.01 over the first half of training, ε 0.2, towers frozen, bfloat16 compute.
 """
 
 from omni_jax import config_utils
@@ -42,7 +42,6 @@ def get_config(arg=None):
     c.model.remat = "full"
     c.model.attention_query_chunk = 1024
     c.model.attention_key_chunk = 1024  # flash attention: [1024 × 1024] score tiles, forward and backward
-    c.model.train_towers = False
     c.rollout.num_generations = v.num_generations
     c.rollout.max_new_tokens = 1024
     c.rollout.temperature = 0.9
@@ -53,6 +52,9 @@ def get_config(arg=None):
     c.grpo.epsilon_low = 0.2
     c.grpo.epsilon_high = 0.2
     c.grpo.beta = 0.04
+    # HumanOmniV2's trainer lowers β every step whenever β > 0: β·(1 − 0.75·step/(total/2)) over the
+    # first half of training, then 0.25·β (grpo.loss.beta_at).
+    c.grpo.beta_decay = True
     c.grpo.kl_estimator = "k3"
     c.grpo.aggregation = "seq-mean-token-mean"
     c.optim.learning_rate = 5e-7

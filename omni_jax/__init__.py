@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from omni_jax.version import __version__
+
+__all__ = ["__version__", "load_thinker"]
 
 
 def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, step=None,
@@ -19,7 +21,9 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
     options: other ThinkerConfig numerics fields (remat, attention_query_chunk, attention_key_chunk).
     Returns an `omni_jax.model.Thinker`; call it as `model(**processor_outputs)` for logits.
     """
-    from omni_jax.model.loading import load_thinker as _load
+    # Deferred: `import omni_jax` stays light (no jax / flax / orbax) and the package root imports
+    # nothing of its own subpackages.
+    from omni_jax.checkpoint.loading import load_thinker as _load
 
     return _load(path, dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, progress=progress, step=step,
                  **options)

@@ -14,6 +14,9 @@ import os
 
 import ml_collections
 
+from omni_jax.data.config import data_defaults, problems as data_problems
+from omni_jax.rewards.config import reward_defaults
+
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """Variant string "k=v,k2=v2,flag" → ConfigDict with the types of `defaults`."""
@@ -72,6 +75,14 @@ def apply_cpu_devices(config) -> int | None:
     return n
 
 
+# Keys that configs once carried and that no longer exist, with why (an old config gets told).
+REMOVED_KEYS = {
+    "log_every_steps": "metrics are written every step",
+    "model.train_towers": ("the vision and audio towers are always frozen (the GRPO update reuses the rollout's "
+                           "encoder outputs, so tower weights would get no gradient)"),
+}
+
+
 def validate(config, num_devices: int) -> None:
     """Raise ValueError naming each inconsistent setting."""
     problems = []
@@ -105,17 +116,16 @@ def validate(config, num_devices: int) -> None:
         problems.append(f"model.layer_loop must be scan|unrolled (got {config.model.layer_loop!r})")
     if config.grpo.old_logprobs not in ("sampler", "recompute"):
         problems.append("grpo.old_logprobs must be 'sampler' or 'recompute'")
-    if config.model.train_towers:
-        # The update reuses the rollout's prompt embeddings, so tower weights would get no gradient.
-        problems.append("model.train_towers=True is not supported: the GRPO update reuses the rollout's encoder "
-                        "outputs (frozen towers); keep the vision and audio towers frozen")
     if config.get("max_consecutive_skipped_updates", 0) < 0:
         problems.append("max_consecutive_skipped_updates must be >= 0 (0: never stop)")
+    for key, why in REMOVED_KEYS.items():
+        section, _, leaf = key.rpartition(".")
+        node = config.get(section) if section else config
+        if node is not None and leaf in node:
+            problems.append(f"{key} is not a setting: {why}; delete it from the config")
     if config.total_steps < 1 or config.checkpoint_every_steps < 1:
         problems.append("total_steps and checkpoint_every_steps must be >= 1")
-    if "data" in config:
-        from omni_jax.data.config import problems as data_problems  # the data layer owns its fields
-
+    if "data" in config:  # the data layer owns its fields
         problems.extend(data_problems(config.data))
     if problems:
         raise ValueError("invalid config:\n  " + "\n  ".join(problems))
@@ -123,15 +133,11 @@ def validate(config, num_devices: int) -> None:
 
 def base() -> ml_collections.ConfigDict:
     """Every field a training config has, with neutral defaults; configs/*.py override them."""
-    from omni_jax.data.config import data_defaults
-    from omni_jax.rewards.config import reward_defaults
-
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.total_steps = 100
     c.checkpoint_every_steps = 50
     c.keep_checkpoints = 3
-    c.log_every_steps = 1
     c.sample_every_steps = 10  # print sampled completions as text every this many steps
     # Stop with an error after this many updates in a row skipped for a non-finite loss or gradient
     # (0: never stop); the metrics count skipped updates in `skipped_updates`.
@@ -149,7 +155,6 @@ def base() -> ml_collections.ConfigDict:
     c.model.attention_query_chunk = 2048
     c.model.attention_key_chunk = 0  # > 0: flash attention, keys in blocks of this size (long prompts)
     c.model.layer_loop = "scan"  # scan | unrolled (faster on CPU; see omni_jax.model.config)
-    c.model.train_towers = False  # vision and audio towers frozen (no optimizer state)
 
     c.rollout = ml_collections.ConfigDict()
     c.rollout.num_generations = 8

@@ -18,6 +18,10 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from omni_jax import config_utils
+from omni_jax.grpo.guards import PREEMPTED_EXIT_CODE, Preemption
+from omni_jax.grpo.trainer import run
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.py"
 
@@ -57,8 +61,6 @@ def _init_distributed() -> None:
 
 def main(argv):
     del argv
-    from omni_jax.grpo.guards import Preemption
-
     Preemption.install()  # SIGTERM from here on saves and exits 75 (see omni_jax.grpo.guards)
     from absl import logging as absl_logging
 
@@ -67,20 +69,14 @@ def main(argv):
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("omni_jax").addHandler(handler)
     logging.getLogger("omni_jax").setLevel(logging.INFO)
-    from omni_jax import config_utils
-
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
     _init_distributed()
-    from omni_jax.grpo.trainer import run
-
     summary = run(FLAGS.config, FLAGS.workdir)
     import jax
 
     if jax.process_index() == 0:
         print(json.dumps({"workdir": FLAGS.workdir, **summary}))
     if summary.get("preempted"):
-        from omni_jax.grpo.guards import PREEMPTED_EXIT_CODE
-
         sys.exit(PREEMPTED_EXIT_CODE)  # saved: the same command resumes (0 would read as finished)
 
 

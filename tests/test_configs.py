@@ -9,6 +9,7 @@ import pytest
 
 from configs import default, stage4_people_focus
 from omni_jax import config_utils
+from omni_jax.grpo.loss import LossConfig, beta_at
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def test_stage4_holds_the_recipe():
     assert c.grpo.beta == 0.04 and c.grpo.epsilon_low == c.grpo.epsilon_high == 0.2
     assert {k: w for k, w in c.data.mixture.items() if w} == {"social_iq2": 0.5, "emer": 0.3, "video_r1": 0.2}
     assert c.data.max_frames == 64 and c.data.max_pixels == 602112
-    assert not c.model.train_towers
+    assert "train_towers" not in c.model  # the towers are always frozen
     assert dict(c.rewards.weights) == {"format": 1.0, "accuracy": 1.0, "people_focus": 1.0}
 
 
@@ -131,3 +132,12 @@ def test_negative_cpu_devices_is_refused():
         c.mesh.cpu_devices = -2
     with pytest.raises(ValueError, match="cpu_devices must be >= 0"):
         config_utils.apply_cpu_devices(c)
+
+
+def test_stage4_lowers_beta_as_humanomniv2s_trainer():
+    """β·(1 − 0.75·step/(total/2)) over the first half, then 0.25·β (HumanOmniV2 grpo_trainer)."""
+    c = stage4_people_focus.get_config("model=7b")
+    cfg = LossConfig(beta=c.grpo.beta, beta_decay=c.grpo.beta_decay)
+    total = 100
+    got = [float(beta_at(cfg, step, total)) for step in (0, 25, 50, 99)]
+    assert got == pytest.approx([0.04, 0.025, 0.01, 0.01])

@@ -20,7 +20,8 @@ from ml_collections import config_flags
 from omni_jax.aot import inputs as inputs_lib
 from omni_jax.aot import report as report_lib
 from omni_jax.aot.fit import STEPS, check_fit
-from omni_jax.aot.topology import GIB, SLICES
+from omni_jax.aot.topology import SLICES
+from omni_jax.chips import GIB
 
 config_flags.DEFINE_config_file("config", None, "Training config file[:variant].", lock_config=True)
 flags.DEFINE_enum("topology", None, sorted(SLICES), "TPU slice to compile for (accelerator type).")

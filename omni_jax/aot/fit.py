@@ -32,16 +32,17 @@ from omni_jax.aot import estimate as estimate_lib
 from omni_jax.aot import inputs as inputs_lib
 from omni_jax.aot import topology as topology_lib
 from omni_jax.aot.flops import jaxpr_flops
+from omni_jax.checkpoint.loading import param_shardings
 from omni_jax.grpo.experience import row_shardings
 from omni_jax.grpo.policy import model_options
 from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_state_shardings, \
     optimizer_from_config, step_config_from_config, trainable_filter
 from omni_jax.model import presets
-from omni_jax.model.loading import param_shardings
 from omni_jax.model.text import init_cache
 from omni_jax.model.thinker import abstract_thinker
 from omni_jax.rollout import sampler
 from omni_jax.rollout.sampling import Sampling
+from omni_jax.tokenizer import load_tokenizer
 
 STEPS = ("prefill", "decode", "train", "reference")
 
@@ -215,8 +216,6 @@ def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _
 def _model_config(config, tokenizer=None):
     arch = config.model.architecture
     if arch == "tiny" and tokenizer is None:
-        from omni_jax.tokenizer import load_tokenizer
-
         tokenizer = load_tokenizer(config.tokenizer or "tiny")
     return presets.architecture_config(arch, tokenizer, **model_options(config))
 
@@ -253,7 +252,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     abstract_model = abstract_thinker(cfg)
     graphdef_all, all_vars = nnx.split(abstract_model)
     policy_state = _abstract_state(all_vars, param_shardings(all_vars, mesh, rules))
-    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(config.model.train_towers), ...)
+    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(), ...)
     trainable = _abstract_state(trainable, param_shardings(trainable, mesh, rules))
     frozen = _abstract_state(frozen, param_shardings(frozen, mesh, rules))
     optimizer = optimizer_from_config(config)
@@ -274,7 +273,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         patches=model_inputs.vision.pixel_values.shape[0] if model_inputs.vision else 0,
         audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
         param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
-        train_towers=bool(config.model.train_towers), with_reference=with_reference, cache_dtype=cache_dtype.name,
+        train_towers=False, with_reference=with_reference, cache_dtype=cache_dtype.name,
         reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share)
     estimates = estimate_lib.estimate(cfg, shapes)
 
@@ -366,7 +365,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("reference", ref, (0, 1), others,
                traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(mesh, rules))))
 
-    counts = estimate_lib.parameter_counts(cfg, bool(config.model.train_towers))
+    counts = estimate_lib.parameter_counts(cfg, train_towers=False)
     return FitReport(
         topology=tpu.name, chips=n_chips, mesh=mesh_shape, hbm_bytes_per_chip=hbm,
         peak_flops_per_chip=tpu.chip.peak_flops, hbm_bandwidth_per_chip=tpu.chip.hbm_bandwidth,

@@ -1,15 +1,6 @@
 """Cloud TPU slices the fit check knows: their deviceless devices (libtpu) and per-chip specs.
 
-Specs are Google's published per-chip numbers (Cloud TPU docs, system architecture pages):
-
-    chip   HBM      HBM bandwidth   peak bf16
-    v4     32 GiB   1200 GB/s       275 TFLOP/s
-    v5e    16 GiB    819 GB/s       197 TFLOP/s
-    v5p    95 GiB   2765 GB/s       459 TFLOP/s
-    v6e    32 GiB   1638 GB/s       918 TFLOP/s
-
-HBM is taken as GiB (the v4 page says GiB; the others say "GB" for the same power-of-two parts).
-A v4 chip's two TensorCores run as one device ("megacore"), as JAX sees a v4 VM.
+Per-chip specs (HBM, bandwidth, peak FLOP/s) are the table in `omni_jax.chips`.
 """
 
 from __future__ import annotations
@@ -19,24 +10,7 @@ import dataclasses
 import functools
 import os
 
-GIB = 2**30
-
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-    name: str
-    hbm_bytes: int
-    hbm_bandwidth: float  # bytes/s
-    peak_flops: float  # dense bf16 FLOP/s
-    chip_config: str  # libtpu's chip config: "megacore" (v4) or "default"
-
-
-CHIPS = {
-    "v4": Chip("v4", 32 * GIB, 1200e9, 275e12, "megacore"),
-    "v5e": Chip("v5e", 16 * GIB, 819e9, 197e12, "default"),
-    "v5p": Chip("v5p", 95 * GIB, 2765e9, 459e12, "default"),
-    "v6e": Chip("v6e", 32 * GIB, 1638e9, 918e12, "default"),
-}
+from omni_jax.chips import CHIPS, Chip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import jax
+from flax import nnx
 
 from omni_jax.checkpoint.store import CheckpointStore, Restored, absolute
 from omni_jax.checkpoint.verify import CheckpointMismatch
@@ -93,8 +94,6 @@ def restore_warmstart(save_dir, params, opt_state, stream):
     stream.restore(out.extra["data"])
     log.info("continuing the warm-start from step %d (saved in %s)", out.step, save_dir)
     if hasattr(params, "to_pure_dict"):  # an nnx.State: the same State with the restored arrays
-        from flax import nnx  # the trainer's parameter container
-
         nnx.replace_by_pure_dict(params, out.params)
         return out.step, params, out.extra["opt_state"]
     return out.step, out.params, out.extra["opt_state"]

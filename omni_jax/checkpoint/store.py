@@ -39,7 +39,8 @@ from etils import epath
 from omni_jax.checkpoint import streaming, verify
 from omni_jax.checkpoint.streaming import StreamedArray, TensorStoreLeaf, pytree_handler
 from omni_jax.checkpoint.verify import CheckpointMismatch, DamagedCheckpoint
-from omni_jax.convert import mapping
+from omni_jax.version import __version__
+from omni_jax.weights import mapping
 
 log = logging.getLogger(__name__)
 PARAMS, META = "params", "meta"
@@ -291,9 +292,7 @@ class CheckpointStore:
                 dst = self.directory / f"{step}.damaged{n}"
             src.rename(dst)
         if jax.process_count() > 1:
-            from orbax.checkpoint import multihost
-
-            multihost.sync_global_processes(f"omni_jax_move_aside_{step}")
+            ocp.multihost.sync_global_processes(f"omni_jax_move_aside_{step}")
         self._manager.reload()
 
     def open_params(self, step: int | None = None):
@@ -333,8 +332,6 @@ def absolute(path) -> epath.Path:
 
 
 def _version() -> str:
-    from omni_jax import __version__
-
     return __version__
 
 
@@ -372,5 +369,5 @@ def _restore_args(name: str, abstract) -> ocp.args.PyTreeRestore:
     for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
         if isinstance(leaf, jax.ShapeDtypeStruct) and getattr(leaf, "sharding", None) is None:
             raise ValueError(f"{name}{jax.tree_util.keystr(path)}: the abstract leaf has no sharding; give every "
-                             "jax.ShapeDtypeStruct a sharding (e.g. from omni_jax.model.loading.param_shardings)")
+                             "jax.ShapeDtypeStruct a sharding (e.g. from omni_jax.checkpoint.loading.param_shardings)")
     return ocp.args.PyTreeRestore(item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))

@@ -7,6 +7,8 @@ from typing import Any
 
 from etils import epath
 
+from omni_jax.checkpoint.store import CheckpointStore
+
 FORMAT = "omni_jax.thinker.v1"
 _STEP_MARKERS = ("_CHECKPOINT_METADATA", "params")
 
@@ -64,8 +66,6 @@ def open_thinker_step(path, step: int | None = None):
     `path`: a store directory or one step of it; step None: the latest committed step. Refuses a
     step whose meta has no HF config (not written by omni_jax).
     """
-    from omni_jax.checkpoint.store import CheckpointStore
-
     directory, step = locate(path, step)
     store = CheckpointStore(directory, read_only=True)
     step = store.resolve_step(step)

@@ -1,1 +1,1 @@
-"""HF ↔ Flax/Orbax checkpoint conversion (one mapping table for both directions)."""
+"""HF ↔ Orbax checkpoint conversion: the CLI and the two directions (the tables live in `omni_jax.weights`)."""

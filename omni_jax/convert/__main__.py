@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+import jax
+
+from omni_jax import parallel
+from omni_jax.convert.hf_to_orbax import hf_to_orbax
+from omni_jax.convert.orbax_to_hf import orbax_to_hf
+from omni_jax.weights.hf_load import WeightMismatchError
+
 DTYPES = ("bfloat16", "float32")
 
 
 def _mesh_arg(text: str):
     """'auto' | 'none' | 'data=1,fsdp=-1,tp=1' → a mesh or None."""
-    import jax
-
-    from omni_jax import parallel
-
     if text == "none" or (text == "auto" and jax.default_backend() == "cpu"):
         return None
     if text == "auto":
@@ -68,21 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from omni_jax.convert.hf_load import WeightMismatchError
 
     try:
         if args.command == "hf2jax":
-            import jax
-
-            from omni_jax.convert.hf_to_orbax import hf_to_orbax
-
             if args.distributed:
                 jax.distributed.initialize()
             hf_to_orbax(args.hf_dir, args.out, dtype=args.dtype, mesh=_mesh_arg(args.mesh), overwrite=args.overwrite)
             print(f"wrote {args.out} (step 0)")
         else:
-            from omni_jax.convert.orbax_to_hf import orbax_to_hf
-
             summary = orbax_to_hf(args.ckpt, args.out, step=args.step, base_hf_dir=args.base_hf_dir, dtype=args.dtype,
                                   overwrite=args.overwrite, max_shard_bytes=args.max_shard_size)
             kind = "full Qwen2.5-Omni" if summary["full_model"] else "thinker"

@@ -23,10 +23,10 @@ from tqdm import tqdm
 from omni_jax import parallel
 from omni_jax.checkpoint import CheckpointStore, StreamedArray, thinker_meta
 from omni_jax.checkpoint.store import absolute
-from omni_jax.convert import hf_load, hf_write, mapping
-from omni_jax.convert.safetensors_io import SafetensorsReader
+from omni_jax.weights import hf_load, hf_write, mapping
+from omni_jax.weights.safetensors_io import SafetensorsReader
 from omni_jax.model.config import load_config
-from omni_jax.model.loading import param_shardings
+from omni_jax.checkpoint.loading import param_shardings
 from omni_jax.model.thinker import abstract_thinker
 
 CONVERTED_STEP = 0

@@ -22,9 +22,9 @@ import numpy as np
 from flax import nnx
 
 from omni_jax import checkpoint
-from omni_jax.convert import hf_load, hf_write, mapping
-from omni_jax.convert.hf_load import WeightMismatchError
-from omni_jax.convert.safetensors_io import LazyTensor, SafetensorsReader
+from omni_jax.weights import hf_load, hf_write, mapping
+from omni_jax.weights.hf_load import WeightMismatchError
+from omni_jax.weights.safetensors_io import LazyTensor, SafetensorsReader
 from omni_jax.model.config import ThinkerConfig, from_hf_dict
 from omni_jax.model.thinker import abstract_thinker
 

@@ -2,7 +2,7 @@
 
 SOURCE is social_iq2, emer, video_r1, intentbench or synthetic_tfds; --config picks the builder
 config (embedded | by_path | sample for video_r1). The result is array_record files that
-`omni_jax.data.sources.TfdsSource` (and so the mixture) reads with random access.
+`omni_jax.data.sources.registry.TfdsSource` (and so the mixture) reads with random access.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 
+from omni_jax.data.errors import DataError
+from omni_jax.data.sources import registry
+
 
 def build(source: str, manual_dir: str | None, data_dir: str | None, config: str | None = None):
     """Build SOURCE into data_dir; returns the TFDS builder."""
+    # Deferred: tensorflow_datasets imports TensorFlow (seconds), needed only when building.
     import tensorflow_datasets as tfds
-
-    from omni_jax.data.errors import DataError
-    from omni_jax.data.sources import registry
 
     table = registry.builders()
     if source not in table:

@@ -27,8 +27,11 @@ import zlib
 
 import numpy as np
 
+from omni_jax.data import example
 from omni_jax.data.collate import collate
 from omni_jax.data.errors import BadRecord, DataError
+from omni_jax.data.sources.registry import open_source
+from omni_jax.tokenizer import load_tokenizer, special_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +230,6 @@ def from_config(cfg, tokenizer=None, *, process_index: int | None = None, proces
     process_index / process_count default to jax.process_index() / jax.process_count().
     sources: name -> source, to use instead of opening them (tests, custom manifests).
     """
-    from omni_jax.data import example
-    from omni_jax.data.sources import open_source
-    from omni_jax.tokenizer import load_tokenizer, special_token_ids
-
     if process_index is None or process_count is None:
         import jax
 

@@ -15,17 +15,8 @@ from omni_jax.data import image as image_lib
 from omni_jax.data import prompt as prompt_lib
 from omni_jax.data import video as video_lib
 from omni_jax.data.errors import BadRecord
-
-
-def _chunk_bounds(values: np.ndarray, per_chunk: int) -> list[tuple[int, int]]:
-    """[start, end) slices of the increasing `values` falling in successive [k*per_chunk, (k+1)*per_chunk)."""
-    bounds, start, chunk = [], 0, 1
-    for i, v in enumerate(values):
-        if v >= chunk * per_chunk:
-            bounds.append((start, i))
-            start, chunk = i, chunk + 1
-    bounds.append((start, len(values)))
-    return bounds
+from omni_jax.model.rope import chunk_bounds
+from omni_jax.tokenizer import load_tokenizer, special_token_ids
 
 
 def interleaved_tokens(grid_thw, second_per_grid: float, num_audio_tokens: int, merge_size: int,
@@ -39,8 +30,8 @@ def interleaved_tokens(grid_thw, second_per_grid: float, num_audio_tokens: int, 
     per_frame = (h // merge_size) * (w // merge_size)
     video_t = np.repeat(np.arange(t), per_frame) * second_per_grid * position_id_per_seconds
     per_chunk = int(position_id_per_seconds * seconds_per_chunk)
-    v_chunks = _chunk_bounds(video_t, per_chunk)
-    a_chunks = _chunk_bounds(np.arange(num_audio_tokens), per_chunk)
+    v_chunks = chunk_bounds(video_t, per_chunk)
+    a_chunks = chunk_bounds(np.arange(num_audio_tokens), per_chunk)
     out = [ids["vision_start_token_id"], ids["audio_start_token_id"]]
     for j in range(max(len(v_chunks), len(a_chunks))):
         if j < len(v_chunks):
@@ -105,8 +96,6 @@ def prepare(messages: list[dict], cfg, tokenizer=None) -> dict:
     float32[A, num_mel_bins, F], feature_attention_mask int32[A, F].
     Raises BadRecord for unreadable media and for prompts over cfg.max_prompt_tokens.
     """
-    from omni_jax.tokenizer import load_tokenizer, special_token_ids
-
     tokenizer = tokenizer or load_tokenizer("tiny")
     ids = special_token_ids(tokenizer)
     videos, images, audios = _load_media(messages, cfg)

@@ -19,7 +19,7 @@ from omni_jax import parallel
 from omni_jax.grpo.advantages import group_advantages
 from omni_jax.grpo.logprobs import Sequences
 from omni_jax.grpo.step import GRPOBatch
-from omni_jax.model.inputs import ModelInputs
+from omni_jax.model.inputs import ModelInputs, next_position_ids
 from omni_jax.rollout import generate
 
 
@@ -39,12 +39,6 @@ def to_host(x) -> np.ndarray:
     if jax.process_count() == 1:
         return np.asarray(x)
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def next_positions(inputs: ModelInputs) -> np.ndarray:
-    """int32[B]: the TMRoPE id of each prompt's first completion token (one past its largest)."""
-    pos = np.where(np.asarray(inputs.attention_mask)[None], np.asarray(inputs.position_ids), -1)
-    return (pos.max(axis=(0, 2)) + 1).astype(np.int32)
 
 
 def collect(model, inputs: ModelInputs, records: list[dict], *, rollout_cfg, scale_rewards: str, tokenizer,
@@ -67,7 +61,7 @@ def collect(model, inputs: ModelInputs, records: list[dict], *, rollout_cfg, sca
     rows = lambda x, axis=0: jnp.repeat(jnp.asarray(x), g, axis=axis)  # noqa: E731
     seqs = Sequences(prompt_embeds=rows(out.prompt_embeds), prompt_positions=rows(inputs.position_ids, axis=1),
                      prompt_mask=rows(inputs.attention_mask), completions=out.tokens, completion_mask=out.mask,
-                     next_position=rows(next_positions(inputs)))
+                     next_position=rows(next_position_ids(inputs.position_ids, inputs.attention_mask)))
     advantages = group_advantages(jnp.asarray(rewards["total"]), g, scale_rewards)
     batch = GRPOBatch(seqs=seqs, advantages=advantages, old_logp=None, ref_logp=None)
     if mesh is not None:

@@ -13,7 +13,7 @@ from flax import nnx
 
 from omni_jax import parallel
 from omni_jax.model import presets
-from omni_jax.model.loading import load_thinker, param_shardings
+from omni_jax.checkpoint.loading import load_thinker, param_shardings
 from omni_jax.model.thinker import Thinker, abstract_thinker
 
 

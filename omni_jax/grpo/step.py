@@ -57,8 +57,9 @@ class StepConfig:
     prefix_share: int = 1
 
 
-def trainable_filter(train_towers: bool):
-    """nnx filter of the parameters the optimizer updates."""
+def trainable_filter(train_towers: bool = False):
+    """nnx filter of the parameters the optimizer updates: the text decoder and lm_head (a training
+    run keeps the vision and audio towers frozen); train_towers adds the towers."""
     prefixes = ("model", "lm_head") + (("visual", "audio_tower") if train_towers else ())
     return nnx.All(nnx.Param, lambda path, _: path[0] in prefixes)
 

@@ -23,30 +23,28 @@ from flax import nnx
 from tqdm import tqdm
 
 from omni_jax import config_utils, metrics as metrics_lib, parallel
+from omni_jax.chips import PEAK_FLOPS
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
 from omni_jax.checkpoint import resume as resume_lib
 from omni_jax.checkpoint.resume import restore_run
+from omni_jax.data import mixture_from_config
 from omni_jax.grpo import warmstart as warmstart_lib
+from omni_jax.grpo.experience import collect, shard_rows
 from omni_jax.grpo.guards import Preemption, SkippedUpdates
-from omni_jax.grpo.experience import collect, next_positions, shard_rows
 from omni_jax.grpo.policy import build_model, reference_params
 from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
     optimizer_from_config, step_config_from_config, trainable_filter
-from omni_jax.model.inputs import prepare_inputs
+from omni_jax.model.inputs import next_position_ids, prepare_inputs
+from omni_jax.rewards import RewardFn
 from omni_jax.rollout.sampler import input_shardings
 from omni_jax.tokenizer import load_tokenizer
 
 log = logging.getLogger("omni_jax.train")
 
-# Peak dense bf16 FLOP/s per chip, for the MFU estimate (None: unknown, e.g. CPU).
-PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12,
-              "TPU v6 lite": 918e12, "TPU v6e": 918e12, "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H200": 989e12}
 
 
 def _reward_fn(config, tokenizer):
     """(texts, ids, mask, records) -> ({"total": ..., component: ...}, stats) around rewards.RewardFn."""
-    from omni_jax.rewards import RewardFn
-
     fn = RewardFn(tokenizer, config.rewards)
 
     def call(texts, ids, mask, records):
@@ -58,8 +56,6 @@ def _reward_fn(config, tokenizer):
 
 def _data_stream(config, tokenizer):
     """The global batch stream: every process reads the whole batch (see module docstring)."""
-    from omni_jax.data import mixture_from_config
-
     data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():
         data_cfg.batch_size = int(config.batch_prompts)
@@ -87,7 +83,7 @@ def run(config, workdir: str) -> dict:
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
-    graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     optimizer = optimizer_from_config(config)
     step_cfg = step_config_from_config(config, shape["data"] * shape["fsdp"])
     # Every array committed to the mesh up front: host-local scalars cannot be checkpointed on
@@ -115,7 +111,7 @@ def run(config, workdir: str) -> dict:
         start = restored.step
         nnx.replace_by_pure_dict(params_state := nnx.state(model, nnx.Param), restored.params)
         nnx.update(model, params_state)
-        graphdef, params, frozen = nnx.split(model, trainable_filter(config.model.train_towers), ...)
+        graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
         counters = restored.extra["counters"]
         state = TrainState(counters["step"], params, restored.extra["opt_state"], counters["skipped"])
         data.restore(restored.extra["data"])
@@ -142,7 +138,7 @@ def run(config, workdir: str) -> dict:
             resume_lib.remove_warmstart(pathlib.Path(workdir) / "warmstart")
     if use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
         reference = reference_params(nnx.split(build_model(config, tokenizer, mesh, rules),
-                                               trainable_filter(config.model.train_towers), ...)[1],
+                                               trainable_filter(), ...)[1],
                                      config.model.reference_dtype)
 
     train_step = jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state))
@@ -254,8 +250,6 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir,
     progress is saved in save_dir and None returned; the next call continues from it exactly."""
     import ml_collections
 
-    from omni_jax.data import mixture_from_config
-
     # The run's own prompt settings (system prompt, caps, buckets) on the synthetic source, whose
     # records carry demonstrations; a seed apart from the GRPO stream's.
     data_cfg = config.data.copy_and_resolve_references()
@@ -283,7 +277,7 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir,
         ids, mask = warmstart_lib.demonstration_tokens(records, tokenizer, config.rollout.max_new_tokens,
                                                        seed=config.seed * 7919 + i)
         # Rows over the batch mesh axes, as the GRPO batches (one device held them all before).
-        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(next_positions(inputs))), mesh)
+        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask), next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh)
         params, opt_state, loss = sft_step(params, opt_state, frozen,
                                            jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
         if i % 10 == 0:

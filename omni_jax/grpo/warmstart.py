@@ -9,7 +9,13 @@ to climb.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
+
+from omni_jax.grpo.logprobs import Sequences, completion_logprobs
 
 # Sentences a demonstration may add inside <think>; people and action words the reward counts.
 PEOPLE_SENTENCES = (
@@ -53,12 +59,6 @@ def build_sft_step(graphdef, optimizer, logits_chunk: int = 256, out_shardings=N
 
     Cross-entropy of the demonstration tokens given the prompt (encoders run inside, frozen).
     """
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
-    from omni_jax.grpo.logprobs import Sequences, completion_logprobs
 
     def loss_fn(params, frozen, inputs, ids, mask, next_position):
         model = nnx.merge(graphdef, params, frozen)

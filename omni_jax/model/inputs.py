@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
@@ -68,6 +69,13 @@ class ModelInputs:
 
 def _groups(g: layout_lib.Groups) -> Groups:
     return Groups(g.index, g.valid, g.inverse)
+
+
+def next_position_ids(position_ids, attention_mask):
+    """int32[B]: the TMRoPE id of each prompt's first completion token, one past its largest
+    unmasked id (HF continues there). position_ids int[3, B, T], attention_mask [B, T]."""
+    masked = jnp.where(attention_mask[None], position_ids, -1)
+    return (masked.max(axis=(0, 2)) + 1).astype(jnp.int32)
 
 
 def prepare_inputs(cfg: ThinkerConfig, **kwargs) -> ModelInputs:

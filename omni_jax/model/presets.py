@@ -6,6 +6,7 @@ import json
 import pathlib
 
 from omni_jax.model.config import ThinkerConfig, from_hf_dict
+from omni_jax.tokenizer import special_token_ids
 
 HF_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "assets" / "hf_configs"
 
@@ -40,8 +41,6 @@ def tiny_config_dict(vocab_size: int, special_ids: dict[str, int]) -> dict:
 def hf_config_dict(architecture: str, tokenizer=None) -> dict:
     """The HF config dict of `architecture`: "tiny" (needs the tokenizer), "3b", "7b" or a config.json path."""
     if architecture == "tiny":
-        from omni_jax.tokenizer import special_token_ids
-
         if tokenizer is None:
             raise ValueError("the tiny architecture takes its vocabulary from the tokenizer")
         return tiny_config_dict(len(tokenizer), special_token_ids(tokenizer))

@@ -26,7 +26,7 @@ def audio_output_length(feature_length: np.ndarray | int) -> np.ndarray:
     return (after_conv - 2) // 2 + 1
 
 
-def _chunk_bounds(values: np.ndarray, per_chunk: int) -> list[tuple[int, int]]:
+def chunk_bounds(values: np.ndarray, per_chunk: int) -> list[tuple[int, int]]:
     """Split a non-decreasing sequence where values cross successive multiples of `per_chunk`.
 
     Matches HF's chunking exactly, including its behaviour of advancing one chunk boundary per
@@ -69,8 +69,8 @@ def _place_audio_in_video(cfg, ids, out, i, nxt, grid, second_per_grid, audio_le
                                    _video_t_index(int(grid[0]), second_per_grid, rate)) + start
     audio = np.broadcast_to(np.arange(audio_len) + start, (3, audio_len))
     per_chunk = int(rate * cfg.seconds_per_chunk)
-    v_bounds = _chunk_bounds(video[0] - start, per_chunk)
-    a_bounds = _chunk_bounds(audio[0] - start, per_chunk)
+    v_bounds = chunk_bounds(video[0] - start, per_chunk)
+    a_bounds = chunk_bounds(audio[0] - start, per_chunk)
     pieces, kinds = [], []
     for j in range(max(len(v_bounds), len(a_bounds))):
         for bounds, pos, tok in ((v_bounds, video, cfg.video_token_id), (a_bounds, audio, cfg.audio_token_id)):

@@ -26,8 +26,13 @@ import re
 
 import ml_collections
 
+from omni_jax.rewards.config import people_focus_defaults
+
 ASCII_LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 JOINER_BYTES = frozenset(b" \t\n\r\x0b\x0c-")
+# The reasoning block people_focus scores: the first OPEN_TAG, then the first CLOSE_TAG after it.
+OPEN_TAG = b"<think>"
+CLOSE_TAG = b"</think>"
 _ITEMS = re.compile(rb"([A-Za-z]+)|[^A-Za-z]+")
 _VOWELS = "aeiou"
 INFLECTIONS = ("none", "noun", "verb")
@@ -156,8 +161,6 @@ def resolve(cfg: ml_collections.ConfigDict | PeopleFocusSpec | None = None) -> P
     if isinstance(cfg, PeopleFocusSpec):
         return cfg
     if cfg is None:
-        from omni_jax.rewards.config import people_focus_defaults
-
         cfg = people_focus_defaults()
     return _resolve_cached(json.dumps(cfg.to_dict(), sort_keys=True))
 

@@ -20,9 +20,8 @@ from __future__ import annotations
 import ml_collections
 
 from omni_jax.rewards import keywords as kw
-
-OPEN_TAG = b"<think>"
-CLOSE_TAG = b"</think>"
+from omni_jax.rewards import people_focus_device
+from omni_jax.rewards.keywords import CLOSE_TAG, OPEN_TAG
 
 
 def think_block(data: bytes) -> bytes | None:
@@ -98,6 +97,4 @@ def build(tokenizer, cfg: ml_collections.ConfigDict | kw.PeopleFocusSpec | None 
     Needs a byte-level BPE tokenizer (Qwen2.5-Omni's is one). Building the tables takes ~2.5 s for a
     151k vocabulary; the function compiles once per (B, T). `fn.tables` holds the host tables.
     """
-    from omni_jax.rewards import people_focus_device
-
     return people_focus_device.build_scorer(tokenizer, kw.resolve(cfg))

@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 
 from omni_jax.rewards import keywords as kw
-from omni_jax.rewards.people_focus import CLOSE_TAG, OPEN_TAG
+from omni_jax.rewards.keywords import CLOSE_TAG, OPEN_TAG
 
 NUM_TAG_STATES = len(OPEN_TAG) + len(CLOSE_TAG) + 1  # 7 before, 8 inside, 1 closed
 INSIDE_FIRST, CLOSED = len(OPEN_TAG), len(OPEN_TAG) + len(CLOSE_TAG)

@@ -17,6 +17,7 @@ on 16 chips, is the prompt cache copied per candidate: a single copy would sit w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import weakref
@@ -29,7 +30,7 @@ from flax import nnx, struct
 
 from omni_jax import parallel
 from omni_jax.kernels import cpu_gemv as _cpu_gemv
-from omni_jax.model.inputs import ModelInputs, prepare_inputs
+from omni_jax.model.inputs import ModelInputs, next_position_ids, prepare_inputs
 from omni_jax.model.text import causal_mask, init_cache
 from omni_jax.model.thinker import Thinker
 from omni_jax.rollout.sampling import Sampling
@@ -143,8 +144,7 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int
                                                             groups(kv_valid), groups(q_index)))
         logits = logits.reshape(b, -1)
         cache = {k: jnp.moveaxis(v, 0, 1).reshape(v.shape[1], b, *v.shape[3:]) for k, v in cache.items()}
-    masked_pos = jnp.where(inputs.attention_mask[None], inputs.position_ids, -1)
-    next_pos = masked_pos.max(axis=(0, 2)) + 1  # continues past the largest TMRoPE id, as HF
+    next_pos = next_position_ids(inputs.position_ids, inputs.attention_mask)
 
     def rep(a, axis=0):
         return jnp.repeat(a, num_samples, axis=axis)
@@ -163,24 +163,36 @@ def _pack_decoder(graphdef, state):
     return model.model.packed_layer_state(), model.packed_head()
 
 
-_PACKED: dict = {}  # the last packing: {"key", "refs" (weak references to its weights), "value"}
+class LastPacking:
+    """The last packing of decoder weights, reused while the same weight arrays are passed again
+    (evaluation loops, benchmarks); a training step's new weights are packed again. Holds one
+    packed copy at most, and weak references to the weights it was packed from."""
+
+    def __init__(self):
+        self.key, self.refs, self.value = None, (), None
+
+    def get(self, graphdef, state, pack):
+        """pack(graphdef, state), or the value kept from the last call with these same arrays."""
+        leaves = jax.tree.leaves(state)
+        key = (graphdef, tuple(id(a) for a in leaves))
+        if self.key == key and all(r() is a for r, a in zip(self.refs, leaves)):
+            return self.value
+        self.key, self.refs, self.value = None, (), None
+        value = pack(graphdef, state)
+        try:
+            refs = [weakref.ref(a) for a in leaves]
+        except TypeError:  # leaves that cannot be weakly referenced: do not cache
+            return value
+        self.key, self.refs, self.value = key, refs, value
+        return value
+
+
+_LAST_PACKING = LastPacking()
 
 
 def packed_decoder(graphdef, state):
-    """`_pack_decoder`, reused while the same weight arrays are passed again (evaluation loops,
-    benchmarks); a training step's new weights are packed again. Holds one packed copy at most."""
-    leaves = jax.tree.leaves(state)
-    key = (graphdef, tuple(id(a) for a in leaves))
-    if _PACKED.get("key") == key and all(r() is a for r, a in zip(_PACKED["refs"], leaves)):
-        return _PACKED["value"]
-    _PACKED.clear()
-    value = _pack_decoder(graphdef, state)
-    try:
-        refs = [weakref.ref(a) for a in leaves]
-    except TypeError:  # leaves that cannot be weakly referenced: do not cache
-        return value
-    _PACKED.update(key=key, refs=refs, value=value)
-    return value
+    """`_pack_decoder` through the process's `LastPacking` (one packed copy at most)."""
+    return _LAST_PACKING.get(graphdef, state, _pack_decoder)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
@@ -324,7 +336,7 @@ def generate(
         cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
     elif cpu_gemv and why:
         raise ValueError(f"cpu_gemv=True: {why}")
-    ctx = parallel.use_mesh(mesh, rules) if mesh is not None else _nullcontext()
+    ctx = parallel.use_mesh(mesh, rules) if mesh is not None else contextlib.nullcontext()
     with ctx:
         if mesh is not None:
             inputs = jax.device_put(inputs, input_shardings(inputs, mesh, rules))
@@ -338,11 +350,3 @@ def generate(
             bool(unroll_layers), bool(cpu_gemv), state, packed_decoder(graphdef, state) if cpu_gemv else None,
             cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))
     return RolloutOutput(tokens, logprobs, mask, lengths, embeds, all_logits)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

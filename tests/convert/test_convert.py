@@ -18,11 +18,11 @@ from safetensors.torch import save_file
 import omni_jax
 from omni_jax.checkpoint import CheckpointStore
 from omni_jax.convert.__main__ import main as cli
-from omni_jax.convert.hf_load import WeightMismatchError
+from omni_jax.weights.hf_load import WeightMismatchError
 from omni_jax.convert.hf_to_orbax import hf_to_orbax
 from omni_jax.convert.orbax_to_hf import orbax_to_hf
-from omni_jax.convert.safetensors_io import SafetensorsReader
-from omni_jax.model.loading import abstract_params
+from omni_jax.weights.safetensors_io import SafetensorsReader
+from omni_jax.checkpoint.loading import abstract_params
 from tests.helpers import tiny_hf as th
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -302,7 +302,7 @@ def test_missing_or_empty_checkpoints_are_explained(tmp_path):
 
 SLOW_HF2JAX = r"""
 import sys, time
-from omni_jax.convert import safetensors_io
+from omni_jax.weights import safetensors_io
 from omni_jax.convert.hf_to_orbax import hf_to_orbax
 import threading
 read, lock = safetensors_io.SafetensorsReader.read, threading.Lock()
@@ -318,7 +318,7 @@ print("finished", flush=True)
 
 SLOW_JAX2HF = r"""
 import sys, time
-from omni_jax.convert import safetensors_io
+from omni_jax.weights import safetensors_io
 from omni_jax.convert.orbax_to_hf import orbax_to_hf
 checked = safetensors_io.LazyTensor._checked
 def slow(self, rows):

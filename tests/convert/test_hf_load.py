@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 import omni_jax
-from omni_jax.convert.hf_load import WeightMismatchError
-from omni_jax.convert.safetensors_io import SafetensorsReader
+from omni_jax.weights.hf_load import WeightMismatchError
+from omni_jax.weights.safetensors_io import SafetensorsReader
 from omni_jax.model.rope import PlaceholderError
 from tests.helpers import tiny_hf as th
 

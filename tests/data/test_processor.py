@@ -2,7 +2,6 @@ import types
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from omni_jax.data import audio, config, example, processor, prompt, synthetic, video
 from omni_jax.data.errors import BadRecord

@@ -6,7 +6,8 @@ import pytest
 
 from omni_jax.data import build, config, example, sources
 from omni_jax.data.errors import DataError
-from omni_jax.data.sources import TfdsSource, common
+from omni_jax.data.sources import common
+from omni_jax.data.sources.registry import TfdsSource
 
 
 def humanomni_row(path, answer="B", problem_type="multiple choice", **extra):
@@ -130,7 +131,7 @@ def test_json_source_reads_manifest_at_run_time(media_dir, tmp_path):
 
 def test_open_source_by_config(media_dir, tmp_path):
     from omni_jax.data import synthetic
-    from omni_jax.data.sources import open_source
+    from omni_jax.data.sources.registry import open_source
 
     cfg = config.data_defaults()
     shutil.copy(media_dir / "av.mp4", tmp_path / "v.mp4")

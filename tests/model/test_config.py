@@ -52,7 +52,6 @@ def test_unsupported_model_type_is_a_clear_error():
 
 def test_every_parameter_has_logical_axes_of_its_rank():
     from flax import nnx
-    import jax
 
     model = abstract_thinker(from_hf_dict(th.thinker_config_dict("a")))
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):

@@ -183,7 +183,7 @@ MESH_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import omni_jax
     from omni_jax import parallel
-    from omni_jax.model.loading import load_thinker
+    from omni_jax.checkpoint.loading import load_thinker
     from omni_jax.rollout import generate
     from tests.rollout.test_sampler import _video_audio, _text_batch, _text_batch4
     assert len(jax.devices()) == 8

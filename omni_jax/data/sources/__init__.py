@@ -22,9 +22,9 @@ Record schema (every source yields dicts with these keys; `validate_record` chec
     answer        str    the text inside <answer> (derived from solution when a row lacks it)
 
 A source is anything with `__len__`, `__getitem__(i) -> dict` and a `name`: `ListSource` (in
-memory), `TfdsSource` (a prepared TFDS dataset, read with random access through array_record),
-`JsonSource` (a HumanOmniV2 json/jsonl manifest plus a media root), `SyntheticSource`.
-`open_source(name, cfg)` opens one by name for the mixture.
+memory), `registry.TfdsSource` (a prepared TFDS dataset, read with random access through
+array_record), `common.JsonSource` (a HumanOmniV2 json/jsonl manifest plus a media root),
+`SyntheticSource`. `registry.open_source(name, cfg)` opens one by name for the mixture.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import re
 
 import numpy as np
 
-from omni_jax.data.errors import BadRecord, DataError
+from omni_jax.data.errors import BadRecord
 from omni_jax.data.prompt import TYPE_TEMPLATE
 from omni_jax.rewards.accuracy import PROBLEM_TYPES as ACCURACY_TYPES
 
@@ -57,12 +57,12 @@ def _text(value, field: str, rid) -> str:
     return value
 
 
-def _media(value):
+def media_value(value):
     """Empty bytes / empty string mean "absent" in TFDS records."""
     if value is None or (isinstance(value, (bytes, str)) and len(value) == 0):
         return None
     if isinstance(value, np.ndarray) and value.dtype == object:
-        return _media(value.item())
+        return media_value(value.item())
     return value
 
 
@@ -102,7 +102,7 @@ def validate_record(raw: dict) -> dict:
             raise BadRecord("malformed_row", f"record {rid!r}: no answer field and no <answer> in the solution")
         rec["answer"] = m.group(1)
     for field in ("video", "image", "audio"):
-        rec[field] = _media(raw.get(field))
+        rec[field] = media_value(raw.get(field))
         if rec[field] is not None and not isinstance(rec[field], (str, bytes, bytearray, np.ndarray)):
             raise BadRecord("malformed_row", f"record {rid!r}: field {field!r} must be a path, bytes or an array, "
                             f"got {type(rec[field]).__name__}")
@@ -134,42 +134,3 @@ class ListSource:
 
     def __getitem__(self, i):
         return self._records[i]
-
-
-class TfdsSource:
-    """A prepared TFDS dataset (array_record) with random access; TFDS bytes become schema values."""
-
-    def __init__(self, name: str, builder_name: str, data_dir: str | None, split: str = "train", config=None):
-        import tensorflow_datasets as tfds
-
-        from omni_jax.data.sources import registry
-
-        registry.builders()  # registers the builder classes with TFDS
-        full = builder_name if config is None else f"{builder_name}/{config}"
-        try:
-            builder = tfds.builder(full, data_dir=data_dir or None, file_format="array_record")
-            self._ds = builder.as_data_source(split=split)
-        except Exception as e:
-            raise DataError(f"source {name!r}: cannot open the prepared TFDS dataset {full!r} in "
-                            f"{data_dir or 'the TFDS default data_dir'} ({e}); build it first with "
-                            f"`python -m omni_jax.data.build {builder_name} --manual_dir ...`") from e
-        self.name = name
-
-    def __len__(self):
-        return len(self._ds)
-
-    def __getitem__(self, i):
-        ex = dict(self._ds[i])
-        for field in ("video", "audio"):  # by_path records: a path string, never bytes of a file
-            path = ex.pop(f"{field}_path", None)
-            if path and not _media(ex.get(field)):
-                ex[field] = path.decode("utf-8") if isinstance(path, bytes) else path
-        ex["options"] = list(ex.get("options", []))
-        return ex
-
-
-def open_source(name: str, cfg):
-    """The source called `name` under the data config: "synthetic" (generated), else a TFDS dataset."""
-    from omni_jax.data.sources import registry
-
-    return registry.open_named(name, cfg)

@@ -13,10 +13,11 @@ import jax.numpy as jnp
 from flax import nnx
 from tqdm import tqdm
 
-from omni_jax import checkpoint, parallel
-from omni_jax.convert import hf_load
+from omni_jax import parallel
+from omni_jax.checkpoint.thinker import is_checkpoint, open_thinker_step
 from omni_jax.model.config import from_hf_dict, load_config
 from omni_jax.model.thinker import Thinker, abstract_thinker
+from omni_jax.weights import hf_load
 
 
 def param_shardings(abstract_state, mesh, rules=parallel.DEFAULT_RULES):
@@ -50,7 +51,7 @@ def abstract_params(abstract_state, mesh=None, rules=None) -> dict:
 
 def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, step=None,
                  **options) -> Thinker:
-    if checkpoint.is_checkpoint(path):
+    if is_checkpoint(path):
         return _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options)
     if step is not None:
         raise ValueError(f"step={step} only applies to an omni_jax checkpoint store; {path} is an HF directory")
@@ -69,7 +70,7 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
 
 
 def _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options) -> Thinker:
-    store, directory, step, meta = checkpoint.open_thinker_step(path, step)
+    store, directory, step, meta = open_thinker_step(path, step)
     cfg = from_hf_dict(meta["hf_config"], dtype=jnp.dtype(dtype).name,
                        param_dtype=jnp.dtype(param_dtype or dtype).name, **options)
     graphdef, abstract_state = nnx.split(abstract_thinker(cfg))

@@ -12,8 +12,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from omni_jax.convert import mapping
-from omni_jax.convert.safetensors_io import SafetensorsReader
+from omni_jax.weights import mapping
+from omni_jax.weights.safetensors_io import SafetensorsReader
 from omni_jax.model.config import ThinkerConfig
 
 # Parts of a full Qwen2.5-Omni checkpoint that are not the Thinker (speech output).

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from omni_jax.convert.safetensors_io import LazyTensor, write_safetensors
+from omni_jax.weights.safetensors_io import LazyTensor, write_safetensors
 
 # Hugging Face's default max_shard_size ("5GB" = 5 * 10**9 bytes).
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
