@@ -1,6 +1,7 @@
 """Every bad input of the issue, end to end: a manifest read at run time, through the mixture."""
 
 import json
+import re
 import threading
 import shutil
 
@@ -140,7 +141,9 @@ def test_files_deleted_mid_run_stop_the_run_with_a_clear_error(media_dir, tmp_pa
     m._stop.set()  # a reader that never returned must not spin on after the test
     assert outcome, "the reader still spins 30 s after every file of the source was deleted"
     assert isinstance(outcome[0], DataError)
-    assert "source 'manifest': the last 8 records read were all bad ({'missing_file': 8})" in str(outcome[0])
+    # Mostly missing_file; a record being decoded when its file went away may read as corrupt_container.
+    assert re.search(r"source 'manifest': the last 8 records read were all bad \(\{.*'missing_file': [1-8]",
+                     str(outcome[0])), outcome[0]
     m.close()
 
 
