@@ -18,6 +18,9 @@ def get_config(arg=None):
     c.seed = 0
     c.total_steps = variant.steps
     c.checkpoint_every_steps = 40
+    # Steps 0 (the warm-start), 40, 80 and 100 all kept: `python -m omni_jax.eval` compares the
+    # warm-start with the final checkpoint.
+    c.keep_checkpoints = 4
     c.sample_every_steps = 20
     c.batch_prompts = 4
     c.tokenizer = "tiny"

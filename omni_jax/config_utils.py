@@ -123,6 +123,13 @@ def validate(config, num_devices: int) -> None:
         node = config.get(section) if section else config
         if node is not None and leaf in node:
             problems.append(f"{key} is not a setting: {why}; delete it from the config")
+    if "eval" in config:
+        if config.eval.every_steps < 0 or config.eval.size < 1 or config.eval.batch_size < 1:
+            problems.append("eval.every_steps must be >= 0 and eval.size, eval.batch_size >= 1")
+        if config.eval.split not in ("synthetic", "intentbench", "daily_omni", "worldsense"):
+            problems.append(f"eval.split must be synthetic|intentbench|daily_omni|worldsense (got {config.eval.split!r})")
+        elif config.eval.every_steps and config.eval.split != "synthetic" and not config.eval.data_dir:
+            problems.append(f"eval.split={config.eval.split!r} needs eval.data_dir (the benchmark's ROOT)")
     if config.total_steps < 1 or config.checkpoint_every_steps < 1:
         problems.append("total_steps and checkpoint_every_steps must be >= 1")
     if "data" in config:  # the data layer owns its fields
@@ -202,4 +209,15 @@ def base() -> ml_collections.ConfigDict:
     c.mesh.cpu_devices = 0
     c.data = data_defaults()
     c.rewards = reward_defaults()
+
+    # A small greedy evaluation during training (omni_jax.eval), logged as eval/accuracy,
+    # eval/people_focus/... in metrics.jsonl and TensorBoard. every_steps 0: off.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every_steps = 0
+    c.eval.split = "synthetic"  # "synthetic" (held-out generated questions) | intentbench | daily_omni | worldsense
+    c.eval.data_dir = ""  # ROOT of HumanOmniV2's benchmark layout (local or gs://) for the benchmark splits
+    c.eval.size = 16  # the first `size` questions of the split
+    c.eval.batch_size = 8
+    c.eval.max_new_tokens = 0  # 0: rollout.max_new_tokens
+    c.eval.seed = 1000  # synthetic questions drawn with this seed (training's synthetic data uses data.synthetic.seed)
     return c

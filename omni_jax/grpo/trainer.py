@@ -28,6 +28,7 @@ from omni_jax.checkpoint import CheckpointStore, thinker_meta
 from omni_jax.checkpoint import resume as resume_lib
 from omni_jax.checkpoint.resume import restore_run
 from omni_jax.data import mixture_from_config
+from omni_jax.eval.training import TrainingEval
 from omni_jax.grpo import warmstart as warmstart_lib
 from omni_jax.grpo.experience import collect, shard_rows
 from omni_jax.grpo.guards import Preemption, SkippedUpdates
@@ -144,6 +145,7 @@ def run(config, workdir: str) -> dict:
     train_step = jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state))
     logprob_fn = jit_logprob_fn(graphdef, step_cfg)
     reward_fn = _reward_fn(config, tokenizer)
+    evaluator = TrainingEval(config, tokenizer, mesh, rules)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
     skips = SkippedUpdates(config.max_consecutive_skipped_updates)
     rng = jax.random.key(config.seed)
@@ -191,6 +193,10 @@ def run(config, workdir: str) -> dict:
                                    * (learner_prompt_tokens + n_tokens))
         scalars = _step_scalars(exp, step_metrics, seconds, n_tokens, flops, peak, data.counters())
         scalars["skipped_updates"] = int(state.skipped)  # running count over the whole run
+        if evaluator.due(step + 1, step + 1 == config.total_steps):
+            t_eval = time.perf_counter()
+            scalars.update(evaluator(nnx.merge(graphdef, state.params, frozen)))
+            scalars["time/eval_s"] = time.perf_counter() - t_eval
         writer.write(step + 1, scalars)
         try:
             skips.update(step + 1, bool(step_metrics.get("update_skipped", 0)), int(state.skipped))
