@@ -197,6 +197,14 @@ def base() -> ml_collections.ConfigDict:
     c.optim.max_grad_norm = 1.0
     c.optim.grad_accum = 1
 
+    # LoRA (omni_jax.model.lora): rank > 0 trains low-rank adapters on the text decoder's
+    # projections only; the base stays frozen and is the reference policy (no copy).
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = 0  # 0: full fine-tuning
+    c.lora.alpha = 128.0
+    c.lora.dropout = 0.0
+    c.lora.targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
     c.warmstart = ml_collections.ConfigDict()
     c.warmstart.steps = 0  # supervised steps on synthetic demonstrations before GRPO (0 = off)
     c.warmstart.learning_rate = 1e-3
@@ -220,4 +228,13 @@ def base() -> ml_collections.ConfigDict:
     c.eval.batch_size = 8
     c.eval.max_new_tokens = 0  # 0: rollout.max_new_tokens
     c.eval.seed = 1000  # synthetic questions drawn with this seed (training's synthetic data uses data.synthetic.seed)
+    return c
+
+
+def sft_defaults() -> ml_collections.ConfigDict:
+    """The `sft` block of an SFT config (`python -m omni_jax.sft`)."""
+    c = ml_collections.ConfigDict()
+    c.target_field = "auto"  # auto (solution, else response) | solution | response
+    c.max_completion_tokens = 1024  # longer targets are cut (counted in sft/truncated_rows)
+    c.logits_chunk = 256
     return c

@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from omni_jax.timestamps import flags as timestamp_flags
+
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m omni_jax.infer", description=__doc__.split("\n\n")[1])
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--mesh", default="auto", help="auto | none | data=1,fsdp=-1,tp=1")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    timestamp_flags.add_arguments(ap)
     return ap
 
 
@@ -61,6 +64,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.messages is None and (args.question is None or (args.video is None and args.image is None)):
         raise SystemExit("error: give --question with --video or --image, or --messages FILE")
+    if args.timestamps and (not args.clip or args.video is None):
+        raise SystemExit("error: --timestamps needs --clip DIR (a HF CLIPModel directory) and --video")
     from omni_jax.eval import checkpoints, inference
 
     mesh = checkpoints.mesh_from_arg(args.mesh)
@@ -76,7 +81,17 @@ def main(argv=None) -> int:
     result = inference.answer(loaded, messages, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, seed=args.seed, solution=args.solution,
                               problem_type=problem_type, mesh=mesh)
-    print(json.dumps(result, ensure_ascii=False) if args.json else format_text(result))
+    table = None
+    post = timestamp_flags.from_args(args, loaded.data_cfg)
+    if post is not None:  # [Frame N: T.XXs] marks in <think>, matched on the frames the model saw
+        completion, table = post(result["completion"], inference.read_media(args.video))
+        result.update(completion=completion, **inference.parse_blocks(completion), timestamps=table.to_json())
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(format_text(result))
+        if table is not None:
+            print("\ntimestamps:\n" + (table.format() if table.rows else f"unchanged: {table.message}"))
     return 0
 
 

@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
+import os
 from typing import Iterable, Sequence
 
 import jax
@@ -176,3 +177,16 @@ def on_mesh(tree, mesh: Mesh):
 
 def shardings_of(tree):
     return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def init_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> None:
+    """Start JAX's multi-process runtime: from the arguments (CPU / GPU clusters), from a Cloud TPU
+    VM's environment, or not at all (one process). Call before anything touches a backend."""
+
+    if coordinator_address:
+        if os.environ.get("JAX_PLATFORMS", "") in ("", "cpu"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID") is not None:
+        jax.distributed.initialize()  # Cloud TPU VM: everything comes from the environment

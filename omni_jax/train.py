@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from omni_jax import config_utils
+from omni_jax import config_utils, parallel
 from omni_jax.grpo.guards import PREEMPTED_EXIT_CODE, Preemption
 from omni_jax.grpo.trainer import run
 
@@ -48,17 +47,6 @@ flags.DEFINE_integer("process_id", None, "This process's index (multi-process ru
 FLAGS = flags.FLAGS
 
 
-def _init_distributed() -> None:
-    import jax
-
-    if FLAGS.coordinator_address:
-        if os.environ.get("JAX_PLATFORMS", "") in ("", "cpu"):
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID") is not None:
-        jax.distributed.initialize()  # Cloud TPU VM: everything comes from the environment
-
-
 def main(argv):
     del argv
     Preemption.install()  # SIGTERM from here on saves and exits 75 (see omni_jax.grpo.guards)
@@ -70,7 +58,7 @@ def main(argv):
     logging.getLogger("omni_jax").addHandler(handler)
     logging.getLogger("omni_jax").setLevel(logging.INFO)
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
-    _init_distributed()
+    parallel.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     summary = run(FLAGS.config, FLAGS.workdir)
     import jax
 

@@ -6,7 +6,8 @@ sharded, a dtype doubled) shows as a gap between the two columns.
 
 Assumptions, matching the run: parameters are stored in `param_dtype` and sharded over every chip
 (FSDP on the embed axis × TP); AdamW keeps two moments in `param_dtype` for the trainable
-parameters only; the reference is a copy of the trainable parameters in `reference_dtype`; rows are
+parameters only (with LoRA: the adapters); the reference is a copy of the trainable parameters in
+`reference_dtype` (with LoRA: none, the frozen base is the reference); rows are
 sharded over data × fsdp; the KV cache is [L, rows, prompt + completion, kv heads, head dim].
 """
 
@@ -26,6 +27,15 @@ def text_params(t: TextConfig) -> tuple[int, int]:
     layer = (d * q + q) + 2 * (d * kv + kv) + q * d + 3 * d * f + 2 * d
     model = t.num_hidden_layers * layer + t.vocab_size * d + d
     return model, 0 if t.tie_word_embeddings else t.vocab_size * d
+
+
+def lora_params(t: TextConfig, rank: int, targets) -> int:
+    """LoRA adapter parameters: rank × (in + out) per targeted projection and layer."""
+    d, f, hd = t.hidden_size, t.intermediate_size, t.kv_head_dim
+    q, kv = t.num_attention_heads * hd, t.num_key_value_heads * hd
+    sizes = {"q_proj": d + q, "k_proj": d + kv, "v_proj": d + kv, "o_proj": q + d, "gate_proj": d + f,
+             "up_proj": d + f, "down_proj": f + d}
+    return t.num_hidden_layers * rank * sum(sizes[name] for name in targets)
 
 
 def vision_params(v: VisionConfig) -> int:
@@ -61,16 +71,21 @@ class Shapes:
     cache_dtype: str
     reference_dtype: str
     prefix_share: int = 1  # candidates sharing one prompt pass in train / reference (StepConfig.prefix_share)
+    lora_rank: int = 0  # > 0: LoRA adapters train, every base weight is frozen, no reference copy
+    lora_targets: tuple[str, ...] = ()
 
 
 def _item(dtype: str) -> int:
     return np.dtype(dtype).itemsize
 
 
-def parameter_counts(cfg: ThinkerConfig, train_towers: bool) -> dict[str, int]:
-    """{"trainable": n, "frozen": n}: the text decoder + lm_head train; the towers unless train_towers."""
+def parameter_counts(cfg: ThinkerConfig, train_towers: bool, lora_rank: int = 0, lora_targets=()) -> dict[str, int]:
+    """{"trainable": n, "frozen": n}: the text decoder + lm_head train; the towers unless train_towers.
+    With LoRA the adapters alone train and the whole Thinker is frozen."""
     model, head = text_params(cfg.text)
     towers = vision_params(cfg.vision) + audio_params(cfg.audio)
+    if lora_rank:
+        return {"trainable": lora_params(cfg.text, lora_rank, lora_targets), "frozen": model + head + towers}
     return {"trainable": model + head + (towers if train_towers else 0), "frozen": 0 if train_towers else towers}
 
 
@@ -86,11 +101,15 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     layer's MLP intermediates).
     """
     t = cfg.text
-    counts = parameter_counts(cfg, s.train_towers)
+    counts = parameter_counts(cfg, s.train_towers, s.lora_rank, s.lora_targets)
     p_item, c_item, a_item = _item(cfg.param_dtype), _item(s.cache_dtype), _item(cfg.dtype)
-    trainable = counts["trainable"] * p_item / s.param_shards
+    # Adapters counted whole on every chip: an upper bound (their embed side is FSDP-sharded, the
+    # rank side never is); they are ~2 % of the 7B decoder at rank 64.
+    trainable = counts["trainable"] * p_item / (1 if s.lora_rank else s.param_shards)
     frozen = counts["frozen"] * p_item / s.param_shards
-    reference = counts["trainable"] * _item(s.reference_dtype) / s.param_shards if s.with_reference else 0.0
+    # LoRA's reference is the frozen base itself: no copy.
+    reference = counts["trainable"] * _item(s.reference_dtype) / s.param_shards \
+        if s.with_reference and not s.lora_rank else 0.0
     optimizer = 2 * trainable  # AdamW mu and nu, in param_dtype, trainable only
     params = trainable + frozen + reference
     b, rows, T, M = s.prompts, s.prompts * s.generations, s.prompt_length, s.max_new_tokens

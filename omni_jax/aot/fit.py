@@ -37,7 +37,7 @@ from omni_jax.grpo.experience import row_shardings
 from omni_jax.grpo.policy import model_options
 from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_state_shardings, \
     optimizer_from_config, step_config_from_config, trainable_filter
-from omni_jax.model import presets
+from omni_jax.model import lora, presets
 from omni_jax.model.text import init_cache
 from omni_jax.model.thinker import abstract_thinker
 from omni_jax.rollout import sampler
@@ -250,10 +250,18 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
 
     # ---- the run's resident buffers: policy, towers, optimizer, reference ----
     abstract_model = abstract_thinker(cfg)
+    lora_cfg = lora.config_from(config)
+    if lora_cfg is not None:  # adapters trained, base frozen; the reference is the base (no copy)
+        abstract_model = lora.abstract_with_adapters(abstract_model, lora_cfg)
+        with_reference_copy = False
+    else:
+        with_reference_copy = with_reference
     graphdef_all, all_vars = nnx.split(abstract_model)
     policy_state = _abstract_state(all_vars, param_shardings(all_vars, mesh, rules))
-    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(), ...)
+    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(adapters=lora_cfg is not None), ...)
     trainable = _abstract_state(trainable, param_shardings(trainable, mesh, rules))
+    base_frozen = lora.base_state(frozen)  # the LoRA reference pass's weights (all of `frozen` but dropout keys)
+    base_frozen = _abstract_state(base_frozen, param_shardings(base_frozen, mesh, rules))
     frozen = _abstract_state(frozen, param_shardings(frozen, mesh, rules))
     optimizer = optimizer_from_config(config)
     opt_state = inputs_lib.with_shardings(jax.eval_shape(optimizer.init, trainable),
@@ -261,7 +269,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     ref_dtype = jnp.dtype(config.model.reference_dtype)
     reference = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, ref_dtype, sharding=x.sharding), trainable)
     resident = {"trainable": _bytes_per_chip(trainable), "frozen": _bytes_per_chip(frozen),
-                "optimizer": _bytes_per_chip(opt_state), "reference": _bytes_per_chip(reference) if with_reference else 0}
+                "optimizer": _bytes_per_chip(opt_state),
+                "reference": _bytes_per_chip(reference) if with_reference_copy else 0}
     params_live = resident["trainable"] + resident["frozen"] + resident["reference"]
 
     # ---- analytic arithmetic ----
@@ -274,7 +283,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
         param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
         train_towers=False, with_reference=with_reference, cache_dtype=cache_dtype.name,
-        reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share)
+        reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share,
+        lora_rank=lora_cfg.rank if lora_cfg else 0, lora_targets=lora_cfg.targets if lora_cfg else ())
     estimates = estimate_lib.estimate(cfg, shapes)
 
     reports: list[StepReport] = []
@@ -358,14 +368,16 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("train", tr, (0, 1), 0, traffic=traffic)
     if "reference" in want and with_reference:
         say("reference: compiling")
-        ref = _compile(jit_logprob_fn(graphdef, step_cfg), (reference, frozen, batch.seqs),
-                       mesh=mesh, rules=rules)
+        ref_args = (reference, frozen, batch.seqs) if lora_cfg is None else \
+            (base_frozen, nnx.State({}), batch.seqs)  # LoRA: the base graph on the frozen weights
+        ref_graphdef = graphdef if lora_cfg is None else lora.base_graphdef(abstract_model)
+        ref = _compile(jit_logprob_fn(ref_graphdef, step_cfg), ref_args, mesh=mesh, rules=rules)
         # The GRPO batch's other fields stay live next to the sequences.
         others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)
         report("reference", ref, (0, 1), others,
                traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(mesh, rules))))
 
-    counts = estimate_lib.parameter_counts(cfg, train_towers=False)
+    counts = estimate_lib.parameter_counts(cfg, False, shapes.lora_rank, shapes.lora_targets)
     return FitReport(
         topology=tpu.name, chips=n_chips, mesh=mesh_shape, hbm_bytes_per_chip=hbm,
         peak_flops_per_chip=tpu.chip.peak_flops, hbm_bandwidth_per_chip=tpu.chip.hbm_bandwidth,

@@ -15,9 +15,10 @@ from tqdm import tqdm
 
 from omni_jax import parallel
 from omni_jax.checkpoint.thinker import is_checkpoint, open_thinker_step
+from omni_jax.model import lora
 from omni_jax.model.config import from_hf_dict, load_config
 from omni_jax.model.thinker import Thinker, abstract_thinker
-from omni_jax.weights import hf_load
+from omni_jax.weights import hf_load, peft
 
 
 def param_shardings(abstract_state, mesh, rules=parallel.DEFAULT_RULES):
@@ -50,7 +51,23 @@ def abstract_params(abstract_state, mesh=None, rules=None) -> dict:
 
 
 def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, step=None,
-                 **options) -> Thinker:
+                 adapter=None, **options) -> Thinker:
+    """The Thinker of an HF directory or omni_jax checkpoint (a LoRA run's: with its adapters).
+
+    adapter: a PEFT LoRA adapter directory put onto the loaded base (`omni_jax.weights.peft`).
+    """
+    model = _load(path, dtype, param_dtype, mesh, rules, progress, step, options)
+    if adapter is not None:
+        if lora.has_adapters(model):
+            raise ValueError(f"{path} already has LoRA adapters; load it without adapter={adapter}")
+        peft.attach(model, adapter)
+        if mesh is not None:
+            adapters = nnx.state(model, nnx.LoRAParam)
+            nnx.update(model, jax.device_put(adapters, param_shardings(adapters, mesh, rules or parallel.DEFAULT_RULES)))
+    return model
+
+
+def _load(path, dtype, param_dtype, mesh, rules, progress, step, options) -> Thinker:
     if is_checkpoint(path):
         return _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, options)
     if step is not None:
@@ -73,7 +90,10 @@ def _load_from_store(path, step, dtype, param_dtype, mesh, rules, progress, opti
     store, directory, step, meta = open_thinker_step(path, step)
     cfg = from_hf_dict(meta["hf_config"], dtype=jnp.dtype(dtype).name,
                        param_dtype=jnp.dtype(param_dtype or dtype).name, **options)
-    graphdef, abstract_state = nnx.split(abstract_thinker(cfg))
+    abstract = abstract_thinker(cfg)
+    if meta.get("lora"):  # a LoRA run's checkpoint: the base weights and the adapters
+        abstract = lora.abstract_with_adapters(abstract, lora.LoRAConfig.from_dict(meta["lora"]))
+    graphdef, abstract_state = nnx.split(abstract)
     with tqdm(total=1, desc=f"restoring step {step} of {directory.name}", disable=not progress) as bar:
         params = store.restore(step, params_abstract=abstract_params(abstract_state, mesh, rules)).params
         bar.update()

@@ -2,7 +2,8 @@
 
     python -m omni_jax.convert hf2jax --hf_dir /ckpt/Qwen2.5-Omni-7B --out gs://bucket/omni7b [--dtype bfloat16]
     python -m omni_jax.convert jax2hf --ckpt /runs/grpo1 [--step 1200] --out /export/grpo1 \\
-        [--base_hf_dir /ckpt/Qwen2.5-Omni-7B] [--dtype bfloat16]
+        [--base_hf_dir /ckpt/Qwen2.5-Omni-7B] [--dtype bfloat16] [--adapter_only]
+    python -m omni_jax.convert hf2jax --hf_dir /ckpt/HumanOmniV2 --adapter /peft/adapter --out /ckpt/with_adapter
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "data=1,fsdp=-1,tp=1 to place parameters on that mesh before writing")
     h.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first (multi-host)")
     h.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    h.add_argument("--adapter", default=None,
+                   help="a PEFT LoRA adapter directory to put onto the base (the result trains or evaluates with it)")
 
     j = sub.add_parser("jax2hf", help="omni_jax Orbax checkpoint step → HF safetensors directory")
     j.add_argument("--ckpt", required=True, help="checkpoint store (conversion output or training run), local or gs://")
@@ -66,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--dtype", choices=DTYPES, default=None, help="thinker tensor dtype (default: as stored)")
     j.add_argument("--max_shard_size", type=_size, default="5GB", help="largest safetensors shard (default 5GB)")
     j.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    j.add_argument("--adapter_only", action="store_true",
+                   help="a LoRA run: write its adapters as a PEFT adapter directory (adapter_config.json + "
+                        "adapter_model.safetensors) instead of the merged model")
     return parser
 
 
@@ -76,12 +82,15 @@ def main(argv=None) -> int:
         if args.command == "hf2jax":
             if args.distributed:
                 jax.distributed.initialize()
-            hf_to_orbax(args.hf_dir, args.out, dtype=args.dtype, mesh=_mesh_arg(args.mesh), overwrite=args.overwrite)
+            hf_to_orbax(args.hf_dir, args.out, dtype=args.dtype, mesh=_mesh_arg(args.mesh), overwrite=args.overwrite,
+                        adapter=args.adapter)
             print(f"wrote {args.out} (step 0)")
         else:
             summary = orbax_to_hf(args.ckpt, args.out, step=args.step, base_hf_dir=args.base_hf_dir, dtype=args.dtype,
-                                  overwrite=args.overwrite, max_shard_bytes=args.max_shard_size)
-            kind = "full Qwen2.5-Omni" if summary["full_model"] else "thinker"
+                                  overwrite=args.overwrite, max_shard_bytes=args.max_shard_size,
+                                  adapter_only=args.adapter_only)
+            kind = "PEFT adapter" if summary.get("adapter_only") else \
+                "full Qwen2.5-Omni" if summary["full_model"] else "thinker"
             print(f"wrote {summary['out']}: {kind}, step {summary['step']}, {summary['tensors']} tensors")
     except (FileExistsError, FileNotFoundError, WeightMismatchError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

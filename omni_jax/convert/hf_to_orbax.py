@@ -23,17 +23,18 @@ from tqdm import tqdm
 from omni_jax import parallel
 from omni_jax.checkpoint import CheckpointStore, StreamedArray, thinker_meta
 from omni_jax.checkpoint.store import absolute
-from omni_jax.weights import hf_load, hf_write, mapping
-from omni_jax.weights.safetensors_io import SafetensorsReader
-from omni_jax.model.config import load_config
 from omni_jax.checkpoint.loading import param_shardings
+from omni_jax.model import lora
+from omni_jax.model.config import load_config
 from omni_jax.model.thinker import abstract_thinker
+from omni_jax.weights import hf_load, hf_write, mapping, peft
+from omni_jax.weights.safetensors_io import SafetensorsReader
 
 CONVERTED_STEP = 0
 
 
 def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mesh | None = None, rules=None,
-                overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                overwrite: bool = False, progress: bool = True, adapter=None) -> dict[str, Any]:
     """Convert the HF Qwen2.5-Omni (or thinker-only) checkpoint in `hf_dir` to a store at `out`.
 
     hf_dir: local directory with config.json and *.safetensors (single or sharded with an index);
@@ -42,6 +43,7 @@ def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mes
     dtype: "bfloat16" / "float32" storage dtype (default: the checkpoint's own, from its embedding).
     mesh / rules: place parameters on their shardings (logical axes → mesh axes) before writing;
       None streams from host memory.
+    adapter: a PEFT LoRA adapter directory written with the base (its adapters, meta["lora"]).
     Returns the meta written with step 0.
     """
     hf_dir = pathlib.Path(hf_dir)
@@ -68,6 +70,13 @@ def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mes
                                     progress=lambda row: bar.update(_row_bytes(row, shapes, dtype)))
         params = state.to_pure_dict()
     meta = thinker_meta(cfg, source=_provenance(hf_dir, reader), generation_config=hf_write.read_json(hf_dir / "generation_config.json"))
+    if adapter is not None:
+        lora_cfg, adapters = peft.read_adapter(adapter, cfg.text.num_hidden_layers)
+        for proj, ab in adapters.items():  # small: host arrays, one copy per process
+            sub, attr = lora.PROJECTIONS[proj]
+            params["model"]["layers"][sub][attr]["lora"] = {k: v.astype(dtype) for k, v in ab.items()}
+        meta["lora"] = lora_cfg.to_dict()
+        meta["source"]["adapter"] = str(adapter)
     with CheckpointStore(store_dir, async_save=False) as store:
         store.save(CONVERTED_STEP, params=params, meta=meta)
     bar.close()

@@ -22,11 +22,12 @@ import numpy as np
 from flax import nnx
 
 from omni_jax import checkpoint
-from omni_jax.weights import hf_load, hf_write, mapping
-from omni_jax.weights.hf_load import WeightMismatchError
-from omni_jax.weights.safetensors_io import LazyTensor, SafetensorsReader
+from omni_jax.model import lora
 from omni_jax.model.config import ThinkerConfig, from_hf_dict
 from omni_jax.model.thinker import abstract_thinker
+from omni_jax.weights import hf_load, hf_write, mapping, peft
+from omni_jax.weights.hf_load import WeightMismatchError
+from omni_jax.weights.safetensors_io import LazyTensor, SafetensorsReader
 
 # Tokenizer, processor and chat-template files a base HF directory contributes.
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
@@ -40,11 +41,13 @@ BLOCK_BYTES = 64 * 2**20
 
 def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: str | None = None,
                 overwrite: bool = False, max_shard_bytes: int = hf_write.DEFAULT_MAX_SHARD_BYTES,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, adapter_only: bool = False) -> dict[str, Any]:
     """Export one step of the store `ckpt` (local or gs://) to an HF directory `out` (local).
 
     step: default the latest committed step. dtype: "bfloat16" / "float32" for the thinker
-    tensors (default: as stored). base_hf_dir: see the module docstring. Returns a summary.
+    tensors (default: as stored). base_hf_dir: see the module docstring. A LoRA run's step is
+    written merged (W + (α/r)·A B), or with `adapter_only` as a PEFT adapter directory
+    (`omni_jax.weights.peft`). Returns a summary.
     """
     if "://" in str(out):
         raise ValueError(f"jax2hf writes a local directory, not {out}; export locally, then copy it (gsutil, hf upload)")
@@ -53,11 +56,15 @@ def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: 
     store, directory, step, meta = checkpoint.open_thinker_step(ckpt, step)
     cfg = from_hf_dict(meta["hf_config"])
     handles = {hf_load.path_of(kp): h for kp, h in jax.tree_util.tree_flatten_with_path(store.open_params(step))[0]}
+    handles, adapters = peft.split_adapters(handles)
+    if adapter_only:
+        return _export_adapter(out, overwrite, adapters, meta, step, directory, base_hf_dir, dtype)
     _check_params(handles, cfg, f"step {step} of {directory}")
+    merge = peft.merge_fn(adapters, lora.LoRAConfig.from_dict(meta["lora"])) if adapters else None
 
     base = _Base(pathlib.Path(base_hf_dir)) if base_hf_dir else None
     full = base is not None and base.is_full
-    tensors = _thinker_tensors(handles, cfg, "thinker." if full else "", dtype)
+    tensors = _thinker_tensors(handles, cfg, "thinker." if full else "", dtype, merge)
     thinker_dtype = tensors[0][1].dtype
     if full:
         base.check_matches(cfg, tensors)
@@ -79,6 +86,20 @@ def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: 
             "bytes": sum(t.nbytes for _, t in tensors)}
 
 
+def _export_adapter(out, overwrite, adapters, meta, step, directory, base_hf_dir, dtype) -> dict[str, Any]:
+    if not adapters or not meta.get("lora"):
+        raise ValueError(f"--adapter_only: step {step} of {directory} has no LoRA adapters (not a LoRA run)")
+    cfg = lora.LoRAConfig.from_dict(meta["lora"])
+    count = {}
+
+    def write(tmp: pathlib.Path) -> None:
+        count["tensors"] = peft.write_adapter(tmp, adapters, cfg, str(base_hf_dir) if base_hf_dir else None,
+                                              jnp.dtype(dtype) if dtype else None)
+
+    hf_write.publish_dir(out, overwrite, write)
+    return {"out": str(out), "step": step, "full_model": False, "adapter_only": True, "tensors": count["tensors"]}
+
+
 def _check_params(handles: dict, cfg: ThinkerConfig, where: str) -> None:
     """The stored params must be exactly the config's Thinker parameters: one error lists all problems."""
     _, abstract_state = nnx.split(abstract_thinker(cfg))
@@ -90,8 +111,12 @@ def _check_params(handles: dict, cfg: ThinkerConfig, where: str) -> None:
     hf_load.raise_mismatch(f"{where}: params do not fit its hf_config:", missing, misshaped, unexpected)
 
 
-def _thinker_tensors(handles: dict, cfg: ThinkerConfig, prefix: str, dtype: str | None) -> list[tuple[str, LazyTensor]]:
-    """(HF name, lazily read tensor) for every Thinker tensor, through the mapping table."""
+def _thinker_tensors(handles: dict, cfg: ThinkerConfig, prefix: str, dtype: str | None,
+                     merge=None) -> list[tuple[str, LazyTensor]]:
+    """(HF name, lazily read tensor) for every Thinker tensor, through the mapping table.
+
+    merge: `peft.merge_fn` of a LoRA checkpoint's adapters, added to their kernels layer by layer.
+    """
     tensors = []
     for row in mapping.thinker_rows(cfg.text.tie_word_embeddings):
         handle = handles[row.flax_path()]
@@ -105,6 +130,7 @@ def _thinker_tensors(handles: dict, cfg: ThinkerConfig, prefix: str, dtype: str 
             def read(rows, handle=handle, layer=layer, row=row, shape=shape, out_dtype=out_dtype):
                 if layer is not None:
                     flax = handle[layer].read().result()
+                    flax = merge(row.flax_path(), layer, flax) if merge else flax
                     return np.ascontiguousarray(row.layout.to_hf(np.asarray(flax, dtype=out_dtype), shape))
                 index = [slice(None)] * len(handle.shape)
                 index[row.layout.hf_rows_axis] = rows

@@ -158,7 +158,8 @@ def resize_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(img.resize((width, height), Image.Resampling.BICUBIC))
 
 
-def _open_reader(src, decode_threads: int):
+def open_reader(src, decode_threads: int = 1):
+    """A decord VideoReader on `src` (path or bytes); BadRecord if it cannot be opened."""
     import decord  # imported here: decord loads ffmpeg libraries, only readers need them
 
     opened = media.open_media(src)
@@ -171,6 +172,22 @@ def _open_reader(src, decode_threads: int):
         raise BadRecord("corrupt_container", f"{media.describe(src)}: {msg.splitlines()[0][:200]}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class SampledVideo:
+    """The frames the model sees and where they come from."""
+
+    frames: np.ndarray  # uint8[n, h, w, 3], resized
+    sample_fps: float  # n / total * video_fps: the true rate of the sampled frames
+    indices: np.ndarray  # int64[n]: frame numbers in the file
+    video_fps: float  # the file's own rate (indices / video_fps = seconds)
+    total_frames: int
+
+    @property
+    def times(self) -> np.ndarray:
+        """float64[n]: each sampled frame's time in seconds."""
+        return self.indices / self.video_fps
+
+
 def load_video(src, limits: VideoLimits, *, decode_threads: int = 1, video_fps: float | None = None):
     """Decode the frames the limits allow, resized as QOU would.
 
@@ -178,6 +195,12 @@ def load_video(src, limits: VideoLimits, *, decode_threads: int = 1, video_fps: 
     gives their rate). Returns (uint8[n, h, w, 3] frames, sample_fps: float, the true rate of
     the sampled frames = n / total * video_fps). Raises BadRecord for unreadable input.
     """
+    sampled = sample_video(src, limits, decode_threads=decode_threads, video_fps=video_fps)
+    return sampled.frames, sampled.sample_fps
+
+
+def sample_video(src, limits: VideoLimits, *, decode_threads: int = 1, video_fps: float | None = None) -> SampledVideo:
+    """`load_video` with the frame numbers and times of the sampled frames (same arguments)."""
     if isinstance(src, np.ndarray):
         if src.ndim != 4 or src.shape[-1] != 3 or src.dtype != np.uint8:
             raise BadRecord("malformed_row", f"video array must be uint8[T, H, W, 3], got {src.dtype}{src.shape}")
@@ -187,7 +210,7 @@ def load_video(src, limits: VideoLimits, *, decode_threads: int = 1, video_fps: 
         get = lambda i: src[i]  # noqa: E731
         what = f"<array {src.shape}>"
     else:
-        vr = _open_reader(src, decode_threads)
+        vr = open_reader(src, decode_threads)
         total, fps_in = len(vr), float(vr.get_avg_fps())
         get = lambda i: vr[int(i)].asnumpy()  # noqa: E731
         what = media.describe(src)
@@ -211,7 +234,7 @@ def load_video(src, limits: VideoLimits, *, decode_threads: int = 1, video_fps: 
                 raise BadRecord("bad_geometry", f"{what}: {e}") from None
             frames = np.empty((n, h, w, 3), np.uint8)
         frames[k] = resize_frame(frame, h, w)
-    return frames, n / total * fps_in
+    return SampledVideo(frames, n / total * fps_in, idx, fps_in, int(total))
 
 
 def to_patches(frames: np.ndarray, mean, std, patch_size: int, merge_size: int, temporal_patch_size: int):

@@ -4,7 +4,9 @@ Evaluate checkpoints on HumanOmniV2's benchmarks with HumanOmniV2's evaluation p
 2,048 new tokens: batched and split over every device, resumable, with the instruction-following
 probe and the people-focus measures. Writes DIR/<bench>_<checkpoint>.jsonl (per question, as
 they finish), DIR/<bench>_<checkpoint>.json (HumanOmniV2's shape), DIR/report.md (checkpoints
-side by side with differences and 95 % intervals), DIR/summary.json and PNG charts.
+side by side with differences and 95 % intervals), DIR/summary.json and PNG charts. With
+`--timestamps --clip DIR` every answer gets `[Frame N: T.XXs]` marks in its <think> before it is
+scored (the model's own answer stays in each row's `output_raw`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import argparse
 import logging
 import os
 import sys
+
+from omni_jax.timestamps import flags as timestamp_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--judge_endpoint", default=None, help="rate every <think> 0-10 with this OpenAI-compatible "
                     "chat-completions endpoint (the training judge's settings otherwise)")
     ap.add_argument("--judge_model", default=None)
+    timestamp_flags.add_arguments(ap)
     ap.add_argument("--cpu_devices", type=int, default=0, help="run the CPU backend as this many devices")
     ap.add_argument("--coordinator_address", default=None, help="host:port of process 0 (multi-process off TPU)")
     ap.add_argument("--num_processes", type=int, default=None)
@@ -61,6 +66,8 @@ def _init_jax(args) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.timestamps and not args.clip:
+        raise SystemExit("error: --timestamps needs --clip DIR (a Hugging Face CLIPModel directory, local or gs://)")
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax logs every read-only open at WARNING
@@ -85,7 +92,9 @@ def main(argv=None) -> int:
                                  probe_per_instruction=args.probe, probe_seed=args.probe_seed,
                                  tokenizer=args.tokenizer, dtype=args.dtype, data_overrides=overrides)
     path = suite.run_suite(args.ckpt, datasets.bench_names(args.bench), data_dir=args.data_dir, out_dir=args.out,
-                           options=options, mesh=checkpoints.mesh_from_arg(args.mesh), judge=judge)
+                           options=options, mesh=checkpoints.mesh_from_arg(args.mesh), judge=judge,
+                           timestamps=(lambda data_cfg: timestamp_flags.from_args(args, data_cfg))
+                           if args.timestamps else None)
     if jax.process_index() == 0:
         print(open(path, encoding="utf-8").read() if "://" not in str(path) else path.read_text())
         print(f"report: {path}")

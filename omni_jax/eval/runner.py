@@ -8,9 +8,13 @@ Items (see `datasets`) are prepared by `data_cfg.num_workers` threads ahead of t
 into batches of `batch_size` questions (prompts left-padded to the prompt buckets, the last batch
 filled up with copies whose answers are dropped, so the shapes repeat), and decoded greedily by
 `omni_jax.rollout.generate`: the batch is split over the mesh's data × fsdp devices as in the
-rollout. Every finished question is scored (`scoring.score_row`) and appended as one JSON line to
-`results_path` at once; a restarted evaluation reads that file and does not redo those questions
-(a torn last line from a kill is ignored and its question redone). An item whose media cannot be
+rollout. With a timestamps post-processor (`omni_jax.timestamps.flags`), each answer of a video
+question first gets `[Frame N: T.XXs]` marks in its <think> (matched on that question's video);
+the row's `output` is then the post-processed answer (what is scored, the probe included),
+`output_raw` the model's own and `timestamps` the match table. Every finished question is scored
+(`scoring.score_row`) and appended as one JSON line to `results_path` at once; a restarted
+evaluation reads that file and does not redo those questions (a torn last line from a kill is
+ignored and its question redone). An item whose media cannot be
 read (missing, empty or corrupt file, no video stream, prompt over the cap) is skipped and listed.
 
 Multi-host: every process prepares the same batches and runs the same program (the rollout's
@@ -147,6 +151,22 @@ def add_judge_ratings(judge, rows: list[dict]) -> None:
         row["judge"] = None if score is None else 10.0 * score
 
 
+def postprocess(timestamps, item, output: str) -> tuple[str, dict | None]:
+    """(answer to score, match table as JSON or None) of one item's decoded answer: `output` as it
+    is without a post-processor or for an image question; never raises (an unreadable video leaves
+    the answer unchanged, with the reason in the table's message)."""
+    if timestamps is None:
+        return output, None
+    video = item.record.get("video")
+    if item.record.get("image") is not None or video is None:
+        return output, {"message": "not a video question", "num_frames": 0, "events": []}
+    try:
+        new, table = timestamps(output, inference.read_media(video))
+    except OSError as e:  # a remote video gone since it was read for the question
+        return output, {"message": f"video {video}: {e}", "num_frames": 0, "events": []}
+    return new, table.to_json()
+
+
 def _to_host(x) -> np.ndarray:
     if jax.process_count() == 1:
         return np.asarray(x)
@@ -171,11 +191,13 @@ def batch_shards(mesh, rules=None) -> int:
 
 def evaluate(model, tokenizer, data_cfg, items: list, *, results_path=None, batch_size: int = 8,
              max_new_tokens: int = 2048, mesh=None, rules=None, progress: bool = True, desc: str = "eval",
-             people_focus_cfg=None, judge=None, cpu_gemv=None) -> EvalOutput:
+             people_focus_cfg=None, judge=None, cpu_gemv=None, timestamps=None) -> EvalOutput:
     """Answer every item greedily (see the module docstring); returns results, skipped items, speed.
 
     judge: an `omni_jax.rewards.judge.Judge`: each answer's <think> is rated 0–10 (row field `judge`,
     None when the judge could not be reached).
+    timestamps: a `omni_jax.timestamps.flags.Postprocessor` (None: answers scored as decoded): see
+    the module docstring.
     """
     is_main = jax.process_index() == 0
     shards = batch_shards(mesh, rules)
@@ -202,7 +224,10 @@ def evaluate(model, tokenizer, data_cfg, items: list, *, results_path=None, batc
         texts = tokenizer.batch_decode([tokens[i, : lengths[i]] for i in range(n)], skip_special_tokens=True)
         rows = []
         for item, text_, length in zip(batch_items, texts, lengths[:n]):
-            row = scoring.score_row(item.row, text_, people_focus_cfg=people_focus_cfg)
+            output, table = postprocess(timestamps, item, text_)
+            row = scoring.score_row(item.row, output, people_focus_cfg=people_focus_cfg)
+            if table is not None:
+                row["output_raw"], row["timestamps"] = text_, table
             row["completion_tokens"] = int(length)
             rows.append(row)
         if judge is not None and is_main:  # rows are written by process 0 only

@@ -66,9 +66,14 @@ def write_json(path: str, payload: dict) -> None:
 
 
 def run_suite(ckpt_specs: list[str], benches: list[str], *, data_dir: str, out_dir: str,
-              options: SuiteOptions | None = None, mesh=None, rules=None, judge=None):
+              options: SuiteOptions | None = None, mesh=None, rules=None, judge=None, timestamps=None):
     """Evaluate every checkpoint on every benchmark (see the module docstring); returns report.md's path
-    (None on processes other than 0)."""
+    (None on processes other than 0).
+
+    timestamps: None, or a function `data_cfg -> post-processor` (e.g.
+    `lambda cfg: omni_jax.timestamps.flags.from_args(args, cfg)`), called with each checkpoint's data
+    config so the frames matched are the ones that checkpoint's Thinker saw; every answer is then
+    post-processed before it is scored (`runner.evaluate`)."""
     options = options or SuiteOptions()
     is_main = jax.process_index() == 0
     if not ckpt_specs:
@@ -96,12 +101,14 @@ def run_suite(ckpt_specs: list[str], benches: list[str], *, data_dir: str, out_d
         names.append(loaded.name)
         for key, value in options.data_overrides.items():
             loaded.data_cfg[key] = value
+        post = timestamps(loaded.data_cfg) if timestamps is not None else None
         for bench, (items, load_skipped) in loaded_benches.items():
             stem = output_stem(bench, loaded.name)
             out = runner.evaluate(loaded.model, loaded.tokenizer, loaded.data_cfg, items,
                                   results_path=f"{out_dir}/{stem}.jsonl", batch_size=options.batch_size,
                                   max_new_tokens=options.max_new_tokens, mesh=mesh, rules=rules,
-                                  progress=options.progress, desc=f"{bench} · {loaded.name}", judge=judge)
+                                  progress=options.progress, desc=f"{bench} · {loaded.name}", judge=judge,
+                                  timestamps=post)
             skipped = list(load_skipped) + out.skipped
             results[(bench, loaded.name)] = out.results
             skipped_by_key[(bench, loaded.name)] = skipped

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from omni_jax import parallel
-from omni_jax.model import presets
 from omni_jax.checkpoint.loading import load_thinker, param_shardings
+from omni_jax.model import lora, presets
 from omni_jax.model.thinker import Thinker, abstract_thinker
 
 
@@ -24,7 +24,35 @@ def model_options(config) -> dict:
 
 
 def build_model(config, tokenizer, mesh, rules=parallel.DEFAULT_RULES) -> Thinker:
-    """The Thinker the config names (`model.init`: "random" or a checkpoint path), sharded on `mesh`."""
+    """The Thinker the config names (`model.init`: "random" or a checkpoint path), sharded on `mesh`,
+    with fresh LoRA adapters when `lora.rank` > 0 (placed by their logical axes). An init that is a
+    LoRA checkpoint is merged first: it is the starting model (and GRPO's reference) as a whole."""
+    model = _build_base(config, tokenizer, mesh, rules)
+    if lora.has_adapters(model):  # a LoRA checkpoint as init (e.g. the SFT stage): its adapters join the base
+        model = lora.merged(model)
+    lora_cfg = lora.config_from(config)
+    if lora_cfg is not None:
+        add_adapters(model, lora_cfg, int(config.seed), mesh, rules)
+    return model
+
+
+def add_adapters(model: Thinker, lora_cfg: lora.LoRAConfig, seed: int, mesh, rules=parallel.DEFAULT_RULES) -> Thinker:
+    """`lora.add_adapters`, the adapters placed on `mesh` by their logical axes."""
+    lora.add_adapters(model, lora_cfg, seed=seed)
+    adapters = nnx.state(model, nnx.LoRAParam)
+    nnx.update(model, jax.device_put(adapters, param_shardings(adapters, mesh, rules)))
+    return model
+
+
+def fold_adapters(model: Thinker, seed: int, mesh, rules=parallel.DEFAULT_RULES) -> Thinker:
+    """The model with its adapters merged into the base weights and fresh adapters (B = 0) on top:
+    the same function, a new base (e.g. after a LoRA warm-start, so GRPO's reference is the
+    warm-started model)."""
+    cfg = lora.adapter_config(model)
+    return add_adapters(lora.merged(model), cfg, seed, mesh, rules)
+
+
+def _build_base(config, tokenizer, mesh, rules) -> Thinker:
     if config.model.init in ("", None):
         raise ValueError("config.model.init is empty: set it to 'random' or to an HF / omni_jax checkpoint directory")
     if config.model.init != "random":

@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from omni_jax.grpo import loss as loss_lib
 from omni_jax.grpo.logprobs import Sequences, completion_logprobs
+from omni_jax.model import lora
 
 
 @struct.dataclass
@@ -55,11 +56,15 @@ class StepConfig:
     # Runs of this many consecutive rows share one prompt pass (see `prompt_share`); 1: every row
     # runs its own prompt.
     prefix_share: int = 1
+    dropout_seed: int = 0  # LoRA dropout keys: a function of (dropout_seed, step, micro-batch)
 
 
-def trainable_filter(train_towers: bool = False):
+def trainable_filter(train_towers: bool = False, adapters: bool = False):
     """nnx filter of the parameters the optimizer updates: the text decoder and lm_head (a training
-    run keeps the vision and audio towers frozen); train_towers adds the towers."""
+    run keeps the vision and audio towers frozen); train_towers adds the towers. With LoRA
+    `adapters`: the adapters only (every base weight frozen)."""
+    if adapters:
+        return lora.TRAINABLE
     prefixes = ("model", "lm_head") + (("visual", "audio_tower") if train_towers else ())
     return nnx.All(nnx.Param, lambda path, _: path[0] in prefixes)
 
@@ -145,8 +150,9 @@ def _micro_batches(batch: GRPOBatch, grad_accum: int, block: int = 1) -> GRPOBat
 def build_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransformation) -> Callable:
     """train_step(state, frozen_params, batch) -> (state, metrics). Jit it with donate_argnums=0."""
 
-    def loss_fn(params, frozen, micro: GRPOBatch, norm: loss_lib.Normalisers, beta):
+    def loss_fn(params, frozen, micro: GRPOBatch, norm: loss_lib.Normalisers, beta, key):
         model = nnx.merge(graphdef, params, frozen)
+        lora.seed_dropout(model, key)  # LoRA dropout (a no-op without it)
         logp, entropy = completion_logprobs(model, micro.seqs, temperature=cfg.temperature,
                                             logits_chunk=cfg.logits_chunk, share=cfg.prefix_share)
         old = jax.lax.stop_gradient(logp) if micro.old_logp is None else micro.old_logp
@@ -165,15 +171,20 @@ def build_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransfo
         micro = _micro_batches(batch, cfg.grad_accum, cfg.prefix_share)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-        def accumulate(carry, mb):
+        step_key = jax.random.fold_in(jax.random.key(cfg.dropout_seed), state.step)
+
+        def accumulate(carry, xs):
             grads, loss, metrics = carry
-            (l, m), g = grad_fn(state.params, frozen, mb, norm, beta)
+            mb, i = xs
+            (l, m), g = grad_fn(state.params, frozen, mb, norm, beta, jax.random.fold_in(step_key, i))
             return (jax.tree.map(jnp.add, grads, g), loss + l, jax.tree.map(jnp.add, metrics, m)), None
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
         first = jax.tree.map(lambda x: x[0], micro)
-        metric_zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(loss_fn, state.params, frozen, first, norm, beta)[1])
-        (grads, loss, metrics), _ = jax.lax.scan(accumulate, (zeros, jnp.float32(0.0), metric_zeros), micro)
+        metric_zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(loss_fn, state.params, frozen, first, norm, beta,
+                                                                   step_key)[1])
+        (grads, loss, metrics), _ = jax.lax.scan(accumulate, (zeros, jnp.float32(0.0), metric_zeros),
+                                                 (micro, jnp.arange(cfg.grad_accum)))
 
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
@@ -220,7 +231,7 @@ def step_config_from_config(config, row_shards: int) -> StepConfig:
                          config.optim.grad_accum, row_shards) if g.share_prompt else 1
     return StepConfig(loss=loss_cfg, grad_accum=config.optim.grad_accum, total_steps=config.total_steps,
                       temperature=float(config.rollout.temperature) or 1.0, logits_chunk=g.logits_chunk,
-                      prefix_share=share)
+                      prefix_share=share, dropout_seed=int(config.seed))
 
 
 def build_logprob_fn(graphdef, temperature: float, logits_chunk: int = 256, micro_batches: int = 1,

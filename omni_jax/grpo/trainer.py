@@ -32,9 +32,11 @@ from omni_jax.eval.training import TrainingEval
 from omni_jax.grpo import warmstart as warmstart_lib
 from omni_jax.grpo.experience import collect, shard_rows
 from omni_jax.grpo.guards import Preemption, SkippedUpdates
-from omni_jax.grpo.policy import build_model, reference_params
+from omni_jax.grpo.policy import build_model, fold_adapters, reference_params
 from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
     optimizer_from_config, step_config_from_config, trainable_filter
+from omni_jax.grpo.supervised import jit_sft_step
+from omni_jax.model import lora
 from omni_jax.model.inputs import next_position_ids, prepare_inputs
 from omni_jax.rewards import RewardFn
 from omni_jax.rollout.sampler import input_shardings
@@ -84,7 +86,9 @@ def run(config, workdir: str) -> dict:
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
-    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
+    lora_cfg = lora.config_from(config)
+    trainable = trainable_filter(adapters=lora_cfg is not None)
+    graphdef, params, frozen = nnx.split(model, trainable, ...)
     optimizer = optimizer_from_config(config)
     step_cfg = step_config_from_config(config, shape["data"] * shape["fsdp"])
     # Every array committed to the mesh up front: host-local scalars cannot be checkpointed on
@@ -96,9 +100,12 @@ def run(config, workdir: str) -> dict:
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     meta = thinker_meta(cfg)
     meta["config"] = config.to_json_best_effort()
+    if lora_cfg is not None:
+        meta["lora"] = lora_cfg.to_dict()
     use_reference = config.grpo.beta > 0
     # The reference lives in the checkpoint when it is not simply the loaded init (random / warm-started).
-    reference_in_ckpt = use_reference and config.model.init == "random"
+    # With LoRA it is the base with the adapters off: the frozen weights the run holds anyway.
+    reference_in_ckpt = use_reference and config.model.init == "random" and lora_cfg is None
     reference = None
 
     extra_abstract = {"opt_state": _abstract(state.opt_state), "counters": _abstract(
@@ -112,7 +119,7 @@ def run(config, workdir: str) -> dict:
         start = restored.step
         nnx.replace_by_pure_dict(params_state := nnx.state(model, nnx.Param), restored.params)
         nnx.update(model, params_state)
-        graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
+        graphdef, params, frozen = nnx.split(model, trainable, ...)
         counters = restored.extra["counters"]
         state = TrainState(counters["step"], params, restored.extra["opt_state"], counters["skipped"])
         data.restore(restored.extra["data"])
@@ -129,21 +136,30 @@ def run(config, workdir: str) -> dict:
                 data.close()
                 store.close()
                 return {"steps_run": 0, "final_step": 0, "preempted": True}
+            if lora_cfg is not None:  # the warm-started model is GRPO's base and reference; fresh adapters
+                model = fold_adapters(nnx.merge(graphdef, params, frozen), int(config.seed), mesh, rules)
+                graphdef, params, frozen = nnx.split(model, trainable, ...)
+                frozen = parallel.on_mesh(frozen, mesh)
             state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params),
                                                 jnp.int32(0)), mesh)
-        if use_reference:
+        if use_reference and lora_cfg is None:
             reference = reference_params(params, config.model.reference_dtype)
         _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
         if config.warmstart.steps > 0:
             store.wait()  # step 0 holds the warm-start now: its partial saves are not needed
             resume_lib.remove_warmstart(pathlib.Path(workdir) / "warmstart")
-    if use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
+    if use_reference and lora_cfg is not None:
+        reference = lora.base_state(frozen)
+    elif use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
         reference = reference_params(nnx.split(build_model(config, tokenizer, mesh, rules),
                                                trainable_filter(), ...)[1],
                                      config.model.reference_dtype)
 
     train_step = jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state))
     logprob_fn = jit_logprob_fn(graphdef, step_cfg)
+    # The reference pass: with LoRA, the base graph (no adapters) on the frozen weights alone.
+    ref_logprob_fn = logprob_fn if lora_cfg is None else jit_logprob_fn(lora.base_graphdef(model), step_cfg)
+    ref_rest = frozen if lora_cfg is None else nnx.State({})
     reward_fn = _reward_fn(config, tokenizer)
     evaluator = TrainingEval(config, tokenizer, mesh, rules)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
@@ -168,7 +184,7 @@ def run(config, workdir: str) -> dict:
         t_lp = time.perf_counter()
         grpo_batch = exp.batch
         if use_reference:
-            grpo_batch = grpo_batch.replace(ref_logp=logprob_fn(reference, frozen, grpo_batch.seqs))
+            grpo_batch = grpo_batch.replace(ref_logp=ref_logprob_fn(reference, ref_rest, grpo_batch.seqs))
         if config.grpo.num_iterations > 1:
             old = exp.sampler_logp if config.grpo.old_logprobs == "sampler" else \
                 logprob_fn(state.params, frozen, grpo_batch.seqs)
@@ -266,15 +282,19 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir,
     stream = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
     opt = make_optimizer(learning_rate=config.warmstart.learning_rate, total_steps=config.warmstart.steps,
                          warmup_steps=min(10, config.warmstart.steps // 10), schedule="cosine")
-    params, opt_state, frozen = parallel.on_mesh((params, init_opt_state(opt, params), frozen), mesh)
-    sft_step = warmstart_lib.build_sft_step(graphdef, opt, config.grpo.logits_chunk,
-                                            out_shardings=parallel.shardings_of((params, opt_state)))
-    first, params, opt_state = resume_lib.restore_warmstart(save_dir, params, opt_state, stream)
+    state, frozen = parallel.on_mesh((TrainState(jnp.int32(0), params, init_opt_state(opt, params), jnp.int32(0)),
+                                      frozen), mesh)
+    sft_step = jit_sft_step(graphdef, opt, parallel.shardings_of(state), logits_chunk=config.grpo.logits_chunk,
+                            dropout_seed=int(config.seed))
+    rest = {"opt_state": state.opt_state, "step": state.step, "skipped": state.skipped}
+    first, params, rest = resume_lib.restore_warmstart(save_dir, state.params, rest, stream)
+    state = TrainState(rest["step"], params, rest["opt_state"], rest["skipped"])
     bar = tqdm(range(first, config.warmstart.steps), initial=first, total=config.warmstart.steps,
                desc="warm-start (SFT)", disable=jax.process_index() != 0, dynamic_ncols=True)
     for i in bar:
         if preemption.requested:
-            resume_lib.save_warmstart(save_dir, i, params, opt_state, stream, meta)
+            resume_lib.save_warmstart(save_dir, i, state.params, {"opt_state": state.opt_state, "step": state.step,
+                                                                  "skipped": state.skipped}, stream, meta)
             stream.close()
             return None
         batch = next(stream)
@@ -283,11 +303,12 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir,
         ids, mask = warmstart_lib.demonstration_tokens(records, tokenizer, config.rollout.max_new_tokens,
                                                        seed=config.seed * 7919 + i)
         # Rows over the batch mesh axes, as the GRPO batches (one device held them all before).
-        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask), next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh)
-        params, opt_state, loss = sft_step(params, opt_state, frozen,
-                                           jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
+        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask),
+                           next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh)
+        state, metrics = sft_step(state, frozen, jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
         if i % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
+    params = state.params
     stream.close()
     return params
 

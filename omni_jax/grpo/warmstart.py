@@ -4,18 +4,14 @@ A randomly initialised tiny Thinker cannot discover the <context>/<think>/<answe
 sampling, so the default config first fits it to demonstrations built from each synthetic
 record's own solution. The demonstrations vary how many sentences about the people they hold
 (0–3), so the warm-started policy samples a range of people_focus scores and GRPO has a signal
-to climb.
+to climb. The steps are the SFT step (`omni_jax.grpo.supervised`), as `python -m omni_jax.sft` runs.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 
-from omni_jax.grpo.logprobs import Sequences, completion_logprobs
+from omni_jax.grpo.supervised import completion_tokens
 
 # Sentences a demonstration may add inside <think>; people and action words the reward counts.
 PEOPLE_SENTENCES = (
@@ -43,36 +39,8 @@ def demonstration(record: dict, rng: np.random.Generator) -> str:
 
 
 def demonstration_tokens(records: list[dict], tokenizer, max_new_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """int32[B, M] demonstration ids ending in <|im_end|> (padded) and bool[B, M] mask."""
+    """int32[B, M] demonstration ids ending in <|im_end|> (padded) and bool[B, M] mask: the SFT
+    step's targets (`supervised.completion_tokens`)."""
     rng = np.random.default_rng(seed)
-    ids = np.full((len(records), max_new_tokens), tokenizer.pad_token_id, np.int32)
-    mask = np.zeros((len(records), max_new_tokens), bool)
-    for i, rec in enumerate(records):
-        toks = tokenizer(demonstration(rec, rng))["input_ids"][: max_new_tokens - 1] + [tokenizer.eos_token_id]
-        ids[i, :len(toks)] = toks
-        mask[i, :len(toks)] = True
+    ids, mask, _ = completion_tokens([demonstration(rec, rng) for rec in records], tokenizer, max_new_tokens)
     return ids, mask
-
-
-def build_sft_step(graphdef, optimizer, logits_chunk: int = 256, out_shardings=None):
-    """sft_step(params, opt_state, frozen, inputs, ids, mask, next_position) -> (params, opt_state, loss).
-
-    Cross-entropy of the demonstration tokens given the prompt (encoders run inside, frozen).
-    """
-
-    def loss_fn(params, frozen, inputs, ids, mask, next_position):
-        model = nnx.merge(graphdef, params, frozen)
-        embeds = jax.lax.stop_gradient(model.embed(inputs))
-        seqs = Sequences(embeds, inputs.position_ids, inputs.attention_mask, ids, mask, next_position)
-        logp, _ = completion_logprobs(model, seqs, logits_chunk=logits_chunk)
-        m = mask.astype(jnp.float32)
-        return -(logp * m).sum() / jnp.maximum(m.sum(), 1.0)
-
-    def step(params, opt_state, frozen, inputs, ids, mask, next_position):
-        loss, grads = jax.value_and_grad(loss_fn)(params, frozen, inputs, ids, mask, next_position)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    if out_shardings is not None:
-        out_shardings = (*out_shardings, None)
-    return jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings)

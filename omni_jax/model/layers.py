@@ -38,7 +38,12 @@ def param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Axes, init: str, dt
 
 
 class Dense(nnx.Module):
-    """y = x @ kernel (+ bias). kernel: [in, out] (HF stores its transpose)."""
+    """y = x @ kernel (+ bias) (+ lora(x): an optional low-rank adapter, `omni_jax.model.lora`).
+
+    kernel: [in, out] (HF stores its transpose).
+    """
+
+    lora = None  # set by omni_jax.model.lora.add_adapters
 
     def __init__(self, in_features: int, out_features: int, axes: Axes, *, bias: bool,
                  rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
@@ -49,8 +54,10 @@ class Dense(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...].astype(self.dtype)
         if self.bias is None:
-            return linear(x.astype(self.dtype), kernel)
-        return linear_bias(x.astype(self.dtype), kernel, self.bias[...].astype(self.dtype))
+            y = linear(x.astype(self.dtype), kernel)
+        else:
+            y = linear_bias(x.astype(self.dtype), kernel, self.bias[...].astype(self.dtype))
+        return y if self.lora is None else y + self.lora(x)
 
 
 def pack_kernels(state: nnx.State) -> nnx.State:
@@ -153,7 +160,8 @@ class GatedMLP(nnx.Module):
         self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.act == "silu" and self.gate_proj.bias is None:  # the text decoder's MLP
+        adapters = any(p.lora is not None for p in (self.gate_proj, self.up_proj, self.down_proj))
+        if self.act == "silu" and self.gate_proj.bias is None and not adapters:  # the text decoder's MLP
             dtype = self.gate_proj.dtype
             return swiglu(x.astype(dtype), *(p.kernel[...].astype(dtype)
                                              for p in (self.gate_proj, self.up_proj, self.down_proj)))

@@ -30,6 +30,7 @@ from flax import nnx, struct
 
 from omni_jax import parallel
 from omni_jax.kernels import cpu_gemv as _cpu_gemv
+from omni_jax.model import lora
 from omni_jax.model.inputs import ModelInputs, next_position_ids, prepare_inputs
 from omni_jax.model.text import causal_mask, init_cache
 from omni_jax.model.thinker import Thinker
@@ -329,9 +330,12 @@ def generate(
     devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
     if unroll_layers is None:
         unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
-    # Where the fused decode layer cannot run: its MLP is SwiGLU (silu), and the kernel's own rules.
+    # Where the fused decode layer cannot run: its MLP is SwiGLU (silu), no adapters (LoRA decodes
+    # unmerged: base matmul + low-rank term), and the kernel's own rules.
     why = (f"the fused decode layer computes a SwiGLU (silu) MLP, this model's hidden_act is "
-           f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else _cpu_gemv.why_not(devices))
+           f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else
+           "the model has LoRA adapters, which the fused decode layer does not compute" if lora.has_adapters(model)
+           else _cpu_gemv.why_not(devices))
     if cpu_gemv is None:
         cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
     elif cpu_gemv and why:

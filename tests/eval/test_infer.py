@@ -73,3 +73,22 @@ def test_a_training_checkpoint_is_asked_with_its_own_prompt_settings(tiny_store)
     assert loaded.data_cfg.system_prompt.startswith("You are a helpful assistant. Describe the video")
     assert loaded.data_cfg.max_frames == 4 and loaded.data_cfg.prompt_style == "eval"
     assert checkpoints.parse_spec("base=gs://b/run/checkpoints@40") == ("base", "gs://b/run/checkpoints", 40)
+
+
+def test_infer_timestamps_flag(tiny_store, clip, tmp_path, capsys, monkeypatch):
+    """--timestamps --clip DIR: the answer's <think> gets [Frame N: T.XXs] marks (the tiny model's
+    own answer is noise, so the generated completion is replaced by a fixed one with events)."""
+    from tests.clip.tiny_clip import save_tiny_clip_dir
+
+    save_tiny_clip_dir(tmp_path / "clip")
+    think = "<context>Two people.</context><think>The man smiles at the woman. She waves a hand.</think><answer>B</answer>"
+    real_answer = inference.answer
+    monkeypatch.setattr(inference, "answer", lambda *a, **k: {**real_answer(*a, **k), "completion": think})
+    argv = ["--ckpt", str(tiny_store), "--video", str(clip), "--question", "Who waves?", "--max_new_tokens", "4",
+            "--timestamps", "--clip", str(tmp_path / "clip"), "--json"]
+    assert infer.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(result["timestamps"]["events"]) == 2 and result["completion"].count("[Frame ") == 2
+    assert "[Frame" in result["think"] and result["answer"] == "B"
+    with pytest.raises(SystemExit):
+        infer.main(["--ckpt", str(tiny_store), "--video", str(clip), "--question", "Who?", "--timestamps"])
