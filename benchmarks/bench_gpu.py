@@ -1,9 +1,9 @@
-"""GPU rows of issues 6 and 8: decode step time against its bandwidth floor, and train-step MFU.
+"""On a GPU: decode step time against its bandwidth floor, and train-step MFU.
 
     python benchmarks/bench_gpu.py                # 1.5B-size text decoder (Qwen2.5-1.5B widths), bf16
     python benchmarks/bench_gpu.py --size tiny    # a seconds-long smoke run (any machine, CPU too)
 
-For a lent H100 / H200 (see the device tool's README): both parts use the product's own code,
+On an H100 / H200: both parts use the product's own code,
 `omni_jax.rollout.generate` and the GRPO train step (`grpo.step.build_train_step`), on a randomly
 initialised Thinker whose text decoder has the named size and whose towers are minimal (the
 towers do not run in either part: decode is text only, and the train step takes prompt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import platform
 import statistics
 import time
@@ -14,7 +15,34 @@ def machine() -> str:
         dev = jax.devices()[0].device_kind
     except Exception:  # noqa: BLE001 - description only
         dev = "?"
-    return f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, jax device: {dev}"
+    return (f"{cpu_model()} ({vector_extensions()}), {platform.machine()} {os.cpu_count()} cores, "
+            f"{platform.python_version()}, jax device: {dev}")
+
+
+def _cpuinfo() -> str:
+    try:
+        return pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (as lscpu shows it)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def vector_extensions() -> str:
+    """The CPU's widest float vector extensions, e.g. "AVX-512, AVX2, FMA" or "AVX2, FMA (no AVX-512)"."""
+    flags = {f for line in _cpuinfo().splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    if not flags:
+        return "vector extensions unknown"
+    names = [name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("fma", "FMA")) if flag in flags]
+    if "avx512f" not in flags:
+        names.append("no AVX-512")
+    return ", ".join(names)
 
 
 def timeit(fn, *, warmup: int = 1, repeat: int = 5) -> float:

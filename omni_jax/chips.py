@@ -22,6 +22,7 @@ GIB = 2**30
 
 @dataclasses.dataclass(frozen=True)
 class Chip:
+    """One accelerator chip: its HBM (bytes, bytes/s), peak dense bf16 FLOP/s and libtpu chip config."""
     name: str
     hbm_bytes: int
     hbm_bandwidth: float  # bytes/s

@@ -6,6 +6,15 @@
 `parse_arg("model=7b,runlocal", model="3b", runlocal=False)` reads the variant string with typed
 defaults; unknown keys are an error. `validate(config, num_devices)` checks the values that must
 agree with each other before anything is built.
+
+Where defaults live (one rule): `base()` assembles every section of a training config. A section
+whose package has a config module of its own and sits in this module's layer or below keeps its
+defaults there, next to the code that reads it: `config.data` in `omni_jax/data/config.py`
+(`data_defaults`, with its "tiny" variant), `config.rewards` in `omni_jax/rewards/config.py`
+(`reward_defaults`). Every other section (the run's top-level fields, `model`, `rollout`, `grpo`,
+`optim`, `warmstart`, `mesh`) is read by the loops above this layer, which this module may not
+import, so its defaults are written in `base()` itself. configs/*.py start from `base()` and only
+change values (or take a section's variant, e.g. `data_defaults("tiny")`); they never add fields.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import os
 
 import ml_collections
 
+from omni_jax import parallel
 from omni_jax.data.config import data_defaults, problems as data_problems
 from omni_jax.rewards.config import reward_defaults
 
@@ -59,6 +69,34 @@ def mesh_shape(config, num_devices: int) -> dict[str, int]:
     return shape
 
 
+def mesh_rules(config) -> tuple:
+    """The run's logical-axis rules, from `config.mesh.rules` (logical name → a mesh axis, a tuple
+    of mesh axes, or None: replicated), in `parallel.DEFAULT_RULES`' order. The trainer and the fit
+    check both take their rules from here; `config.mesh.rules` defaults to DEFAULT_RULES."""
+    rules = config.mesh.get("rules")
+    if rules is None:
+        return parallel.DEFAULT_RULES
+
+    def axes(v):
+        return tuple(v) if isinstance(v, (list, tuple)) else v
+
+    return tuple((name, axes(rules[name])) for name, _ in parallel.DEFAULT_RULES if name in rules)
+
+
+def _rules_problems(config) -> list[str]:
+    rules = config.mesh.get("rules")
+    if rules is None:
+        return []
+    names = [name for name, _ in parallel.DEFAULT_RULES]
+    problems = [f"mesh.rules.{k} is not a logical axis; known: {', '.join(names)}" for k in rules if k not in names]
+    problems += [f"mesh.rules needs a rule for {k}" for k in names if k not in rules]
+    for name, value in mesh_rules(config):
+        targets = value if isinstance(value, tuple) else (value,) if value is not None else ()
+        if any(t not in parallel.MESH_AXES for t in targets):
+            problems.append(f"mesh.rules.{name} = {value!r}: use None, one of {parallel.MESH_AXES} or a tuple of them")
+    return problems
+
+
 def apply_cpu_devices(config) -> int | None:
     """Set JAX's CPU device count from `config.mesh.cpu_devices`; call before JAX starts a backend.
 
@@ -85,7 +123,7 @@ REMOVED_KEYS = {
 
 def validate(config, num_devices: int) -> None:
     """Raise ValueError naming each inconsistent setting."""
-    problems = []
+    problems = _rules_problems(config)
     g = config.rollout.num_generations
     rows = config.batch_prompts * g
     if g < 1:
@@ -215,6 +253,9 @@ def base() -> ml_collections.ConfigDict:
     # splits the batch over the cores. Only the CPU platform is affected; XLA_FLAGS'
     # --xla_force_host_platform_device_count, when set, wins. 0: JAX's default (1 CPU device).
     c.mesh.cpu_devices = 0
+    # Logical axis → mesh axis (a tuple of them, or None: replicated); see omni_jax.parallel. The
+    # trainer and the fit check read them through `mesh_rules(config)`.
+    c.mesh.rules = ml_collections.ConfigDict(dict(parallel.DEFAULT_RULES))
     c.data = data_defaults()
     c.rewards = reward_defaults()
 

@@ -20,6 +20,12 @@ import numpy as np
 
 
 class MetricWriter:
+    """Per-step scalars to `<workdir>/metrics.jsonl` (one JSON line per step, non-finite values
+    dropped) and to TensorBoard when tensorboardX is installed; sample texts to samples.txt.
+
+    enabled=False (processes other than 0): every call does nothing. resume_step: lines of steps
+    after it are dropped from an existing metrics.jsonl, so a resumed run does not repeat them.
+    """
     def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int | None = None):
         self.enabled = enabled
         self.dir = pathlib.Path(workdir)
@@ -56,6 +62,19 @@ class MetricWriter:
                 if v is not None:
                     self._tb.add_scalar(k, v, int(step))
 
+    def write_before_start(self, phase: str, step: int, scalars: dict[str, float]) -> None:
+        """Scalars of a phase that runs before GRPO step 1 (the warm-start): a metrics.jsonl row
+        {"step": 0, "<phase>/step": step, "<phase>/<name>": value} (step 0: kept on resume, apart
+        from the GRPO steps' rows), and TensorBoard curves <phase>/<name> over the phase's steps."""
+        if not self.enabled:
+            return
+        clean = {f"{phase}/{k}": float(v) for k, v in scalars.items() if v is not None and math.isfinite(float(v))}
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": 0, f"{phase}/step": int(step), **clean}, sort_keys=True) + "\n")
+        if self._tb is not None:
+            for k, v in clean.items():
+                self._tb.add_scalar(k, v, int(step))
+
     def text(self, step: int, tag: str, text: str) -> None:
         if not self.enabled:
             return
@@ -82,6 +101,7 @@ def _cut_samples(text: str, resume_step: int | None) -> str:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The rows of a metrics.jsonl (one dict per non-empty line)."""
     return [json.loads(l) for l in pathlib.Path(path).read_text().splitlines() if l.strip()]
 
 

@@ -130,6 +130,7 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partition
 
 
 def named_sharding(logical_axes, shape, mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
+    """NamedSharding on `mesh` of an array of `shape` with logical axes `axes`, mapped by `rules`."""
     return NamedSharding(mesh, fit_spec(logical_to_spec(logical_axes, rules, mesh), shape, mesh))
 
 
@@ -144,11 +145,13 @@ def use_mesh(mesh: Mesh, rules=DEFAULT_RULES):
 
 
 def current_mesh() -> Mesh | None:
+    """The mesh set by the innermost `use_mesh`, or None."""
     ctx = _CONTEXT.get()
     return ctx.mesh if ctx else None
 
 
 def current_rules():
+    """The logical-axis rules set by the innermost `use_mesh` (DEFAULT_RULES outside one)."""
     ctx = _CONTEXT.get()
     return ctx.rules if ctx else DEFAULT_RULES
 
@@ -176,6 +179,7 @@ def on_mesh(tree, mesh: Mesh):
 
 
 def shardings_of(tree):
+    """The sharding of every array leaf of `tree` (a tree of the same structure)."""
     return jax.tree.map(lambda x: x.sharding, tree)
 
 

@@ -9,10 +9,13 @@ rebuilds it deterministically.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.util
 import json
 import os
 import pathlib
+import sys
 
 # Qwen2.5-Omni's added special tokens, in their real id order (151643 ...).
 SPECIAL_TOKENS = (
@@ -56,6 +59,28 @@ def special_token_ids(tokenizer) -> dict[str, int]:
     }
 
 
+@contextlib.contextmanager
+def quiet_transformers_import():
+    """Import transformers inside this block without its "PyTorch was not found" notice: omni_jax
+    uses only its tokenizers and numpy audio utilities, which need no torch."""
+    try:
+        has_torch = "transformers" in sys.modules or importlib.util.find_spec("torch") is not None
+    except ValueError:  # sys.modules["torch"] is None: hidden on purpose
+        has_torch = False
+    if has_torch:
+        yield
+        return
+    old = os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TRANSFORMERS_NO_ADVISORY_WARNINGS", None)
+        else:
+            os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = old
+
+
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(path: str = "tiny"):
     """Load a tokenizer: "tiny" (shipped), or a local directory with tokenizer.json (an HF checkpoint).
@@ -63,7 +88,8 @@ def load_tokenizer(path: str = "tiny"):
     Returns a `transformers.PreTrainedTokenizerFast` with eos = <|im_end|> and pad = <|endoftext|>,
     as Qwen2.5-Omni's own.
     """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    with quiet_transformers_import():
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if path == "tiny":
         path = str(TINY_TOKENIZER_DIR)
@@ -158,5 +184,16 @@ def build_tiny_tokenizer(out_dir: str | os.PathLike = TINY_TOKENIZER_DIR) -> pat
     return out
 
 
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m omni_jax.tokenizer",
+        description="Rebuild the shipped tiny tokenizer (deterministic) and print where it was written.")
+    parser.add_argument("--out_dir", default=str(TINY_TOKENIZER_DIR), help="where to write it (default: the package's)")
+    args = parser.parse_args(argv)
+    print(build_tiny_tokenizer(args.out_dir))
+
+
 if __name__ == "__main__":
-    print(build_tiny_tokenizer())
+    main()

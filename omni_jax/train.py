@@ -14,7 +14,7 @@ import logging
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from omni_jax import config_utils, parallel
@@ -22,7 +22,15 @@ from omni_jax.grpo.guards import PREEMPTED_EXIT_CODE, Preemption
 from omni_jax.grpo.trainer import run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "default.py"
+# configs/default.py of a checkout (or an editable install); an installed package carries it as
+# omni_jax/configs/default.py.
+DEFAULT_CONFIG = next((p for p in (ROOT / "configs" / "default.py", pathlib.Path(__file__).with_name("configs") /
+                                   "default.py") if p.exists()), ROOT / "configs" / "default.py")
+
+if __name__ == "__main__":  # first: DEFINE_config_file below applies --config.* overrides as it is defined
+    from omni_jax import cli
+
+    cli.exit_on_bad_args(sys.argv, prog="omni_jax.train", default_config=str(DEFAULT_CONFIG))
 
 
 def unknown_field_message(error: Exception, argv: list[str]) -> str:
@@ -57,6 +65,7 @@ def main(argv):
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("omni_jax").addHandler(handler)
     logging.getLogger("omni_jax").setLevel(logging.INFO)
+    logging.getLogger("omni_jax").propagate = False  # absl's root handler would print each line again
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
     parallel.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     summary = run(FLAGS.config, FLAGS.workdir)
@@ -69,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, prog="omni_jax.train", default_config=str(DEFAULT_CONFIG))

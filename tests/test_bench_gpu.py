@@ -1,4 +1,4 @@
-"""benchmarks/bench_gpu.py (run on a lent GPU) stays runnable: its tiny size on CPU, every field filled."""
+"""benchmarks/bench_gpu.py (run on a GPU machine) stays runnable: its tiny size on CPU, every field filled."""
 
 import pathlib
 import sys

@@ -90,8 +90,10 @@ def test_inconsistent_values_are_refused(change, devices, match):
 def test_unknown_override_on_the_command_line_fails_fast():
     proc = subprocess.run([sys.executable, "-m", "omni_jax.train", "--config.optim.learning_rat=1e-3"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "learning_rat" in proc.stderr
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()  # one line, no traceback
+    assert len(lines) == 1 and lines[0].startswith(
+        "omni_jax.train: unknown config key optim.learning_rat; closest: optim.learning_rate,"), lines
 
 
 _CPU_DEVICES = """
@@ -141,3 +143,41 @@ def test_stage4_lowers_beta_as_humanomniv2s_trainer():
     total = 100
     got = [float(beta_at(cfg, step, total)) for step in (0, 25, 50, 99)]
     assert got == pytest.approx([0.04, 0.025, 0.01, 0.01])
+
+
+def _keys(c, prefix=""):
+    out = set()
+    for k, v in c.items():
+        out.add(prefix + k)
+        if hasattr(v, "items"):
+            out |= _keys(v, f"{prefix}{k}.")
+    return out
+
+
+@pytest.mark.parametrize("config", [default.get_config(None), stage4_people_focus.get_config("model=7b")],
+                         ids=["default", "stage4"])
+def test_configs_only_change_the_defaults_of_base_and_the_sections(config):
+    """The rule of config_utils: base() has every field; a config file changes values or takes a
+    section's own variant (data_defaults("tiny")), and adds no field of its own."""
+    from omni_jax.data.config import data_defaults
+
+    allowed = _keys(config_utils.base()) | {f"data.{k}" for k in _keys(data_defaults("tiny"))}
+    assert _keys(config) <= allowed, sorted(_keys(config) - allowed)
+    outside_data = {k for k in _keys(config_utils.base()) if not k.startswith("data.")}  # a data variant has its own mixture
+    assert outside_data <= _keys(config), sorted(outside_data - _keys(config))
+
+
+def test_mesh_rules_come_from_the_config():
+    """Trainer and fit check read `config.mesh.rules` through `mesh_rules`: the default is
+    parallel.DEFAULT_RULES, an override changes that rule only, and a bad one is refused."""
+    from omni_jax import parallel
+
+    c = default.get_config(None)
+    assert config_utils.mesh_rules(c) == parallel.DEFAULT_RULES
+    c.mesh.rules.kv_heads = "tp"
+    rules = dict(config_utils.mesh_rules(c))
+    assert rules.pop("kv_heads") == "tp" and rules == {k: v for k, v in parallel.DEFAULT_RULES if k != "kv_heads"}
+    config_utils.validate(c, num_devices=1)
+    c.mesh.rules.kv_heads = "model"
+    with pytest.raises(ValueError, match="mesh.rules.kv_heads"):
+        config_utils.validate(c, num_devices=1)

@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "omni_jax"
 
 # Lowest first. A unit may import its own layer and the layers below it, never one above.
 LAYERS = {
-    "base": {"parallel", "tokenizer", "metrics", "kernels", "version", "chips"},
+    "base": {"parallel", "tokenizer", "metrics", "kernels", "version", "chips", "cli"},
     "model": {"model", "clip", "lora"},
     "inputs/outputs": {"data", "rewards", "weights", "checkpoint", "convert", "config_utils"},
     "steps": {"rollout", "timestamps"},

@@ -57,4 +57,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from omni_jax import cli
+
+    cli.run(main, prog="omni_jax.aot")

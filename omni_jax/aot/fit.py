@@ -4,8 +4,9 @@
     for step in report.steps: print(step.name, step.bytes_per_chip, step.fits, step.flops)
 
 The steps are the very functions the run jits, lowered under the same mesh, logical-axis rules
-and shardings: the rollout's `_prefill` and `_decode` (`omni_jax.rollout.sampler`, inputs placed
-by `input_shardings` as `generate` places them), the donated GRPO train step
+and shardings: the rollout's prefill and decode as `generate` builds them
+(`omni_jax.rollout.sampler.build_rollout_steps`: the same jitted functions, static arguments and
+input shardings), the donated GRPO train step
 (`grpo.step.jit_train_step`) and, with β > 0, the reference log-prob pass (`build_logprob_fn`),
 on the config's worst-case batch (`aot.inputs`). Parameters, optimizer state and the reference
 stay in HBM for the whole run, so each step's total is its compiled footprint (XLA's peak from
@@ -103,6 +104,9 @@ class StepReport:
 
 @dataclasses.dataclass
 class FitReport:
+    """The fit check's answer for one slice: per-step HBM and cost (`steps`), the mesh, the
+    shapes of one optimizer step and the parameter counts; `fits` when every step fits.
+    """
     topology: str
     chips: int
     mesh: dict[str, int]
@@ -234,7 +238,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     config_utils.validate(config, n_chips)
     mesh_shape = config_utils.mesh_shape(config, n_chips)
     mesh = parallel.make_mesh(mesh_shape, devices=devices)
-    rules = parallel.DEFAULT_RULES
+    rules = config_utils.mesh_rules(config)
     cfg = _model_config(config)
     say = progress or (lambda _: None)
 
@@ -321,15 +325,20 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
             + (" (compiler out of memory)" if c.error else "") + f", compiled in {c.seconds:.0f} s")
 
     # ---- rollout: prefill, then decode from its outputs ----
-    inputs = inputs_lib.with_shardings(model_inputs, sampler.input_shardings(model_inputs, mesh, rules))
+    # The very steps `generate` jits, with its static arguments (one end-of-sequence id: any id traces alike).
+    sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
+    rollout_steps = sampler.build_rollout_steps(
+        graphdef_all, cfg, num_prompts=b, num_samples=g, max_new_tokens=max_new, sampling=sampling,
+        eos_token_ids=(0,), cache_dtype=cache_dtype, mesh=mesh, rules=rules, has_adapters=lora_cfg is not None)
+    inputs = inputs_lib.with_shardings(model_inputs, rollout_steps.input_shardings(model_inputs))
     inputs_bytes = _bytes_per_chip(inputs)
     policy_bytes = _bytes_per_chip(policy_state)
     want = set(steps)
     if want & {"prefill", "decode"}:
         say("prefill: compiling")
-        per_pass, share_cache = sampler.prefill_plan(b, mesh, rules)
-        pre_args = (graphdef_all, policy_state, inputs, cache_dtype, g, per_pass, share_cache)
-        pre = _compile(sampler._prefill, pre_args, mesh=mesh, rules=rules, static=(0, 3, 4, 5, 6))
+        per_pass = rollout_steps.prompts_per_pass
+        pre_args = rollout_steps.prefill_args(policy_state, inputs)
+        pre = _compile(rollout_steps.prefill, pre_args, mesh=mesh, rules=rules, static=rollout_steps.prefill_static)
         outputs = pre.outputs(_row_shardings(mesh, rules))
         cache, logits, kv_valid, next_pos, embeds = outputs
         if "prefill" in want:
@@ -338,12 +347,10 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
                    compute_chips=n_chips if per_pass == b else 1)
         if "decode" in want:
             say("decode: compiling")
-            sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
             rng = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
             pad = _replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32))
-            dec_args = (graphdef_all, sampling, max_new, (0,), False, False, False, policy_state, None, cache, logits,
-                        kv_valid, next_pos, rng, pad)
-            dec = _compile(sampler._decode, dec_args, mesh=mesh, rules=rules, static=(0, 1, 2, 3, 4, 5, 6),
+            dec_args = rollout_steps.decode_args(policy_state, None, outputs, rng, pad)
+            dec = _compile(rollout_steps.decode, dec_args, mesh=mesh, rules=rules, static=rollout_steps.decode_static,
                            while_trips=max_new)
             # Each new token reads the text weights, the prompts' cache and the completions' own cache once.
             own = jax.eval_shape(lambda: init_cache(cfg.text, b * g, max_new, cache_dtype))

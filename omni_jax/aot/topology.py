@@ -48,6 +48,7 @@ SLICES = {s.name: s for s in (
 
 
 def get_slice(name: str) -> Slice:
+    """The TPU slice named `name` (e.g. "v5p-8"); ValueError naming the known ones."""
     if name not in SLICES:
         raise ValueError(f"unknown TPU slice {name!r}; known: {', '.join(sorted(SLICES))}")
     return SLICES[name]

@@ -52,9 +52,15 @@ def abstract_params(abstract_state, mesh=None, rules=None) -> dict:
 
 def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, step=None,
                  adapter=None, **options) -> Thinker:
-    """The Thinker of an HF directory or omni_jax checkpoint (a LoRA run's: with its adapters).
+    """The Thinker of an HF directory (config.json + safetensors) or of an omni_jax checkpoint store
+    or one step of it (step `step`; None: the latest committed one; a LoRA run's: with its adapters).
 
-    adapter: a PEFT LoRA adapter directory put onto the loaded base (`omni_jax.weights.peft`).
+    dtype: compute dtype; param_dtype: storage dtype of the weights (default: dtype); mesh, rules:
+    place every parameter by its logical axes on that mesh (default rules: `parallel.DEFAULT_RULES`),
+    else on the default device; progress: a progress bar; adapter: a PEFT LoRA adapter directory
+    put onto the loaded base (`omni_jax.weights.peft`); options: ThinkerConfig fields that are not
+    in the checkpoint (remat, attention_query_chunk, layer_loop, ...). FileNotFoundError without a
+    config.json; ValueError for `step` with an HF directory.
     """
     model = _load(path, dtype, param_dtype, mesh, rules, progress, step, options)
     if adapter is not None:

@@ -91,7 +91,9 @@ def main(argv=None) -> int:
                                   adapter_only=args.adapter_only)
             kind = "PEFT adapter" if summary.get("adapter_only") else \
                 "full Qwen2.5-Omni" if summary["full_model"] else "thinker"
-            print(f"wrote {summary['out']}: {kind}, step {summary['step']}, {summary['tensors']} tensors")
+            rest = summary.get("not_exported")
+            print(f"wrote {summary['out']}: {kind} of step {summary['step']}, {summary['tensors']} tensors"
+                  + (f" (training state left in the checkpoint: {', '.join(rest)})" if rest else ""))
     except (FileExistsError, FileNotFoundError, WeightMismatchError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,9 @@ config.json and speaker file are the base's, untouched.
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import re
 import shutil
 from typing import Any
 
@@ -53,9 +55,10 @@ def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: 
         raise ValueError(f"jax2hf writes a local directory, not {out}; export locally, then copy it (gsutil, hf upload)")
     out = pathlib.Path(out)
     hf_write.refuse_existing(out, overwrite)
-    store, directory, step, meta = checkpoint.open_thinker_step(ckpt, step)
-    cfg = from_hf_dict(meta["hf_config"])
-    handles = {hf_load.path_of(kp): h for kp, h in jax.tree_util.tree_flatten_with_path(store.open_params(step))[0]}
+    with _QuietOrbax() as quiet:  # Orbax warns about every item it is not asked for, twice
+        store, directory, step, meta = checkpoint.open_thinker_step(ckpt, step)
+        cfg = from_hf_dict(meta["hf_config"])
+        handles = {hf_load.path_of(kp): h for kp, h in jax.tree_util.tree_flatten_with_path(store.open_params(step))[0]}
     handles, adapters = peft.split_adapters(handles)
     if adapter_only:
         return _export_adapter(out, overwrite, adapters, meta, step, directory, base_hf_dir, dtype)
@@ -83,7 +86,35 @@ def orbax_to_hf(ckpt, out, *, step: int | None = None, base_hf_dir=None, dtype: 
 
     hf_write.publish_dir(out, overwrite, write)
     return {"out": str(out), "step": step, "full_model": full, "tensors": len(tensors),
-            "bytes": sum(t.nbytes for _, t in tensors)}
+            "bytes": sum(t.nbytes for _, t in tensors), "not_exported": sorted(quiet.items)}
+
+
+class _QuietOrbax(logging.Filter):
+    """Drops absl's WARNINGs from Orbax about a read-only checkpoint and about the items a read of
+    the params leaves alone (a training run's opt_state, counters, data position); `items` collects
+    those items' names, for one line that says what is not exported."""
+
+    _ITEM = re.compile(r'Item "([^"]+)" was found in the checkpoint, but could not be restored')
+    _DROP = ("read_only=True", "Given directory is read only")
+
+    def __init__(self):
+        super().__init__()
+        self.items: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        match = self._ITEM.search(message)
+        if match:
+            self.items.add(match.group(1))
+            return False
+        return not any(text in message for text in self._DROP)
+
+    def __enter__(self):
+        logging.getLogger("absl").addFilter(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("absl").removeFilter(self)
 
 
 def _export_adapter(out, overwrite, adapters, meta, step, directory, base_hf_dir, dtype) -> dict[str, Any]:

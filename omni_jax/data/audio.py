@@ -28,6 +28,7 @@ import numpy as np
 
 from omni_jax.data import media
 from omni_jax.data.errors import BadRecord
+from omni_jax.tokenizer import quiet_transformers_import
 
 
 def load_audio(src, sampling_rate: int, max_seconds: float) -> np.ndarray | None:
@@ -104,7 +105,8 @@ def _decode_decord(opened, src, sampling_rate: int, max_samples: int) -> np.ndar
 
 @functools.lru_cache(maxsize=4)
 def _mel_filters(n_fft: int, num_mel_bins: int, sampling_rate: int) -> np.ndarray:
-    from transformers.audio_utils import mel_filter_bank  # numpy only
+    with quiet_transformers_import():
+        from transformers.audio_utils import mel_filter_bank  # numpy only
 
     return mel_filter_bank(
         num_frequency_bins=1 + n_fft // 2,

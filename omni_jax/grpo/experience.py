@@ -25,6 +25,9 @@ from omni_jax.rollout import generate
 
 @dataclasses.dataclass
 class Experience:
+    """One rollout's result for the learner: the GRPO batch (sequences, masks, advantages,
+    log-probabilities) plus the rewards per component, texts, lengths and counters for logging.
+    """
     batch: GRPOBatch  # device arrays, rows sharded over the batch axes
     sampler_logp: jax.Array  # float32[N, M]: the sampler's log-probs (old log-probs when reused)
     rewards: dict[str, np.ndarray]  # "total" and each component, float32[N]

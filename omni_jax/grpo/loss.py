@@ -28,6 +28,7 @@ KL_ESTIMATORS = ("k1", "k3")
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
+    """The GRPO loss's settings: clipping ε, the KL weight β (its estimator and decay), and how tokens are averaged."""
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
     beta: float = 0.04
@@ -54,6 +55,7 @@ def beta_at(cfg: LossConfig, step, total_steps: int):
 
 
 def kl_per_token(logp, ref_logp, estimator: str):
+    """Per-token KL(π‖π_ref) estimate from the two log-probs: k1 = logp − ref_logp, or k3 (Schulman's, ≥ 0)."""
     if estimator == "k1":
         return logp - ref_logp
     d = ref_logp - logp

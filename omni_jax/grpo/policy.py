@@ -18,6 +18,7 @@ from omni_jax.model.thinker import Thinker, abstract_thinker
 
 
 def model_options(config) -> dict:
+    """The ThinkerConfig options of a run's `config.model` (dtypes, remat, attention chunks, layer loop)."""
     m = config.model
     return dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat, attention_query_chunk=m.attention_query_chunk,
                 attention_key_chunk=m.attention_key_chunk, layer_loop=m.layer_loop)

@@ -26,6 +26,9 @@ from omni_jax.model import lora
 
 @struct.dataclass
 class TrainState:
+    """What the train step carries: the step count, the trainable parameters, the optimizer
+    state and how many updates were skipped (non-finite gradients).
+    """
     step: jax.Array  # int32, optimizer steps taken
     params: Any  # trainable parameters (float32 master copy)
     opt_state: Any
@@ -48,6 +51,10 @@ class GRPOBatch:
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
+    """The static configuration of the GRPO train step (`step_config_from_config` makes it from a
+    run's config): the loss, gradient accumulation, the run's length (β's decay), the sampling
+    temperature, the logits chunk, and how many consecutive rows share one prompt pass (`prefix_share`).
+    """
     loss: loss_lib.LossConfig
     grad_accum: int
     total_steps: int

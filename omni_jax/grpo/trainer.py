@@ -82,7 +82,14 @@ def run(config, workdir: str) -> dict:
     config_utils.validate(config, jax.device_count())
     shape = config_utils.mesh_shape(config, jax.device_count())
     mesh = parallel.make_mesh(shape)
-    rules = parallel.DEFAULT_RULES
+    rules = config_utils.mesh_rules(config)
+    store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
+    start = store.latest_step()
+    if start is not None and start >= config.total_steps:  # nothing to do: leave every output as it is
+        if is_main:
+            log.info("already finished at step %d of %s (total_steps=%d)", start, workdir, config.total_steps)
+        store.close()
+        return {"steps_run": 0, "final_step": int(start), "already_finished": True}
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
@@ -97,7 +104,6 @@ def run(config, workdir: str) -> dict:
     frozen = parallel.on_mesh(frozen, mesh)
     state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0)), mesh)
     data = _data_stream(config, tokenizer)
-    store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     meta = thinker_meta(cfg)
     meta["config"] = config.to_json_best_effort()
     if lora_cfg is not None:
@@ -108,6 +114,7 @@ def run(config, workdir: str) -> dict:
     reference_in_ckpt = use_reference and config.model.init == "random" and lora_cfg is None
     reference = None
 
+    warm_losses = []
     extra_abstract = {"opt_state": _abstract(state.opt_state), "counters": _abstract(
         {"skipped": state.skipped, "step": state.step})}
     if reference_in_ckpt:
@@ -130,12 +137,13 @@ def run(config, workdir: str) -> dict:
     else:
         start = 0
         if config.warmstart.steps > 0:
-            params = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh,
-                                pathlib.Path(workdir) / "warmstart", meta, preemption)
-            if params is None:  # SIGTERM: the warm-start was saved, the next run continues it
+            out = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh,
+                             pathlib.Path(workdir) / "warmstart", meta, preemption)
+            if out is None:  # SIGTERM: the warm-start was saved, the next run continues it
                 data.close()
                 store.close()
                 return {"steps_run": 0, "final_step": 0, "preempted": True}
+            params, warm_losses = out
             if lora_cfg is not None:  # the warm-started model is GRPO's base and reference; fresh adapters
                 model = fold_adapters(nnx.merge(graphdef, params, frozen), int(config.seed), mesh, rules)
                 graphdef, params, frozen = nnx.split(model, trainable, ...)
@@ -163,6 +171,8 @@ def run(config, workdir: str) -> dict:
     reward_fn = _reward_fn(config, tokenizer)
     evaluator = TrainingEval(config, tokenizer, mesh, rules)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
+    for i, loss in enumerate(jax.device_get(warm_losses)):
+        writer.write_before_start("warmstart", i + 1, {"loss": loss})
     skips = SkippedUpdates(config.max_consecutive_skipped_updates)
     rng = jax.random.key(config.seed)
     flops_per_token = _model_flops_per_token(cfg)
@@ -170,6 +180,8 @@ def run(config, workdir: str) -> dict:
     summary_rewards = []
 
     preempted = False
+    if is_main:
+        log.info("compiling the rollout and the GRPO step (the first step takes longer) ...")
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="GRPO",
                disable=not is_main, dynamic_ncols=True)
     for step in bar:
@@ -268,8 +280,9 @@ def _save(store, step, graphdef, state, frozen, meta, data, reference):
 
 
 def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir, meta, preemption):
-    """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart). On SIGTERM the
-    progress is saved in save_dir and None returned; the next call continues from it exactly."""
+    """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart). Returns the
+    params and each step's loss (device scalars); on SIGTERM the progress is saved in save_dir and
+    None returned, and the next call continues from it exactly."""
     import ml_collections
 
     # The run's own prompt settings (system prompt, caps, buckets) on the synthetic source, whose
@@ -286,11 +299,14 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir,
                                       frozen), mesh)
     sft_step = jit_sft_step(graphdef, opt, parallel.shardings_of(state), logits_chunk=config.grpo.logits_chunk,
                             dropout_seed=int(config.seed))
+    if jax.process_index() == 0:
+        log.info("warm-start: compiling the supervised step ...")
     rest = {"opt_state": state.opt_state, "step": state.step, "skipped": state.skipped}
     first, params, rest = resume_lib.restore_warmstart(save_dir, state.params, rest, stream)
     state = TrainState(rest["step"], params, rest["opt_state"], rest["skipped"])
     bar = tqdm(range(first, config.warmstart.steps), initial=first, total=config.warmstart.steps,
                desc="warm-start (SFT)", disable=jax.process_index() != 0, dynamic_ncols=True)
+    losses = []
     for i in bar:
         if preemption.requested:
             resume_lib.save_warmstart(save_dir, i, state.params, {"opt_state": state.opt_state, "step": state.step,
@@ -306,11 +322,12 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir,
         rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask),
                            next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh)
         state, metrics = sft_step(state, frozen, jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
+        losses.append(metrics["loss"])
         if i % 10 == 0:
             bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
     params = state.params
     stream.close()
-    return params
+    return params, losses
 
 
 def _step_scalars(exp, m, seconds, n_tokens, flops, peak, data_counters) -> dict:

@@ -30,36 +30,58 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int kStrip = 32;  // columns per packed strip
-constexpr int kRows = 8;    // rows of x per register tile
-typedef float v16 __attribute__((vector_size(64)));
 
-inline v16 load16(const float* p) {
-  v16 v;
+// The register tile of `tile`: kRows rows × one strip (kStrip columns) of accumulators, in vectors of
+// the widest float SIMD the build targets. The accumulators, a strip row's kVecs weight vectors and
+// the broadcast x value must fit the vector registers, or the inner loop spills to the stack every
+// step (an AVX-512 tile built for AVX2 was 7x slower than XLA's dot). AVX-512: 32 registers of 16
+// floats, 8 rows × 2 = 16 accumulators. AVX2 (and AVX): 16 registers of 8 floats, 4 vectors a strip
+// row, 2 rows × 4 = 8 accumulators (measured best of 1-4 rows, benchmarks/RESULTS.md). Others
+// (SSE, NEON): vectors of 4 floats, 8 a strip row, one row.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kRowsDefault = 8;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+constexpr int kRowsDefault = 2;
+#else
+constexpr int kLanes = 4;
+constexpr int kRowsDefault = 1;
+#endif
+#ifdef OMNI_JAX_TILE_ROWS  // a build-time override, for measuring other tiles
+constexpr int kRows = OMNI_JAX_TILE_ROWS;
+#else
+constexpr int kRows = kRowsDefault;  // rows of x per register tile
+#endif
+constexpr int kVecs = kStrip / kLanes;  // vectors per strip row
+typedef float vec __attribute__((vector_size(kLanes * sizeof(float))));
+inline vec loadv(const float* p) {
+  vec v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-// acc[r][0..31] = sum_k xt[k][r] * w[k][0..31] for one strip (w: [K, 32]) and 8 rows (xt: [K, 8]).
-inline void tile(const float* __restrict xt, const float* __restrict w, int64_t K, bool prefetch,
-                 float acc[kRows][kStrip]) {
-  v16 a0[kRows], a1[kRows];
-  for (int r = 0; r < kRows; ++r) a0[r] = a1[r] = v16{};
+// acc[r][0..31] (+)= sum_k xt[k][r] * w[k][0..31] for one strip (w: [K, 32]) and kRows rows (xt: [K, kRows]);
+// `add`: accumulate onto acc, else overwrite it.
+inline void tile(const float* __restrict xt, const float* __restrict w, int64_t K, bool prefetch, bool add,
+                 float* __restrict acc) {
+  vec a[kRows][kVecs];
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVecs; ++v) a[r][v] = add ? loadv(acc + r * kStrip + v * kLanes) : vec{};
   for (int64_t k = 0; k < K; ++k, w += kStrip, xt += kRows) {
     if (prefetch) {  // both cache lines of the row 32 ahead (measured best: 18.4 GB/s vs 16.2 for one line 16 ahead)
       __builtin_prefetch(w + 32 * kStrip);
       __builtin_prefetch(w + 32 * kStrip + 16);
     }
-    const v16 w0 = load16(w), w1 = load16(w + 16);
+    vec wv[kVecs];
+    for (int v = 0; v < kVecs; ++v) wv[v] = loadv(w + v * kLanes);
     for (int r = 0; r < kRows; ++r) {
       const float s = xt[r];
-      a0[r] += s * w0;
-      a1[r] += s * w1;
+      for (int v = 0; v < kVecs; ++v) a[r][v] += s * wv[v];
     }
   }
-  for (int r = 0; r < kRows; ++r) {
-    std::memcpy(acc[r], &a0[r], sizeof(v16));
-    std::memcpy(acc[r] + 16, &a1[r], sizeof(v16));
-  }
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < kVecs; ++v) std::memcpy(acc + r * kStrip + v * kLanes, &a[r][v], sizeof(vec));
 }
 
 inline void Pause() {
@@ -109,23 +131,32 @@ void ForEach(ffi::ThreadPool& pool, int64_t units, int64_t work, const std::func
   while (claims->finished.load(std::memory_order_acquire) < units) Pause();
 }
 
-// Strips [s0, s1) for every block of 8 rows.
+constexpr int64_t kChunk = 128;  // rows of a strip (16 KiB) that all row blocks read while in L1
+
+// Strips [s0, s1) for every block of kRows rows. With several blocks (more rows than a register tile
+// holds), each chunk of kChunk strip rows is read from memory by the first block and from L1 by the
+// others, partial sums kept in `acc`: the strip crosses the memory bus once, and L2 never.
 void Strips(const float* xt, const float* wp, float* y, int64_t M, int64_t K, int64_t N, int64_t s0,
             int64_t s1) {
-  alignas(64) float acc[kRows][kStrip];
   const int64_t blocks = (M + kRows - 1) / kRows;
+  thread_local std::vector<float> acc_buf;
+  acc_buf.resize(blocks * kRows * kStrip);
+  float* acc = acc_buf.data();
+  const int64_t chunk = blocks == 1 ? K : kChunk;
   for (int64_t s = s0; s < s1; ++s) {
     const float* w = wp + s * K * kStrip;
     const int64_t c0 = s * kStrip, cols = std::min<int64_t>(kStrip, N - c0);
-    for (int64_t b = 0; b < blocks; ++b) {
-      tile(xt + b * K * kRows, w, K, /*prefetch=*/b == 0, acc);  // later blocks find the strip in cache
-      const int64_t rows = std::min<int64_t>(kRows, M - b * kRows);
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(y + (b * kRows + r) * N + c0, acc[r], cols * sizeof(float));
+    for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+      const int64_t kc = std::min(chunk, K - k0);
+      for (int64_t b = 0; b < blocks; ++b)  // later blocks find the chunk in L1
+        tile(xt + (b * K + k0) * kRows, w + k0 * kStrip, kc, /*prefetch=*/b == 0, /*add=*/k0 > 0,
+             acc + b * kRows * kStrip);
     }
+    for (int64_t m = 0; m < M; ++m) std::memcpy(y + m * N + c0, acc + m * kStrip, cols * sizeof(float));
   }
 }
 
-// x [M, K] → xt [blocks of 8 rows, K, 8], zero padded: the right-hand layout of `tile`.
+// x [M, K] → xt [blocks of kRows rows, K, kRows], zero padded: the right-hand layout of `tile`.
 void ToBlocks(const float* x, int64_t M, int64_t K, std::vector<float>& xt) {
   const int64_t blocks = (M + kRows - 1) / kRows;
   xt.assign(blocks * K * kRows, 0.0f);
@@ -229,10 +260,10 @@ bool SameDims(const A& a, const B& b) {
 inline float Dot(const float* a, const float* b, int64_t n) {
   int64_t i = 0;
   float s = 0.0f;
-  if (n >= 16) {
-    v16 acc{};
-    for (; i + 16 <= n; i += 16) acc += load16(a + i) * load16(b + i);
-    for (int j = 0; j < 16; ++j) s += acc[j];
+  if (n >= kLanes) {
+    vec acc{};
+    for (; i + kLanes <= n; i += kLanes) acc += loadv(a + i) * loadv(b + i);
+    for (int j = 0; j < kLanes; ++j) s += acc[j];
   }
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
@@ -240,8 +271,8 @@ inline float Dot(const float* a, const float* b, int64_t n) {
 
 inline void Axpy(float* y, float a, const float* x, int64_t n) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    v16 v = load16(y + i) + a * load16(x + i);
+  for (; i + kLanes <= n; i += kLanes) {
+    vec v = loadv(y + i) + a * loadv(x + i);
     std::memcpy(y + i, &v, sizeof(v));
   }
   for (; i < n; ++i) y[i] += a * x[i];
@@ -424,6 +455,10 @@ ffi::Error DecoderLayer(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
 }
 
 }  // namespace
+
+// The build's register tile, for cpu_gemv.tile_shape(): float lanes per vector, rows per tile.
+extern "C" int OmniJaxTileLanes() { return kLanes; }
+extern "C" int OmniJaxTileRows() { return kRows; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OmniJaxPackedGemvF32, PackedGemv,
                               ffi::Ffi::Bind()

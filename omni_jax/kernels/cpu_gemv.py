@@ -13,23 +13,28 @@ then computes x @ w[i] in float32 for any number of rows, reading layer i in pla
 copied), and `decoder_layer(...)` runs a whole Qwen2 decoder layer for one new token per row in
 one call (norms, q/k/v, rotary, attention over the prompt's and the row's own cache, o, SwiGLU).
 `omni_jax.rollout.sampler` decodes that way on a single CPU device in float32 (see
-`TextModel.decode_token_cpu`), packing a copy of the decoder's weights once per set of weights.
+`omni_jax.kernels.cpu_decode`), packing a copy of the decoder's weights once per set of weights.
 
 The library is compiled on first use with the system's C++ compiler (`$CXX`, default g++, with
--O3 -march=native) against jaxlib's FFI headers, and cached under `$OMNI_JAX_KERNEL_CACHE`
-(default ~/.cache/omni_jax/kernels), keyed by the source, compiler, flags, jax version and CPU.
-Where it cannot be built, `available()` is False (the reason is logged once) and callers keep
-XLA's ops.
+-O3 -march=native, then `$OMNI_JAX_KERNEL_CXXFLAGS`, e.g. -march=haswell for an AVX2-only build)
+against jaxlib's FFI headers, and cached under `$OMNI_JAX_KERNEL_CACHE` (default
+~/.cache/omni_jax/kernels), keyed by the source, compiler, flags, jax version and CPU. Its register
+tile follows the vector extension it is built for (`tile_shape()`). Where it cannot be built,
+`available()` is False (the reason is logged once) and callers keep XLA's ops. Where it builds,
+decoding uses it by default only if a short calibration at first use (`calibration()`, cached with
+the build) measured its products faster than XLA's dot on this CPU.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import logging
 import os
 import pathlib
 import platform
+import shlex
 import subprocess
 import tempfile
 import threading
@@ -150,7 +155,8 @@ def _cpu_id() -> str:
 
 def _library_path() -> tuple[pathlib.Path, list[str]]:
     cxx = os.environ.get("CXX", "g++")
-    cmd = [cxx, *FLAGS, "-isystem", jax.ffi.include_dir()]
+    cmd = [cxx, *FLAGS, *shlex.split(os.environ.get("OMNI_JAX_KERNEL_CXXFLAGS", "")), "-isystem",
+           jax.ffi.include_dir()]
     key = hashlib.sha256("\0".join([SOURCE.read_text(), *cmd, jax.__version__, platform.machine(),
                                     _cpu_id()]).encode()).hexdigest()[:16]
     root = pathlib.Path(os.environ.get("OMNI_JAX_KERNEL_CACHE", pathlib.Path.home() / ".cache/omni_jax/kernels"))
@@ -202,6 +208,13 @@ def available() -> bool:
         return False
 
 
+def tile_shape() -> tuple[int, int]:
+    """The loaded build's register tile: (float lanes per vector, rows of x per tile); (16, 8) for
+    AVX-512, (8, 2) for AVX2."""
+    lib = load()
+    return int(lib.OmniJaxTileLanes()), int(lib.OmniJaxTileRows())
+
+
 def build_error() -> str | None:
     """Why the kernel could not be built or loaded (None if it was, or was not tried)."""
     return _state.get("error")
@@ -217,9 +230,82 @@ def why_not(devices) -> str | None:
     return None if available() else f"it does not build here: {build_error()}"
 
 
+def _calibration_path() -> pathlib.Path:
+    """Where the calibration of this build is cached: next to the library, keyed the same."""
+    lib = _library_path()[0]
+    return lib.with_name(lib.stem + ".calibration.json")
+
+
+# The products timed by the calibration: a decode step's shapes (8 rows; a square projection and an
+# MLP's up and down), 8 MiB of weights each, more than a core's L2.
+CALIBRATION_SHAPES = ((8, 1024, 2048), (8, 2048, 1024))
+
+
+def _time_products(repeats: int = 15) -> tuple[float, float]:
+    """(kernel, XLA's dot) seconds for one pass over CALIBRATION_SHAPES: the best of `repeats`,
+    the two timed alternately so that a busy machine disturbs both alike."""
+    import time
+
+    rng = np.random.default_rng(0)
+    kernel_fn, xla_fn = jax.jit(matmul), jax.jit(jnp.dot)
+    cases = []
+    for m, k, n in CALIBRATION_SHAPES:
+        x = jnp.asarray(rng.standard_normal((m, k), np.float32))
+        w = jnp.asarray(rng.standard_normal((k, n), np.float32))
+        packed = pack(w)
+        jax.block_until_ready((kernel_fn(x, packed), xla_fn(x, w)))  # compile, warm
+        cases.append((x, w, packed))
+    best = [float("inf"), float("inf")]
+    for _ in range(repeats):
+        for i, (fn, arg) in enumerate(((kernel_fn, 2), (xla_fn, 1))):
+            t0 = time.perf_counter()
+            for case in cases:
+                fn(case[0], case[arg]).block_until_ready()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0], best[1]
+
+
+def calibration() -> dict:
+    """Whether the kernel's products are faster than XLA's dot on this CPU, as measured once per
+    build: {"kernel_s", "xla_s", "faster"}. Timed on first use (under a second) and cached next to
+    the library, so later processes read it."""
+    with _lock:
+        if "calibration" in _state:
+            return _state["calibration"]
+    path = _calibration_path()
+    try:
+        result = json.loads(path.read_text())
+        if not isinstance(result.get("faster"), bool):
+            raise ValueError(f"no decision in {path}")
+    except (OSError, ValueError):
+        kernel_s, xla_s = _time_products()
+        result = {"kernel_s": kernel_s, "xla_s": xla_s, "faster": bool(kernel_s < xla_s),
+                  "shapes": [list(s) for s in CALIBRATION_SHAPES]}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump(result, f)
+            os.replace(tmp, path)  # atomic, as the library
+        except OSError as e:
+            log.warning("could not cache the CPU decode kernel's calibration in %s: %s", path, e)
+        log.info("CPU decode kernel: products %.2f ms, XLA's dot %.2f ms: decoding with %s", kernel_s * 1e3,
+                 xla_s * 1e3, "the kernel" if result["faster"] else "XLA's dot")
+    with _lock:
+        _state["calibration"] = result
+    return result
+
+
+def faster_than_xla() -> bool:
+    """The calibration's decision (measured once per build and CPU, then read from the cache)."""
+    return calibration()["faster"]
+
+
 def usable(devices, dtype) -> bool:
     """Whether a decode on `devices` in compute `dtype` should use the kernel by default: float32,
-    `why_not(devices)` is None, and `$OMNI_JAX_CPU_GEMV` is not 0."""
-    if os.environ.get("OMNI_JAX_CPU_GEMV", "1") == "0" or jnp.dtype(dtype) != jnp.float32:
+    `why_not(devices)` is None, and `$OMNI_JAX_CPU_GEMV` is 1 (always), or unset and the kernel
+    was measured faster than XLA's dot on this CPU (`calibration()`); 0: never."""
+    setting = os.environ.get("OMNI_JAX_CPU_GEMV", "")
+    if setting == "0" or jnp.dtype(dtype) != jnp.float32 or why_not(devices) is not None:
         return False
-    return why_not(devices) is None
+    return setting == "1" or faster_than_xla()

@@ -47,6 +47,8 @@ class Conv1d(nnx.Module):
 
 
 class AudioAttention(nnx.Module):
+    """Bidirectional multi-head self-attention of an audio encoder layer (HF's q/k/v/out_proj; k without bias)."""
+
     def __init__(self, cfg: AudioConfig, *, rngs, dtype, param_dtype):
         d = cfg.d_model
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -64,6 +66,8 @@ class AudioAttention(nnx.Module):
 
 
 class AudioLayer(nnx.Module):
+    """One pre-norm Whisper-style audio encoder layer: LayerNorm, self-attention, LayerNorm, MLP (activation_function, GELU)."""
+
     def __init__(self, cfg: AudioConfig, *, rngs, dtype, param_dtype):
         d = cfg.d_model
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -80,6 +84,8 @@ class AudioLayer(nnx.Module):
 
 
 class AudioEncoder(nnx.Module):
+    """HF's Qwen2_5OmniAudioEncoder (`thinker.audio_tower`): mel chunks → audio tokens of the decoder's width."""
+
     def __init__(self, cfg: AudioConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
         d = cfg.d_model
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)

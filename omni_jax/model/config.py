@@ -18,6 +18,10 @@ SUPPORTED_MODEL_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
 
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
+    """The Qwen2 text decoder's shape, as HF's `text_config` of the Thinker names it (defaults:
+    Qwen2.5-Omni-7B). head_dim None: hidden_size / num_attention_heads (`kv_head_dim`);
+    mrope_section: the rotary frequencies given to the time, height and width positions (TMRoPE).
+    """
     vocab_size: int = 152064
     hidden_size: int = 3584
     intermediate_size: int = 18944
@@ -39,6 +43,10 @@ class TextConfig:
 
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
+    """The vision encoder's shape, as HF's `vision_config` names it (defaults: Qwen2.5-Omni-7B).
+    Windowed attention in every block except `fullatt_block_indexes`; `spatial_merge_size`² patches
+    merge into one token of `out_hidden_size`.
+    """
     depth: int = 32
     hidden_size: int = 1280
     intermediate_size: int = 3420
@@ -65,6 +73,9 @@ class VisionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AudioConfig:
+    """The audio (Whisper-style) encoder's shape, as HF's `audio_config` names it (defaults:
+    Qwen2.5-Omni-7B); `n_window`: mel frames per attention chunk is 2·n_window.
+    """
     num_mel_bins: int = 128
     encoder_layers: int = 32
     encoder_attention_heads: int = 20
@@ -78,6 +89,10 @@ class AudioConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ThinkerConfig:
+    """Everything that shapes a Thinker: the three towers' configs and the special token ids (from
+    the checkpoint's config.json, `from_hf_dict` / `load_config`), plus numerics and memory options
+    that are not in the checkpoint (dtypes, remat, attention chunks, layer loop).
+    """
     text: TextConfig = TextConfig()
     vision: VisionConfig = VisionConfig()
     audio: AudioConfig = AudioConfig()

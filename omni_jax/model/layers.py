@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from omni_jax.kernels import cpu_gemv
 from omni_jax.model.flash import flash_attention
 
 Axes = tuple[str | None, ...]
@@ -58,20 +57,6 @@ class Dense(nnx.Module):
         else:
             y = linear_bias(x.astype(self.dtype), kernel, self.bias[...].astype(self.dtype))
         return y if self.lora is None else y + self.lora(x)
-
-
-def pack_kernels(state: nnx.State) -> nnx.State:
-    """A copy of `state` whose `kernel` parameters ([K, N], or stacks [L, K, N]) are packed for the
-    CPU decode kernel (`cpu_gemv.PackedKernel`, float32), as `cpu_gemv.decoder_layer` reads them.
-    A module merged with it is only a container of those weights (its layers cannot run on them).
-    Inference only; pack once, before a decode loop.
-    """
-    def one(path, v):
-        if isinstance(v, nnx.Param) and path[-1] == jax.tree_util.DictKey("kernel") and v.get_value().ndim in (2, 3):
-            return v.replace(cpu_gemv.pack(v.get_value()))
-        return v
-
-    return jax.tree_util.tree_map_with_path(one, state, is_leaf=lambda v: isinstance(v, nnx.Variable))
 
 
 @jax.custom_vjp

@@ -55,4 +55,7 @@ def hf_config_dict(architecture: str, tokenizer=None) -> dict:
 
 
 def architecture_config(architecture: str, tokenizer=None, **options) -> ThinkerConfig:
+    """The ThinkerConfig of `architecture` ("tiny" on `tokenizer`'s vocabulary, "3b", "7b" or a
+    config.json path; see `hf_config_dict`), with ThinkerConfig `options` applied.
+    """
     return from_hf_dict(hf_config_dict(architecture, tokenizer), **options)

@@ -15,14 +15,15 @@ from flax import nnx
 
 from omni_jax import parallel
 from omni_jax.model.config import TextConfig
-from omni_jax.kernels import cpu_gemv
-from omni_jax.model.layers import CausalMask, Dense, GatedMLP, RMSNorm, apply_rotary, attention, pack_kernels, \
-    param, shared_prefix_attention
+from omni_jax.model.layers import CausalMask, Dense, GatedMLP, RMSNorm, apply_rotary, attention, param, \
+    shared_prefix_attention
 
 KVCache = dict[str, jax.Array]
 
 
 class TextAttention(nnx.Module):
+    """GQA self-attention of a decoder layer: q/k/v with bias, multimodal rotary, a KV cache optional."""
+
     def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int, key_chunk: int = 0):
         d, n, k, h = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.kv_head_dim
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -76,6 +77,8 @@ class TextAttention(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
+    """One Qwen2 decoder layer: RMSNorm, attention, RMSNorm, SwiGLU MLP, each with a residual."""
+
     def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs, dtype, param_dtype, query_chunk: int, key_chunk: int = 0):
         self.input_layernorm = RMSNorm(cfg.hidden_size, "norm", eps=cfg.rms_norm_eps, param_dtype=param_dtype)
         self.self_attn = TextAttention(cfg, rngs=rngs, dtype=dtype, param_dtype=param_dtype, query_chunk=query_chunk,
@@ -121,33 +124,19 @@ class TextModel(nnx.Module):
         self.layer_loop = layer_loop
         self.dtype = dtype
 
-    def unstacked_layers(self, packed: nnx.State | None = None) -> tuple:
+    def unstacked_layers(self) -> tuple:
         """(graphdef, [state of layer 0, layer 1, ...]): each layer's weights sliced off the stacks.
 
         For a decode loop: slice once before the loop and pass them as `layers=` on every step.
         Inside a `scan` over the stacked weights XLA:CPU copies each layer's weights out of the
         stack before every matmul, which doubles a memory-bound decode step's traffic.
-        packed: `packed_layer_state()` (the weight matrices packed as whole stacks for the CPU
-        decode kernel): each layer's state then names its matrix of those stacks (no copy per
-        layer) and only the small parameters (norms, biases) are sliced.
+        (The CPU decode kernel's packed weights: `omni_jax.kernels.cpu_decode.unstack`.)
         """
         graphdef, layer_state = nnx.split(self.layers)
         n_layers = jax.tree.leaves(layer_state)[0].shape[0]
-        if packed is not None:
-            layer_state = packed
-
-        def layer(v, i):
-            value = v.get_value()
-            return v.replace(value.at_layer(i) if isinstance(value, cpu_gemv.PackedKernel) else value[i])
-
         is_var = lambda v: isinstance(v, nnx.Variable)  # noqa: E731
-        return graphdef, [jax.tree.map(lambda v, i=i: layer(v, i), layer_state, is_leaf=is_var)
+        return graphdef, [jax.tree.map(lambda v, i=i: v.replace(v.get_value()[i]), layer_state, is_leaf=is_var)
                           for i in range(n_layers)]
-
-    def packed_layer_state(self) -> nnx.State:
-        """The stacked layers' state with every weight matrix packed for the CPU decode kernel
-        (`layers.pack_kernels`; a float32 copy of the decoder's weights)."""
-        return pack_kernels(nnx.split(self.layers)[1])
 
     def _run_layers(self, body, carry, layers: tuple | None):
         """carry through every layer: body(carry, (layer state, layer index)) -> (carry, None).
@@ -195,36 +184,6 @@ class TextModel(nnx.Module):
         x, cache = self._run_layers(body, (x, cache), layers)
         return self.norm(x), cache
 
-    def decode_token_cpu(self, x, cos, sin, layers: tuple, prompt_cache: tuple, cache: KVCache, step):
-        """One new token per row through every layer, each layer one fused CPU custom call
-        (`cpu_gemv.decoder_layer`: norms, q/k/v, rotary, attention, o, MLP; float32).
-
-        x: [R, D] the tokens' embeddings; cos, sin: [R, H]; layers: `unstacked_layers(packed=
-        packed_layer_state())`; prompt_cache: (k, v: tuples of one [P, K, T, H] per layer, valid:
-        bool[P, T]), rows r·G … r·G+G-1 continuing prompt r; cache: {"k", "v": tuples of one
-        [R, K, S, H] per layer}, the rows' own tokens, positions < `step` written (all rows advance
-        together). Returns (hidden [R, D] after the final norm, the cache with this token at `step`).
-        """
-        graphdef, states = layers
-        pk, pv, p_valid = prompt_cache
-        ks, vs = list(cache["k"]), list(cache["v"])
-        x = x.astype(jnp.float32)
-        for i, state in enumerate(states):
-            layer: DecoderLayer = nnx.merge(graphdef, state)
-            att, mlp = layer.self_attn, layer.mlp
-            x, k_new, v_new = cpu_gemv.decoder_layer(
-                x, cos, sin, input_norm=layer.input_layernorm.weight[...],
-                q=(att.q_proj.kernel.get_value(), att.q_proj.bias[...]),
-                k=(att.k_proj.kernel.get_value(), att.k_proj.bias[...]),
-                v=(att.v_proj.kernel.get_value(), att.v_proj.bias[...]), o=att.o_proj.kernel.get_value(),
-                post_norm=layer.post_attention_layernorm.weight[...], gate=mlp.gate_proj.kernel.get_value(),
-                up=mlp.up_proj.kernel.get_value(), down=mlp.down_proj.kernel.get_value(),
-                prompt=(pk[i], pv[i], p_valid), cache=(ks[i], vs[i]), step=step, eps=layer.input_layernorm.eps)
-            at = (0, 0, step, 0)
-            ks[i] = jax.lax.dynamic_update_slice(ks[i], k_new[:, :, None].astype(ks[i].dtype), at)
-            vs[i] = jax.lax.dynamic_update_slice(vs[i], v_new[:, :, None].astype(vs[i].dtype), at)
-        return self.norm(x), {"k": tuple(ks), "v": tuple(vs)}
-
     def shared_prompt(self, prompt: tuple, rest: tuple, share: int, layers: tuple | None = None):
         """Prompts and the rows that continue them, through the decoder side by side, layer by layer.
 
@@ -255,6 +214,8 @@ class TextModel(nnx.Module):
 
 
 class Embed(nnx.Module):
+    """The token embedding table [vocab, D]; `attend` is its transpose as a tied output projection."""
+
     def __init__(self, vocab: int, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
         self.embedding = param(rngs, (vocab, dim), ("vocab", "embed"), "normal", param_dtype)
 
@@ -275,5 +236,6 @@ def causal_mask(kv_valid: jax.Array, q_index: jax.Array) -> CausalMask:
 
 
 def init_cache(cfg: TextConfig, batch: int, length: int, dtype=jnp.bfloat16) -> KVCache:
+    """A zero KV cache {"k", "v": [L, batch, length, K, H]} of `dtype` for the text decoder."""
     shape = (cfg.num_hidden_layers, batch, length, cfg.num_key_value_heads, cfg.kv_head_dim)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}

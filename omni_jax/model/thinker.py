@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from omni_jax.kernels import cpu_gemv
 from omni_jax.model.audio import AudioEncoder
 from omni_jax.model.config import ThinkerConfig
 from omni_jax.model.inputs import ModelInputs, prepare_inputs
@@ -29,6 +28,14 @@ from omni_jax.model.vision import VisionEncoder
 
 
 class Thinker(nnx.Module):
+    """The Qwen2.5-Omni Thinker (text decoder, vision encoder, audio encoder) as one nnx module.
+
+        model = Thinker(cfg, rngs=nnx.Rngs(0))          # random weights; load_thinker(path) for real ones
+        logits = model(**processor_outputs)            # numpy in, numpy float32 [B, T, vocab] out
+
+    Inside jitted code use its pure pieces: `embed`, `hidden_states`, `logits`, `forward`.
+    Attribute names follow HF's checkpoint (`model`, `lm_head`, `visual`, `audio_tower`).
+    """
     def __init__(self, cfg: ThinkerConfig, *, rngs: nnx.Rngs):
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -67,12 +74,6 @@ class Thinker(nnx.Module):
         cos, sin = self._rope(position_ids)
         return self.model(embeds, cos, sin, mask, cache, cache_index, layers=layers, prompt_cache=prompt_cache)
 
-    def decode_token_cpu(self, embeds, position_ids, layers: tuple, prompt_cache: tuple, cache: KVCache, step):
-        """One token per row ([R, D], TMRoPE ids [3, R]) through the decoder by the fused CPU decode
-        kernel (see `TextModel.decode_token_cpu`). Returns (hidden [R, D] after the final norm, cache)."""
-        cos, sin = self._rope(position_ids[:, :, None])
-        return self.model.decode_token_cpu(embeds, cos[:, 0], sin[:, 0], layers, prompt_cache, cache, step)
-
     def shared_prompt_hidden_states(self, prompt: tuple, rest: tuple, share: int):
         """Each prompt once and the `share` rows that continue each (see `TextModel.shared_prompt`).
 
@@ -85,16 +86,8 @@ class Thinker(nnx.Module):
         t = self.cfg.text
         return mrope_cos_sin(position_ids, t.kv_head_dim, t.rope_theta, t.mrope_section)
 
-    def packed_head(self) -> cpu_gemv.PackedKernel:
-        """The output projection [D, vocab] (lm_head, or the tied embedding) packed for `logits(head=)`."""
-        if self.lm_head is None:
-            return cpu_gemv.pack(self.model.embed_tokens.embedding[...], transposed=True)
-        return cpu_gemv.pack(self.lm_head.kernel[...])
-
-    def logits(self, hidden: jax.Array, head: cpu_gemv.PackedKernel | None = None) -> jax.Array:
-        """[..., D] → float32[..., vocab]; with `head` (from `packed_head()`) by the CPU decode kernel."""
-        if head is not None:
-            return cpu_gemv.matmul(hidden, head)
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """[..., D] → float32[..., vocab] (the CPU decode kernel's own: `omni_jax.kernels.cpu_decode.project`)."""
         out = self.model.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
         return out.astype(jnp.float32)
 
@@ -126,4 +119,5 @@ def abstract_thinker(cfg: ThinkerConfig) -> Thinker:
 
 
 def count_params(model: nnx.Module) -> int:
+    """Number of parameters (nnx.Param elements) of a module."""
     return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))

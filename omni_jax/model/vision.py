@@ -30,6 +30,8 @@ def grouped_attention(q, k, v, index, valid, inverse, query_chunk: int = 0, key_
 
 
 class VisionAttention(nnx.Module):
+    """Multi-head self-attention of a vision block within groups of patches (windows, or whole frames in the full-attention blocks), with 2-D rotary."""
+
     def __init__(self, cfg: VisionConfig, *, rngs, dtype, param_dtype):
         d = cfg.hidden_size
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
@@ -50,6 +52,8 @@ class VisionAttention(nnx.Module):
 
 
 class VisionBlock(nnx.Module):
+    """One vision encoder block: RMSNorm, attention, RMSNorm, gated MLP (hidden_act), each with a residual."""
+
     def __init__(self, cfg: VisionConfig, *, rngs, dtype, param_dtype):
         self.norm1 = RMSNorm(cfg.hidden_size, "norm", eps=1e-6, param_dtype=param_dtype)
         self.norm2 = RMSNorm(cfg.hidden_size, "norm", eps=1e-6, param_dtype=param_dtype)
@@ -63,6 +67,8 @@ class VisionBlock(nnx.Module):
 
 
 class PatchMerger(nnx.Module):
+    """spatial_merge_size² neighbouring patches → one token of the decoder's width (RMSNorm, two-layer GELU MLP)."""
+
     def __init__(self, cfg: VisionConfig, *, rngs, dtype, param_dtype):
         wide = cfg.hidden_size * cfg.spatial_merge_size**2
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)

@@ -18,10 +18,10 @@ on 16 chips, is the prompt cache copied per candidate: a single copy would sit w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
-import weakref
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,16 +29,21 @@ import numpy as np
 from flax import nnx, struct
 
 from omni_jax import parallel
+from omni_jax.kernels import cpu_decode
 from omni_jax.kernels import cpu_gemv as _cpu_gemv
 from omni_jax.model import lora
 from omni_jax.model.inputs import ModelInputs, next_position_ids, prepare_inputs
 from omni_jax.model.text import causal_mask, init_cache
 from omni_jax.model.thinker import Thinker
+from omni_jax.rollout import backends
 from omni_jax.rollout.sampling import Sampling
 
 
 @struct.dataclass
 class RolloutOutput:
+    """What `generate` returns: the sampled completions of every prompt's N candidates (rows i·N …
+    i·N+N-1 for prompt i), their log-probabilities, masks and lengths.
+    """
     tokens: jax.Array  # int32[B·N, M], pad after the first EOS
     logprobs: jax.Array  # float32[B·N, M], log softmax(logits / T) of each sampled token, 0 where masked
     mask: jax.Array  # bool[B·N, M], up to and including the first EOS
@@ -110,7 +115,13 @@ def prefill_plan(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> tuple[
     return per_pass, per_pass == num_prompts
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+# The arguments the two steps are traced for (static: hashable Python values); `RolloutSteps`
+# builds the argument tuples in this order for `generate` and for the fit check alike.
+PREFILL_STATIC = (0, 3, 4, 5, 6)  # graphdef, cache_dtype, num_samples, prompts_per_pass, share_cache
+DECODE_STATIC = (0, 1, 2, 3, 4, 5, 6)  # graphdef, sampling, max_new_tokens, eos, return_logits, unroll_layers, cpu_gemv
+
+
+@functools.partial(jax.jit, static_argnums=PREFILL_STATIC)
 def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int, prompts_per_pass: int,
              share_cache: bool = True):
     """Encode + prefill once per prompt (`prompts_per_pass` prompts at a time).
@@ -160,69 +171,32 @@ def _prefill(graphdef, state, inputs: ModelInputs, cache_dtype, num_samples: int
 @functools.partial(jax.jit, static_argnums=0)
 def _pack_decoder(graphdef, state):
     """The decoder's weights packed for the CPU decode kernel: (packed layer stacks, packed head)."""
-    model: Thinker = nnx.merge(graphdef, state)
-    return model.model.packed_layer_state(), model.packed_head()
+    return cpu_decode.pack(nnx.merge(graphdef, state))
 
 
-class LastPacking:
-    """The last packing of decoder weights, reused while the same weight arrays are passed again
-    (evaluation loops, benchmarks); a training step's new weights are packed again. Holds one
-    packed copy at most, and weak references to the weights it was packed from."""
-
-    def __init__(self):
-        self.key, self.refs, self.value = None, (), None
-
-    def get(self, graphdef, state, pack):
-        """pack(graphdef, state), or the value kept from the last call with these same arrays."""
-        leaves = jax.tree.leaves(state)
-        key = (graphdef, tuple(id(a) for a in leaves))
-        if self.key == key and all(r() is a for r, a in zip(self.refs, leaves)):
-            return self.value
-        self.key, self.refs, self.value = None, (), None
-        value = pack(graphdef, state)
-        try:
-            refs = [weakref.ref(a) for a in leaves]
-        except TypeError:  # leaves that cannot be weakly referenced: do not cache
-            return value
-        self.key, self.refs, self.value = key, refs, value
-        return value
-
-
-_LAST_PACKING = LastPacking()
+_LAST_PACKING = cpu_decode.LastPacking()
 
 
 def packed_decoder(graphdef, state):
-    """`_pack_decoder` through the process's `LastPacking` (one packed copy at most)."""
+    """`_pack_decoder` through the process's `cpu_decode.LastPacking` (one packed copy at most)."""
     return _LAST_PACKING.get(graphdef, state, _pack_decoder)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+@functools.partial(jax.jit, static_argnums=DECODE_STATIC)
 def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, ...], return_logits: bool,
             unroll_layers: bool, cpu_gemv: bool, state, packed, prompt_cache, logits, prompt_valid, next_pos, rng,
             pad_id):
     """Decode from `_prefill`'s outputs: each run of candidates reads its prompt's cache (shared or
-    copied per candidate) and writes a cache of its own completion. cpu_gemv: every decoder layer
-    one fused CPU custom call (`omni_jax.kernels.cpu_gemv.decoder_layer`) on `packed` (from
-    `packed_decoder`; None otherwise), and the output projection by its matrix product."""
+    copied per candidate) and writes a cache of its own completion. cpu_gemv: decode by the CPU
+    kernel's backend (`omni_jax.rollout.backends`) on `packed` (from `packed_decoder`; None otherwise)."""
     model: Thinker = nnx.merge(graphdef, state)
     rows = logits.shape[0]
     dtype = prompt_cache["k"].dtype
     cache = {k: parallel.constrain(v, ("layers", "batch", "kv_length", "act_kv_heads", None))
              for k, v in init_cache(model.cfg.text, rows, max_new_tokens, dtype).items()}
-    if cpu_gemv:
-        # The fused CPU decode layer reads both caches as one [rows, K, S, H] array per layer (the
-        # prompt's transposed and split once, here): each head's keys are then one sequential read.
-        cache = {k: tuple(jnp.swapaxes(v[i], 1, 2) for i in range(v.shape[0])) for k, v in cache.items()}
-        prompt_cache = {k: tuple(jnp.swapaxes(v[i], 1, 2) for i in range(v.shape[0]))
-                        for k, v in prompt_cache.items()}
+    decoder = backends.backend(model, cpu_kernel=cpu_gemv, unroll_layers=unroll_layers, packed=packed)
+    cache, prompt_cache = decoder.caches(cache, prompt_cache)
     shared = (prompt_cache["k"], prompt_cache["v"], prompt_valid)
-    # Sliced once, outside the loop (see TextModel.unstacked_layers).
-    head = None
-    if cpu_gemv:
-        layer_state, head = packed
-        layers = model.model.unstacked_layers(packed=layer_state)
-    else:
-        layers = model.model.unstacked_layers() if unroll_layers else None
     eos_ids = jnp.asarray(eos if eos else (-1,), jnp.int32)
 
     def cond(s: _DecodeState):
@@ -240,17 +214,8 @@ def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, .
         # Feed the sampled token: a text token, so its three TMRoPE rows are equal. It goes to
         # completion position `step` of the rows' own cache, after the shared prompt.
         kv_valid = s.kv_valid.at[:, s.step].set(True)
-        if cpu_gemv:  # every layer one fused custom call
-            pos = jnp.broadcast_to((next_pos + s.step)[None, :], (3, rows))
-            hidden, cache = model.decode_token_cpu(model.model.embed_tokens(tok), pos, layers, shared, s.cache, s.step)
-        else:
-            x = model.model.embed_tokens(tok[:, None])
-            pos = jnp.broadcast_to((next_pos + s.step)[None, :, None], (3, rows, 1))
-            q_index = jnp.full((rows, 1), s.step)
-            hidden, cache = model.hidden_states(x, pos, causal_mask(kv_valid, q_index), s.cache, s.step,
-                                                layers=layers, prompt_cache=shared)
-            hidden = hidden[:, 0]
-        return _DecodeState(s.step + 1, tokens, logprobs, done, model.logits(hidden, head), cache, kv_valid,
+        hidden, cache = decoder.step(tok, next_pos + s.step, kv_valid, shared, s.cache, s.step)
+        return _DecodeState(s.step + 1, tokens, logprobs, done, decoder.logits(hidden), cache, kv_valid,
                             s.rng, all_logits)
 
     init = _DecodeState(
@@ -279,6 +244,97 @@ def check_cache_length(cfg, prompt_length: int, max_new_tokens: int, max_cache_l
             "max_new_tokens"
         )
     return prompt_length + max_new_tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSteps:
+    """The rollout's two jitted steps and every static argument they are traced for.
+
+        steps = build_rollout_steps(graphdef, cfg, num_prompts=B, num_samples=N, ...)
+        prefilled = steps.prefill(*steps.prefill_args(state, inputs))
+        out = steps.decode(*steps.decode_args(state, packed, prefilled, rng, pad_id))
+
+    `generate` runs them; the fit check (`omni_jax.aot.fit`) lowers the same functions on the same
+    argument tuples (abstract arrays), static positions `prefill_static` / `decode_static`. Inputs
+    are placed by `input_shardings` (None without a mesh: one device); the prefill constrains the
+    cache it returns to ("layers", "batch", "kv_length", "act_kv_heads"). Nothing is donated.
+    """
+
+    graphdef: Any
+    cache_dtype: Any
+    num_samples: int
+    prompts_per_pass: int
+    share_cache: bool
+    sampling: Sampling
+    max_new_tokens: int
+    eos: tuple[int, ...]
+    return_logits: bool
+    unroll_layers: bool
+    cpu_gemv: bool
+    mesh: jax.sharding.Mesh | None = None
+    rules: tuple = parallel.DEFAULT_RULES
+
+    prefill_static = PREFILL_STATIC
+    decode_static = DECODE_STATIC
+
+    @property
+    def prefill(self):
+        """The jitted prefill (`_prefill`, looked up when called)."""
+        return _prefill
+
+    @property
+    def decode(self):
+        """The jitted decode loop (`_decode`, looked up when called)."""
+        return _decode
+
+    def prefill_args(self, state, inputs: ModelInputs) -> tuple:
+        return (self.graphdef, state, inputs, self.cache_dtype, self.num_samples, self.prompts_per_pass,
+                self.share_cache)
+
+    def decode_args(self, state, packed, prefilled: tuple, rng, pad_id) -> tuple:
+        """`prefilled`: the prefill's outputs (cache, logits, valid keys, next positions, embeddings)."""
+        cache, logits, kv_valid, next_pos, _ = prefilled
+        return (self.graphdef, self.sampling, self.max_new_tokens, self.eos, self.return_logits,
+                self.unroll_layers, self.cpu_gemv, state, packed, cache, logits, kv_valid, next_pos, rng, pad_id)
+
+    def input_shardings(self, inputs: ModelInputs):
+        """Where the prompts' inputs go (None: the default device)."""
+        return input_shardings(inputs, self.mesh, self.rules) if self.mesh is not None else None
+
+
+def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, max_new_tokens: int,
+                        sampling: Sampling, eos_token_ids: Sequence[int] = (), cache_dtype=None,
+                        mesh: jax.sharding.Mesh | None = None, rules=None, devices=None,
+                        return_logits: bool = False, unroll_layers: bool | None = None,
+                        cpu_gemv: bool | None = None, has_adapters: bool = False) -> RolloutSteps:
+    """The prefill and decode steps for `num_prompts` prompts of a model (`graphdef`, config `cfg`).
+
+    devices: where they run (default: the mesh's, else the first device); they decide the
+    defaults of unroll_layers and cpu_gemv (see `generate`); has_adapters: the model carries LoRA
+    adapters (decoded unmerged, by XLA's ops). ValueError when cpu_gemv=True cannot run here.
+    """
+    rules = rules or parallel.DEFAULT_RULES
+    if devices is None:
+        devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
+    devices = list(devices)
+    if unroll_layers is None:
+        unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
+    # Where the fused decode layer cannot run: its MLP is SwiGLU (silu), no adapters (LoRA decodes
+    # unmerged: base matmul + low-rank term), and the kernel's own rules.
+    why = (f"the fused decode layer computes a SwiGLU (silu) MLP, this model's hidden_act is "
+           f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else
+           "the model has LoRA adapters, which the fused decode layer does not compute" if has_adapters
+           else _cpu_gemv.why_not(devices))
+    if cpu_gemv is None:
+        cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
+    elif cpu_gemv and why:
+        raise ValueError(f"cpu_gemv=True: {why}")
+    per_pass, share_cache = prefill_plan(int(num_prompts), mesh, rules)
+    return RolloutSteps(
+        graphdef=graphdef, cache_dtype=jnp.dtype(cache_dtype or cfg.dtype), num_samples=int(num_samples),
+        prompts_per_pass=per_pass, share_cache=share_cache, sampling=sampling, max_new_tokens=int(max_new_tokens),
+        eos=tuple(int(e) for e in eos_token_ids), return_logits=bool(return_logits),
+        unroll_layers=bool(unroll_layers), cpu_gemv=bool(cpu_gemv), mesh=mesh, rules=rules)
 
 
 def generate(
@@ -323,34 +379,18 @@ def generate(
         inputs = prepare_inputs(cfg, **inputs)
     prompt_length = int(np.shape(inputs.input_ids)[1])
     check_cache_length(cfg, prompt_length, max_new_tokens, max_cache_length)
-    cache_dtype = jnp.dtype(cache_dtype or cfg.dtype)
     graphdef, state = nnx.split(model)
     rng = jax.random.key(seed) if isinstance(seed, int) else seed
-    rules = rules or parallel.DEFAULT_RULES
-    devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
-    if unroll_layers is None:
-        unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
-    # Where the fused decode layer cannot run: its MLP is SwiGLU (silu), no adapters (LoRA decodes
-    # unmerged: base matmul + low-rank term), and the kernel's own rules.
-    why = (f"the fused decode layer computes a SwiGLU (silu) MLP, this model's hidden_act is "
-           f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else
-           "the model has LoRA adapters, which the fused decode layer does not compute" if lora.has_adapters(model)
-           else _cpu_gemv.why_not(devices))
-    if cpu_gemv is None:
-        cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
-    elif cpu_gemv and why:
-        raise ValueError(f"cpu_gemv=True: {why}")
-    ctx = parallel.use_mesh(mesh, rules) if mesh is not None else contextlib.nullcontext()
+    steps = build_rollout_steps(
+        graphdef, cfg, num_prompts=int(np.shape(inputs.input_ids)[0]), num_samples=num_samples,
+        max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=eos_token_ids, cache_dtype=cache_dtype,
+        mesh=mesh, rules=rules, return_logits=return_logits, unroll_layers=unroll_layers, cpu_gemv=cpu_gemv,
+        has_adapters=lora.has_adapters(model))
+    ctx = parallel.use_mesh(mesh, steps.rules) if mesh is not None else contextlib.nullcontext()
     with ctx:
-        if mesh is not None:
-            inputs = jax.device_put(inputs, input_shardings(inputs, mesh, rules))
-        else:
-            inputs = jax.device_put(inputs)
-        per_pass, share_cache = prefill_plan(int(np.shape(inputs.input_ids)[0]), mesh, rules)
-        cache, logits, kv_valid, next_pos, embeds = _prefill(
-            graphdef, state, inputs, cache_dtype, num_samples, per_pass, share_cache)
-        tokens, logprobs, mask, lengths, all_logits = _decode(
-            graphdef, sampling, max_new_tokens, tuple(int(e) for e in eos_token_ids), return_logits,
-            bool(unroll_layers), bool(cpu_gemv), state, packed_decoder(graphdef, state) if cpu_gemv else None,
-            cache, logits, kv_valid, next_pos, rng, jnp.int32(pad_token_id))
-    return RolloutOutput(tokens, logprobs, mask, lengths, embeds, all_logits)
+        inputs = jax.device_put(inputs, steps.input_shardings(inputs))
+        prefilled = steps.prefill(*steps.prefill_args(state, inputs))
+        packed = packed_decoder(graphdef, state) if steps.cpu_gemv else None
+        tokens, logprobs, mask, lengths, all_logits = steps.decode(
+            *steps.decode_args(state, packed, prefilled, rng, jnp.int32(pad_token_id)))
+    return RolloutOutput(tokens, logprobs, mask, lengths, prefilled[4], all_logits)

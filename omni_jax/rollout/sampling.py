@@ -14,6 +14,9 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
+    """How the next token is drawn: temperature (0: greedy), top_k (0: off), top_p (1: off).
+    ValueError for a negative temperature or top_p outside (0, 1].
+    """
     temperature: float = 1.0
     top_k: int = 0  # 0: no top-k truncation
     top_p: float = 1.0

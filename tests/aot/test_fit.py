@@ -85,3 +85,41 @@ def test_a_step_that_did_not_compile_never_fits():
                         hbm_bytes_per_chip=2**40, flops=1.0, compute_seconds=1.0, memory_seconds=1.0, estimate={},
                         xla={}, compile_seconds=1.0, error="RESOURCE_EXHAUSTED: ...")
     assert not step.fits and step.to_json()["fits"] is False and "error" in step.to_json()
+
+
+def test_the_fit_check_lowers_the_rollout_steps_generate_builds(monkeypatch):
+    """The prefill and decode the fit check compiles come from `build_rollout_steps`, as `generate`'s
+    do: the same jitted functions, on the argument tuples it makes, static where it says."""
+    import jax
+
+    from omni_jax import parallel
+    from omni_jax.rollout import sampler
+
+    built, compiled = [], []
+    real_build = sampler.build_rollout_steps
+    monkeypatch.setattr(sampler, "build_rollout_steps", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+
+    class Stop(Exception):
+        pass
+
+    def trace_only(jitted, args, *, mesh, rules, static=(), while_trips=1):
+        compiled.append((jitted, args, static))
+        if len(compiled) == 2:
+            raise Stop
+        with parallel.use_mesh(mesh, rules):
+            traced = jitted.trace(*args)
+        return F._Compiled(traced, None, 0.0, 0.0, [0] * len(args), "traced only")
+
+    monkeypatch.setattr(F, "_compile", trace_only)
+    with pytest.raises(Stop):
+        F.check_fit(_tiny_config(), "v5e-4", prompt=TINY_PROMPT, steps=("prefill", "decode"),
+                    devices=jax.devices()[:1])
+    (steps,) = built
+    (pre_fn, pre_args, pre_static), (dec_fn, dec_args, dec_static) = compiled
+    assert pre_fn is sampler._prefill and dec_fn is sampler._decode
+    assert (pre_static, dec_static) == (sampler.PREFILL_STATIC, sampler.DECODE_STATIC)
+    want_pre = steps.prefill_args(pre_args[1], pre_args[2])
+    assert [pre_args[i] for i in pre_static] == [want_pre[i] for i in pre_static]
+    assert [dec_args[i] for i in dec_static] == [steps.decode_args(None, None, (None,) * 5, None, None)[i]
+                                                 for i in dec_static]
+    assert dec_args[dec_static[1]] == steps.sampling and dec_args[dec_static[2]] == steps.max_new_tokens

@@ -7,8 +7,8 @@ from omni_jax.data import audio, config, example, processor, prompt, synthetic, 
 from omni_jax.data.errors import BadRecord
 from omni_jax.tokenizer import load_tokenizer, special_token_ids
 
-TORCHVISION_REASON = ("torchvision is not importable here (no CPU build of it loads with torch 2.13 CPU); "
-                      "this parity test runs where it is, e.g. on the lent GPU machines")
+TORCHVISION_REASON = ("needs torchvision built for the installed torch (the HF processor's video path); "
+                      "no CPU build of it loads with torch 2.13 CPU")
 HF_TOKENS = {"image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
              "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
              "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"}

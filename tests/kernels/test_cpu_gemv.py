@@ -1,6 +1,8 @@
 """omni_jax.kernels.cpu_gemv: the CPU decode kernel (an XLA FFI custom call built with g++ on first use)."""
 
+import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from omni_jax.kernels import cpu_gemv
+from omni_jax.kernels import cpu_decode, cpu_gemv
 from omni_jax.model.config import TextConfig
 from omni_jax.model.rope import mrope_cos_sin
 from omni_jax.model.text import TextModel, causal_mask
@@ -19,9 +21,22 @@ from omni_jax.model.text import TextModel, causal_mask
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
 def test_kernel_builds_here():
     # CI machines and these dev machines have g++: the kernel must build (not silently fall back).
     assert cpu_gemv.available(), cpu_gemv.build_error()
+    flags = _cpu_flags()  # -march=native: the register tile of this CPU's widest vectors
+    if "avx512f" in flags:
+        assert cpu_gemv.tile_shape() == (16, 8)
+    elif "avx2" in flags:
+        assert cpu_gemv.tile_shape() == (8, 2)
 
 
 @pytest.mark.parametrize("transposed", [False, True], ids=["[L, K, N]", "[L, N, K]"])
@@ -141,11 +156,11 @@ def test_decoder_layers_equal_the_model(d, f, heads, kv_heads, head_dim, prompts
 
     @jax.jit
     def fused(x, cos, sin, prompt_kv, own_kv):
-        layers = model.unstacked_layers(packed=model.packed_layer_state())
+        layers = cpu_decode.unstack(model, cpu_decode.pack_layers(model))
         heads_major = lambda a: tuple(jnp.swapaxes(a[i], 1, 2) for i in range(a.shape[0]))  # noqa: E731
-        h, cache = model.decode_token_cpu(x, cos, sin, layers, (heads_major(prompt_kv[0]), heads_major(prompt_kv[1]),
-                                                                valid),
-                                          {"k": heads_major(own_kv[0]), "v": heads_major(own_kv[1])}, step)
+        h, cache = cpu_decode.decode_token(model, x, cos, sin, layers, (heads_major(prompt_kv[0]),
+                                                                        heads_major(prompt_kv[1]), valid),
+                                           {"k": heads_major(own_kv[0]), "v": heads_major(own_kv[1])}, step)
         return h, {k: jnp.stack([jnp.swapaxes(a, 1, 2) for a in v]) for k, v in cache.items()}
 
     assert "omni_jax_decoder_layer_f32" in fused.lower(x, cos, sin, prompt_kv, own_kv).as_text()
@@ -160,7 +175,7 @@ def test_decoder_layers_equal_the_model(d, f, heads, kv_heads, head_dim, prompts
 
 def test_decoder_layer_rejects_what_does_not_fit():
     model, x, cos, sin, prompt_kv, own_kv, valid = _decoder_case(32, 48, 4, 2, 16, 2, 1, 5, 6)
-    graphdef, states = model.unstacked_layers(packed=model.packed_layer_state())
+    graphdef, states = cpu_decode.unstack(model, cpu_decode.pack_layers(model))
     layer = nnx.merge(graphdef, states[0])
     att, mlp = layer.self_attn, layer.mlp
     hm = lambda a: jnp.swapaxes(jnp.asarray(a[0]), 1, 2)  # noqa: E731
@@ -229,6 +244,7 @@ def test_library_is_built_once_into_the_cache(tmp_path):
 
 
 def test_usable_only_for_float32_on_one_cpu_device(monkeypatch):
+    monkeypatch.setattr(cpu_gemv, "faster_than_xla", lambda: True)
     cpu = jax.devices("cpu")[0]
     assert cpu_gemv.usable([cpu], "float32")
     assert not cpu_gemv.usable([cpu], jnp.bfloat16)
@@ -236,3 +252,65 @@ def test_usable_only_for_float32_on_one_cpu_device(monkeypatch):
     assert "one CPU device" in cpu_gemv.why_not([cpu, cpu]) and cpu_gemv.why_not([cpu]) is None
     monkeypatch.setenv("OMNI_JAX_CPU_GEMV", "0")
     assert not cpu_gemv.usable([cpu], "float32")
+
+
+def _fresh_calibration(monkeypatch, cache, timings):
+    """Calibrate into `cache` (a new build key's file there) with `_time_products` returning `timings`
+    (or raising, for None), forgetting this process's decision first."""
+    monkeypatch.setenv("OMNI_JAX_KERNEL_CACHE", str(cache))
+    monkeypatch.delenv("OMNI_JAX_CPU_GEMV", raising=False)
+    monkeypatch.delitem(cpu_gemv._state, "calibration", raising=False)
+
+    def timed(*_):
+        if timings is None:
+            raise AssertionError("calibrated again instead of reading the cached decision")
+        return timings
+
+    monkeypatch.setattr(cpu_gemv, "_time_products", timed)
+
+
+def test_calibration_falls_back_to_xla_where_the_kernel_is_slower_and_is_cached(tmp_path, monkeypatch):
+    cpu = [jax.devices("cpu")[0]]
+    _fresh_calibration(monkeypatch, tmp_path, (0.004, 0.001))  # a CPU where the kernel is 4x slower
+    assert not cpu_gemv.usable(cpu, "float32")
+    saved = json.loads(cpu_gemv._calibration_path().read_text())
+    assert cpu_gemv._calibration_path().parent == tmp_path
+    assert saved["faster"] is False and saved["kernel_s"] == 0.004 and saved["xla_s"] == 0.001
+    _fresh_calibration(monkeypatch, tmp_path, None)  # a new process: reads the decision, times nothing
+    assert not cpu_gemv.usable(cpu, "float32")
+    monkeypatch.setenv("OMNI_JAX_CPU_GEMV", "1")  # forced on
+    assert cpu_gemv.usable(cpu, "float32")
+    _fresh_calibration(monkeypatch, tmp_path / "other", (0.001, 0.004))  # a CPU where it is faster
+    assert cpu_gemv.usable(cpu, "float32")
+    assert json.loads(cpu_gemv._calibration_path().read_text())["faster"] is True
+
+
+def test_calibration_times_both_systems():
+    kernel_s, xla_s = cpu_gemv._time_products(repeats=2)
+    assert 0 < kernel_s < 1 and 0 < xla_s < 1
+
+
+AVX2_BUILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from omni_jax.kernels import cpu_gemv
+    assert cpu_gemv.available(), cpu_gemv.build_error()
+    assert cpu_gemv.tile_shape() == (8, 2), cpu_gemv.tile_shape()
+    from tests.kernels import test_cpu_gemv as t
+    for case in [(3, 5, 31), (9, 64, 33), (9, 256, 1000), (64, 320, 640)]:
+        t.test_matmul_matches_numpy(*case)
+    t.test_decoder_layers_equal_the_model(24, 40, 4, 2, 6, 2, 3, 9, 7, 4)
+    t.test_decoder_layers_equal_the_model(256, 512, 8, 2, 32, 3, 3, 40, 20, 19)
+    print("OK")
+""")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="needs an x86-64 CPU (an AVX2 build)")
+def test_an_avx2_build_equals_xla(tmp_path):
+    # The build an AVX2-only CPU (no AVX-512) gets, made here with -march=haswell: its own register
+    # tile (8 floats a vector, 2 rows), the same products and decoder layer as XLA's ops.
+    env = dict(os.environ, OMNI_JAX_KERNEL_CXXFLAGS="-march=haswell", OMNI_JAX_KERNEL_CACHE=str(tmp_path),
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", AVX2_BUILD.format(root=ROOT)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

@@ -18,6 +18,7 @@ from flax import nnx
 
 import omni_jax
 from omni_jax.model import prepare_inputs
+from omni_jax.kernels import cpu_gemv as _cpu_gemv
 from omni_jax.rollout import generate, sampler
 from tests.helpers import tiny_hf as th
 
@@ -95,14 +96,34 @@ def test_cached_decode_logits_equal_full_forward(pair, unroll_layers, cpu_gemv):
     assert diff <= 1e-4
 
 
-def test_cpu_decode_kernel_is_the_default_on_one_cpu_device(pair, monkeypatch):
+def test_cpu_decode_kernel_is_the_default_on_one_cpu_device_where_it_is_faster(pair, monkeypatch):
     _, model, _ = pair
     seen, real = [], sampler._decode
     monkeypatch.setattr(sampler, "_decode", lambda *a: seen.append(a[6]) or real(*a))  # a[6]: cpu_gemv
+    monkeypatch.delenv("OMNI_JAX_CPU_GEMV", raising=False)
+    monkeypatch.setattr(_cpu_gemv, "faster_than_xla", lambda: True)  # the calibration's decision
     generate(model, _text_batch(), max_new_tokens=M, temperature=0.0)
+    monkeypatch.setattr(_cpu_gemv, "faster_than_xla", lambda: False)
+    generate(model, _text_batch(), max_new_tokens=M, temperature=0.0)
+    monkeypatch.setattr(_cpu_gemv, "faster_than_xla", lambda: True)
     monkeypatch.setenv("OMNI_JAX_CPU_GEMV", "0")
     generate(model, _text_batch(), max_new_tokens=M, temperature=0.0)
-    assert seen == [True, False]
+    assert seen == [True, False, False]
+
+
+def test_generate_runs_the_steps_its_builder_makes(pair, monkeypatch):
+    """`generate` runs the prefill and decode of `build_rollout_steps` (the builder the fit check
+    lowers) on the builder's argument tuples: its static arguments are the ones decode receives."""
+    _, model, _ = pair
+    built, seen = [], []
+    real_build, real_decode = sampler.build_rollout_steps, sampler._decode
+    monkeypatch.setattr(sampler, "build_rollout_steps", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+    monkeypatch.setattr(sampler, "_decode", lambda *a: seen.append(a) or real_decode(*a))
+    generate(model, _text_batch(), num_samples=2, max_new_tokens=M, temperature=0.0, eos_token_ids=[5])
+    (steps,), (args,) = built, seen
+    assert (steps.num_samples, steps.max_new_tokens, steps.eos, steps.prompts_per_pass) == (2, M, (5,), 3)
+    want = steps.decode_args(None, None, (None,) * 5, None, None)
+    assert [args[i] for i in steps.decode_static] == [want[i] for i in steps.decode_static]
 
 
 def test_cpu_decode_kernel_only_for_a_silu_mlp(pair, monkeypatch):

@@ -29,12 +29,16 @@ def _train(workdir, *extra, env=None, wait=True):
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    CONSOLE[str(workdir)] = proc.stderr
     return proc
 
 
-def _metrics(workdir):
+CONSOLE = {}  # workdir -> stderr of its last finished _train
+
+
+def _metrics(workdir, *, grpo_only=False):
     rows = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
+    return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows if not grpo_only or r["step"] > 0]
 
 
 @pytest.fixture(scope="session")  # trained once per xdist worker, however its tests interleave with other modules
@@ -45,19 +49,24 @@ def reference_run(tmp_path_factory):
 
 
 def test_outputs_of_a_run(reference_run):
-    rows = _metrics(reference_run)
+    warm = [r for r in _metrics(reference_run) if r["step"] == 0]  # the warm-start's loss, before step 1
+    assert [r["warmstart/step"] for r in warm] == [1, 2, 3] and all(r["warmstart/loss"] > 0 for r in warm)
+    rows = _metrics(reference_run, grpo_only=True)
     assert any(r["grad_norm"] > 0 for r in rows), "no step updated the policy: the tests below would prove nothing"
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    console = CONSOLE[str(reference_run)]
+    assert console.index("warm-start: compiling") < console.index("compiling the rollout and the GRPO step")
     needed = ["reward/total/mean", "reward/format/mean", "reward/format/std", "reward/accuracy/mean",
               "reward/people_focus/mean", "kl", "clip_fraction", "entropy", "completion/length_mean", "loss",
               "grad_norm"]
     for key in needed:
         assert all(key in r for r in rows), key
-    raw = json.loads((reference_run / "metrics.jsonl").read_text().splitlines()[0])
+    raw = json.loads((reference_run / "metrics.jsonl").read_text().splitlines()[len(warm)])  # GRPO step 1
     for key in ("time/step_s", "time/rollout_s", "time/update_s", "perf/generated_tokens_per_s"):
         assert key in raw
     assert (reference_run / "reward_curves.png").stat().st_size > 1000
-    assert list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and b"warmstart/loss" in b"".join(p.read_bytes() for p in events)
     assert "=== step 2 samples ===" in (reference_run / "samples.txt").read_text()
     steps = sorted(int(p.name) for p in (reference_run / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 5 and len(steps) == default.get_config().keep_checkpoints  # the oldest were deleted
@@ -78,6 +87,16 @@ def test_kill_9_then_resume_gives_the_same_metrics(reference_run, tmp_path):
     proc.wait()
     _train(workdir)  # same command: resumes from the newest complete checkpoint
     assert _metrics(workdir) == _metrics(reference_run)
+    assert CONSOLE[str(workdir)].count("resumed from step") == 1  # one logger, one line
+
+    def outputs():  # every file of the workdir, with its size and time
+        return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.is_file()}
+
+    before = outputs()
+    _train(workdir)  # finished: says so once, changes nothing (no bar, no new TensorBoard file, same PNG)
+    console = CONSOLE[str(workdir)]
+    assert console.count("already finished at step 5") == 1 and "GRPO:" not in console, console[-2000:]
+    assert outputs() == before
 
 
 def _free_port():
@@ -86,20 +105,33 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(tmp_path):
-    mesh = ["--config.mesh.data=1", "--config.mesh.fsdp=8", "--config.mesh.tp=1"]
-    one = tmp_path / "one"
-    _train(one, *mesh, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+def _two_processes(workdir, devices_each, *extra):
     port = _free_port()
-    two = tmp_path / "two"
-    procs = [_train(two, *mesh, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
-                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, wait=False) for i in range(2)]
+    procs = [_train(workdir, *extra, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                    f"--process_id={i}", env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_each}"},
+                    wait=False) for i in range(2)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
-    a, b = _metrics(one), _metrics(two)
+
+
+def _assert_same_metrics(a, b):
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
         assert ra.keys() == rb.keys()
         for k in ra:
             assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-6), (ra["step"], k)
+
+
+@pytest.mark.parametrize("devices", [4, pytest.param(8, marks=pytest.mark.slow)], ids=["4 devices", "8 devices"])
+def test_two_processes_equal_one(tmp_path, devices):
+    # One process with N CPU devices, and two processes with N / 2 each, over the same fsdp=N mesh:
+    # the same steps, checkpoints written by both processes, the same metrics. (With one CPU
+    # device per process the first save failed inside Orbax, "input arrays must have one shard
+    # each", jax 0.10.2 / orbax 0.12.8: hence 2 per process.)
+    mesh = ["--config.mesh.data=1", f"--config.mesh.fsdp={devices}", "--config.mesh.tp=1"]
+    one = tmp_path / "one"
+    _train(one, *mesh, env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+    two = tmp_path / "two"
+    _two_processes(two, devices // 2, *mesh)
+    _assert_same_metrics(_metrics(one), _metrics(two))

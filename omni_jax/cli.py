@@ -1,0 +1,121 @@
+"""What the absl entry points (`python -m omni_jax.train`, `python -m omni_jax.aot`) share before
+they run: `--help` exits 0, and a config that cannot load, or an override naming a key the config
+does not have, is one line on stderr (exit 2) instead of a traceback from inside the flag parser.
+
+`check_config_args(argv, default)` returns that line (None when the arguments are fine); `run(main,
+default_config=...)` checks, then hands over to `absl.app.run`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import sys
+
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+USAGE_ERROR = 2
+
+
+def _config_path(argv: list[str], flag: str, default: str | None) -> str | None:
+    """The value of --flag (file[:variant]) in argv, else `default`."""
+    value = default
+    for i, arg in enumerate(argv):
+        if arg == f"--{flag}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"--{flag}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def load_config_file(spec: str):
+    """`path[:variant]` → the ConfigDict its get_config(variant) returns (as config_flags loads it).
+    Raises FileNotFoundError for a missing file, ValueError for a bad variant."""
+    path, _, variant = spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    module_spec = importlib.util.spec_from_file_location("_omni_jax_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path} has no get_config(arg) function")
+    return module.get_config(variant) if variant else module.get_config()
+
+
+def _keys(config, prefix: str = "") -> list[str]:
+    """Every dotted key of a ConfigDict, nested dicts included."""
+    out = []
+    for name, value in config.items():
+        key = f"{prefix}{name}"
+        out.append(key)
+        if hasattr(value, "items"):
+            out.extend(_keys(value, key + "."))
+    return out
+
+
+def closest_keys(key: str, keys: list[str], n: int = 3) -> list[str]:
+    """The existing keys nearest to `key`: its parent's children first (an abbreviation such as
+    `lr` for `learning_rate`, or a prefix, counts as a close match), then any key."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k for k in keys if k.rpartition(".")[0] == parent]
+    pool = siblings or keys
+
+    def score(candidate: str) -> float:
+        name = candidate.rpartition(".")[2] if siblings else candidate
+        typed = leaf if siblings else key
+        initials = "".join(part[:1] for part in name.split("_"))
+        if typed and (initials == typed or name.startswith(typed)):
+            return 2.0
+        return difflib.SequenceMatcher(None, typed, name).ratio()
+
+    return sorted(pool, key=score, reverse=True)[:n]
+
+
+def check_config_args(argv: list[str], default: str | None, flag: str = "config") -> str | None:
+    """What is wrong with the config arguments in argv, in one line (None when nothing is): a
+    config file that is missing or fails to load, or a `--config.a.b=...` whose key does not exist."""
+    spec = _config_path(argv, flag, default)
+    overrides = [a[len(flag) + 3:].split("=", 1)[0] for a in argv if a.startswith(f"--{flag}.")]
+    if spec is None:
+        return None
+    try:
+        config = load_config_file(spec)
+    except FileNotFoundError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's config file, said in one line
+        return f"config {spec} does not load: {type(e).__name__}: {e}"
+    keys = _keys(config)
+    for key in overrides:
+        if key not in keys:
+            near = closest_keys(key, keys)
+            return f"unknown config key {key}" + (f"; closest: {', '.join(near)}" if near else "")
+    return None
+
+
+def asked_for_help(argv: list[str]) -> bool:
+    return any(a in HELP_FLAGS for a in argv[1:])
+
+
+def exit_on_bad_args(argv: list[str], *, prog: str, default_config: str | None = None) -> None:
+    """One line on stderr and exit 2 if check_config_args finds a problem (nothing for --help).
+    Call it before DEFINE_config_file with a default: that applies --config.* overrides at once."""
+    if asked_for_help(argv):
+        return
+    problem = check_config_args(argv[1:], default_config)
+    if problem:
+        print(f"{prog}: {problem}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR)
+
+
+def run(main, *, prog: str, default_config: str | None = None) -> None:
+    """absl.app.run(main), after checking the config arguments (one line and exit 2 if wrong);
+    `--help` exits 0 (absl's own exits 1)."""
+    from absl import app
+
+    exit_on_bad_args(sys.argv, prog=prog, default_config=default_config)
+    try:
+        app.run(main)
+    except SystemExit as e:
+        if asked_for_help(sys.argv) and e.code in (1, None):
+            raise SystemExit(0) from None
+        raise
