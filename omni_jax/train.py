@@ -33,21 +33,7 @@ if __name__ == "__main__":  # first: DEFINE_config_file below applies --config.*
     cli.exit_on_bad_args(sys.argv, prog="omni_jax.train", default_config=str(DEFAULT_CONFIG))
 
 
-def unknown_field_message(error: Exception, argv: list[str]) -> str:
-    """An unknown `--config.a.b=` field, said in words (ml_collections raises a bare AttributeError)."""
-    key = str(error).strip("'\"")
-    given = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.") and f".{key}" in a.split("=", 1)[0]]
-    where = given[0][len("--"):] if given else f"config.<...>.{key}"
-    return (f"error: {where}: the config has no field {key!r} (a typo, or a field this config does not have; see "
-            "configs/*.py and omni_jax/config_utils.base()). Data sources with a mixture entry: social_iq2, emer, "
-            "video_r1, intentbench, custom, synthetic; for your own manifest use "
-            "--config.data.manifests.custom=/path.json --config.data.mixture.custom=1.0")
-
-
-try:  # the overrides on the command line are applied here, when the flag is defined
-    config_flags.DEFINE_config_file("config", str(DEFAULT_CONFIG), "Training config file[:variant].", lock_config=True)
-except (AttributeError, KeyError) as e:
-    sys.exit(unknown_field_message(e, sys.argv))
+config_flags.DEFINE_config_file("config", str(DEFAULT_CONFIG), "Training config file[:variant].", lock_config=True)
 flags.DEFINE_string("workdir", "workdir/default", "Where checkpoints, metrics.jsonl, TensorBoard files and PNGs go.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs off TPU).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs off TPU).")

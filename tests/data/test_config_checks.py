@@ -74,7 +74,6 @@ def test_an_unknown_source_on_the_command_line_is_named_in_words(tmp_path):
     cmd = [sys.executable, "-m", "omni_jax.train", f"--workdir={tmp_path}", "--config.data.mixture.mydata=1.0"]
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
                           timeout=600)
-    assert proc.returncode == 1
-    assert "error: config.data.mixture.mydata: the config has no field 'mydata'" in proc.stderr
-    assert "--config.data.manifests.custom=/path.json --config.data.mixture.custom=1.0" in proc.stderr
+    assert proc.returncode != 0
+    assert "unknown config key data.mixture.mydata; closest: " in proc.stderr and "data.mixture.custom" in proc.stderr
     assert "Traceback" not in proc.stderr
