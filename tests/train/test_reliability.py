@@ -38,7 +38,9 @@ def _run(workdir, *extra):
 
 
 def _steps(workdir):
-    return [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    """The GRPO steps in metrics.jsonl (the warm-start's rows have step 0)."""
+    rows = [json.loads(l)["step"] for l in (workdir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    return [s for s in rows if s > 0]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_a_run_whose_updates_are_all_skipped_stops(tmp_path):
                 "--config.max_consecutive_skipped_updates=2")
     assert proc.returncode != 0
     assert "the last 2 updates (up to step 3) were all skipped" in proc.stderr, proc.stderr[-3000:]
-    rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in (json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()) if r["step"] > 0]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert rows[1]["loss"] is None and rows[1]["grad_norm"] is None and "update_norm" in rows[1]
     assert [r["skipped_updates"] for r in rows] == [0, 1, 2]
