@@ -24,7 +24,7 @@ import os
 import ml_collections
 
 from omni_jax import parallel
-from omni_jax.data.config import data_defaults
+from omni_jax.data.config import data_defaults, problems as data_problems
 from omni_jax.rewards.config import reward_defaults
 
 
@@ -154,6 +154,8 @@ def validate(config, num_devices: int) -> None:
         problems.append(f"model.layer_loop must be scan|unrolled (got {config.model.layer_loop!r})")
     if config.grpo.old_logprobs not in ("sampler", "recompute"):
         problems.append("grpo.old_logprobs must be 'sampler' or 'recompute'")
+    if config.get("max_consecutive_skipped_updates", 0) < 0:
+        problems.append("max_consecutive_skipped_updates must be >= 0 (0: never stop)")
     for key, why in REMOVED_KEYS.items():
         section, _, leaf = key.rpartition(".")
         node = config.get(section) if section else config
@@ -168,6 +170,8 @@ def validate(config, num_devices: int) -> None:
             problems.append(f"eval.split={config.eval.split!r} needs eval.data_dir (the benchmark's ROOT)")
     if config.total_steps < 1 or config.checkpoint_every_steps < 1:
         problems.append("total_steps and checkpoint_every_steps must be >= 1")
+    if "data" in config:  # the data layer owns its fields
+        problems.extend(data_problems(config.data))
     if problems:
         raise ValueError("invalid config:\n  " + "\n  ".join(problems))
 
@@ -180,6 +184,9 @@ def base() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 50
     c.keep_checkpoints = 3
     c.sample_every_steps = 10  # print sampled completions as text every this many steps
+    # Stop with an error after this many updates in a row skipped for a non-finite loss or gradient
+    # (0: never stop); the metrics count skipped updates in `skipped_updates`.
+    c.max_consecutive_skipped_updates = 20
     c.batch_prompts = 8  # questions per optimizer step (global); rows = batch_prompts × num_generations
     c.tokenizer = "tiny"  # "tiny" (shipped) or a local HF checkpoint directory
 

@@ -2,7 +2,8 @@
 
 GRPO training, the product's main job. With no arguments it runs the embedded default
 (configs/default.py: a tiny Thinker on synthetic video questions, on CPU). A workdir that holds
-a checkpoint resumes by itself. On a Cloud TPU slice every worker runs the same command
+a checkpoint resumes by itself. Exit status: 0 finished, 75 stopped by SIGTERM after saving (run the
+same command again to continue), 1 an error. On a Cloud TPU slice every worker runs the same command
 (launch/ does this); JAX's distributed runtime is initialised here.
 """
 
@@ -17,6 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from omni_jax import config_utils, parallel
+from omni_jax.grpo.guards import PREEMPTED_EXIT_CODE, Preemption
 from omni_jax.grpo.trainer import run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -30,6 +32,7 @@ if __name__ == "__main__":  # first: DEFINE_config_file below applies --config.*
 
     cli.exit_on_bad_args(sys.argv, prog="omni_jax.train", default_config=str(DEFAULT_CONFIG))
 
+
 config_flags.DEFINE_config_file("config", str(DEFAULT_CONFIG), "Training config file[:variant].", lock_config=True)
 flags.DEFINE_string("workdir", "workdir/default", "Where checkpoints, metrics.jsonl, TensorBoard files and PNGs go.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs off TPU).")
@@ -40,6 +43,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    Preemption.install()  # SIGTERM from here on saves and exits 75 (see omni_jax.grpo.guards)
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
@@ -55,6 +59,8 @@ def main(argv):
 
     if jax.process_index() == 0:
         print(json.dumps({"workdir": FLAGS.workdir, **summary}))
+    if summary.get("preempted"):
+        sys.exit(PREEMPTED_EXIT_CODE)  # saved: the same command resumes (0 would read as finished)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 from omni_jax.checkpoint.store import CheckpointStore, Restored
 from omni_jax.checkpoint.streaming import StreamedArray, TensorStoreLeaf
 from omni_jax.checkpoint.thinker import FORMAT, is_checkpoint, locate, open_thinker_step, thinker_meta
+from omni_jax.checkpoint.verify import CheckpointMismatch, DamagedCheckpoint
 
-__all__ = ["CheckpointStore", "Restored", "StreamedArray", "TensorStoreLeaf", "FORMAT", "is_checkpoint", "locate",
+__all__ = ["CheckpointMismatch", "CheckpointStore", "DamagedCheckpoint", "Restored", "StreamedArray", "TensorStoreLeaf", "FORMAT", "is_checkpoint", "locate",
            "open_thinker_step", "thinker_meta"]

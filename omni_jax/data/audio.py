@@ -7,14 +7,22 @@ rounded up to `audio_bucket_seconds` instead of to 300 s. Frames that feature_at
 marks valid are identical to the extractor's (tests/data/test_audio.py); the encoder reads only
 those.
 
-Waveforms come from the video's own track or an audio file, decoded and resampled by decord
-(ffmpeg's resampler; QOU uses librosa's, so samples differ slightly from QOU's, not the layout).
+Waveforms come from the video's own track or an audio file, decoded, downmixed and resampled by
+the ffmpeg program (imageio-ffmpeg's, else one on PATH) with the cut to `audio_max_seconds` done
+by ffmpeg itself, so only the kept part is decoded and held: a 1-hour track cut to 300 s holds 300 s
+of samples, never the hour. Without any ffmpeg program decord decodes the whole track (its
+AudioReader has no partial read) and the cut comes after. Both use ffmpeg's resampler; QOU uses
+librosa's, so samples differ slightly from QOU's, not the layout.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
+import shutil
+import subprocess
+import tempfile
 
 import numpy as np
 
@@ -35,19 +43,64 @@ def load_audio(src, sampling_rate: int, max_seconds: float) -> np.ndarray | None
             raise BadRecord("malformed_row", f"audio array must be mono float[S], got shape {src.shape}")
         wave = src.astype(np.float32)
     else:
-        import decord  # loads ffmpeg libraries: only readers need it
-
         opened = media.open_media(src)
-        try:
-            reader = decord.AudioReader(opened, ctx=decord.cpu(0), sample_rate=sampling_rate, mono=True)
-        except Exception as e:
-            if "find audio stream" in str(e):
-                return None
-            raise BadRecord("corrupt_container", f"{media.describe(src)}: {str(e).splitlines()[0][:200]}") from None
-        wave = np.asarray(reader[:].asnumpy()[0], np.float32)
+        exe = ffmpeg_program()
+        wave = _decode_ffmpeg(exe, opened, src, sampling_rate, max_seconds) if exe else \
+            _decode_decord(opened, src, sampling_rate, max_samples)
+        if wave is None:
+            return None
     if wave.size == 0:
         return None
     return wave[:max_samples]
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_program() -> str | None:
+    """The ffmpeg executable: imageio-ffmpeg's (a requirement), else `ffmpeg` on PATH, else None."""
+    try:
+        import imageio_ffmpeg  # ships a static ffmpeg build
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return shutil.which("ffmpeg")
+
+
+def _decode_ffmpeg(exe: str, opened, src, sampling_rate: int, max_seconds: float) -> np.ndarray | None:
+    """The first max_seconds of the first audio stream, mono float32 at sampling_rate; None without one."""
+    tmp = None
+    if not isinstance(opened, str):  # bytes: ffmpeg needs a seekable file for mp4 (index at the end)
+        tmp = tempfile.NamedTemporaryFile(suffix=".media", delete=False)
+        tmp.write(opened.getbuffer())
+        tmp.close()
+        opened = tmp.name
+    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", opened, "-map", "0:a:0", "-vn",
+           "-t", f"{max_seconds:.6f}", "-ac", "1", "-ar", str(sampling_rate), "-f", "f32le", "pipe:1"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=max(120.0, 2 * max_seconds))
+    except subprocess.TimeoutExpired:
+        raise BadRecord("corrupt_container", f"{media.describe(src)}: decoding the audio did not finish") from None
+    finally:
+        if tmp is not None:
+            os.unlink(tmp.name)
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip()
+        if "matches no streams" in err:
+            return None
+        raise BadRecord("corrupt_container", f"{media.describe(src)}: {(err.splitlines() or ['ffmpeg failed'])[-1][:200]}")
+    return np.frombuffer(proc.stdout, np.float32).copy()
+
+
+def _decode_decord(opened, src, sampling_rate: int, max_samples: int) -> np.ndarray | None:
+    import decord  # loads ffmpeg libraries: only readers need it
+
+    try:
+        reader = decord.AudioReader(opened, ctx=decord.cpu(0), sample_rate=sampling_rate, mono=True)
+    except Exception as e:
+        if "find audio stream" in str(e):
+            return None
+        raise BadRecord("corrupt_container", f"{media.describe(src)}: {str(e).splitlines()[0][:200]}") from None
+    # The reader holds the whole track already; slicing copies only the kept samples.
+    return np.asarray(reader[:max_samples].asnumpy()[0], np.float32)
 
 
 @functools.lru_cache(maxsize=4)

@@ -13,10 +13,16 @@ the caps here, never raise them.
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 # qwen-omni-utils' constants (pixels are multiples of 28x28 = one merged vision token).
 _TOKEN_PIXELS = 28 * 28
+# Sources that can be read from a HumanOmniV2 json/jsonl manifest ("custom": one's own data).
+MANIFEST_SOURCES = ("social_iq2", "emer", "video_r1", "intentbench", "custom")
+# Sources with a TFDS builder (omni_jax.data.sources.registry), read when no manifest is given.
+TFDS_SOURCES = ("social_iq2", "emer", "video_r1", "intentbench", "synthetic_tfds")
 
 
 def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -71,7 +77,10 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
     # --- batching and the mixture ---
     c.batch_size = 1  # prompts per process per batch
     c.prompt_buckets = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-    c.mixture = ml_collections.ConfigDict({"social_iq2": 0.5, "emer": 0.3, "video_r1": 0.2})
+    # Every source the run can read has an entry (0 = unused), so any can be switched on from the
+    # command line: --config.data.mixture.emer=1.0. "custom" is a slot for one's own manifest.
+    c.mixture = ml_collections.ConfigDict({"social_iq2": 0.5, "emer": 0.3, "video_r1": 0.2, "intentbench": 0.0,
+                                           "custom": 0.0, "synthetic": 0.0})
     c.data_dir = ""  # TFDS data_dir holding the prepared datasets ("" = TFDS default)
     c.split = "train"
     # TFDS builder config per source: "embedded" (media bytes in the records), "by_path", or for
@@ -81,7 +90,7 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
     # Read a source straight from a HumanOmniV2 json/jsonl manifest instead of a prepared TFDS
     # dataset: manifests.<source> = the file; manifest_roots.<source> = the media root its paths
     # are relative to (HumanOmniV2's data_root; "" = the manifest's folder).
-    names = ("social_iq2", "emer", "video_r1", "intentbench")
+    names = MANIFEST_SOURCES
     c.manifests = ml_collections.ConfigDict({k: "" for k in names})
     c.manifest_roots = ml_collections.ConfigDict({k: "" for k in names})
     # The generated source (omni_jax.data.synthetic): 8 frames of 56x56 at 4 fps, 2 s of audio.
@@ -103,7 +112,42 @@ def data_defaults(arg: str | None = None) -> ml_collections.ConfigDict:
         c.audio_bucket_seconds = 2.0
         c.prompt_buckets = (256, 512, 640, 768, 1024)  # synthetic prompts are 575-584 tokens
         c.max_prompt_tokens = 1024
-        c.mixture = ml_collections.ConfigDict({"synthetic": 1.0})
+        c.mixture = ml_collections.ConfigDict({k: 0.0 for k in c.mixture})
+        c.mixture.synthetic = 1.0
     elif arg not in (None, "", "recipe"):
         raise ValueError(f"unknown data config variant {arg!r}: use None/'recipe' or 'tiny'")
     return c
+
+
+def problems(c) -> list[str]:
+    """What in a data config the run would silently not use or cannot use, each with what to set.
+
+    A manifest whose source has no weight in the mixture would never be read; a weighted source
+    must have something to read (the generated synthetic data, a manifest, or a TFDS dataset).
+    """
+    out = []
+    weights = dict(c.mixture)
+    manifests = {k: v for k, v in dict(c.manifests).items() if v}
+    roots = {k: v for k, v in dict(c.manifest_roots).items() if v}
+    for name, w in weights.items():
+        if float(w) < 0:
+            out.append(f"data.mixture.{name}={w}: weights must be >= 0")
+    if not any(float(w) > 0 for w in weights.values()):
+        out.append(f"data.mixture gives no source a positive weight ({weights}); e.g. --config.data.mixture.synthetic=1.0")
+    for name, path in manifests.items():
+        if float(weights.get(name, 0)) <= 0:
+            others = [k for k, w in weights.items() if float(w) > 0 and k != name]
+            alone = "".join(f" --config.data.mixture.{k}=0" for k in others)
+            out.append(f"data.manifests.{name}={path} is set but data.mixture.{name} is {weights.get(name, 0)}, so the "
+                       f"manifest would never be read; to train on it set --config.data.mixture.{name}=1.0"
+                       + (f" (and{alone} to train on it alone)" if alone else ""))
+        elif "://" not in path and not os.path.isfile(path):
+            out.append(f"data.manifests.{name}={path}: no such file")
+    for name, root in roots.items():
+        if name not in manifests:
+            out.append(f"data.manifest_roots.{name}={root} is set without data.manifests.{name}: it would be ignored")
+    for name, w in weights.items():
+        if float(w) > 0 and name != "synthetic" and name not in manifests and name not in TFDS_SOURCES:
+            out.append(f"data.mixture.{name}={w} but source {name!r} has no data: set "
+                       f"--config.data.manifests.{name}=/path/to/manifest.json (a HumanOmniV2 json/jsonl file)")
+    return out

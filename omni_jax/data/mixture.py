@@ -6,9 +6,13 @@ in an order reshuffled every epoch from (seed, source, p, epoch). Everything is 
 counters, so the position is the tiny JSON `state()` = {draws, taken per source, counters}, and
 `restore(state)` continues exactly, bad records and all.
 
-Bad records (BadRecord from preparing them) are skipped and counted by source and reason; a
-source whose first `fail_fast_bad_records` records (or its whole shard, if smaller) are all bad
-raises DataError. Examples are prepared by `num_workers` threads, in order, and batches are built
+Bad records are skipped and counted by source and reason: a BadRecord from reading or preparing
+one, and any other exception of one record (a field of the wrong type deep in the preparation)
+as `malformed_row`, naming the source and the record. A source whose `fail_fast_bad_records`
+consecutive records (or every record of its shard) are bad raises DataError, wherever the
+run of bad records starts: a source bad from the start, or one whose files went away mid-run.
+The length of the current run of bad records is part of the state, so a resume stops at the
+same record. Examples are prepared by `num_workers` threads, in order, and batches are built
 ahead by a background thread (`prefetch_batches` deep).
 """
 
@@ -64,7 +68,7 @@ class Mixture:
         self._seed, self._pi = int(seed), int(process_index)
         self._num_workers, self._prefetch = max(1, num_workers), max(1, prefetch_batches)
         self._fail_fast = fail_fast_bad_records
-        self._state = {"draws": 0, "taken": {k: 0 for k in self._names}, "counters": {}}
+        self._state = {"draws": 0, "taken": {k: 0 for k in self._names}, "counters": {}, "bad_run": {}}
         self._thread = None
         self._perm_cache = {}
 
@@ -98,13 +102,17 @@ class Mixture:
             return self._example_fn(raw)
         except BadRecord as e:
             return e
+        except DataError:  # the source as a whole
+            raise
+        except Exception as e:  # a fault of this record only (e.g. a field of the wrong type)
+            return BadRecord("malformed_row", f"source {name!r} record {index}: {type(e).__name__}: "
+                             f"{str(e)[:300]}")
 
     def _produce(self, out: queue.Queue, stop: threading.Event):
-        state = {"draws": self._state["draws"], "taken": dict(self._state["taken"]),
-                 "counters": dict(self._state["counters"])}
-        good = collections.Counter()
-        bad = collections.Counter()
-        reasons = collections.defaultdict(collections.Counter)
+        state = self.state()
+        good = collections.Counter()  # good records read by this thread (the error's wording only)
+        run = state["bad_run"]  # consecutive bad records per source, up to the newest
+        reasons = collections.defaultdict(collections.Counter)  # the reasons within that run
         batch = []
         window = 2 * self._num_workers
         try:
@@ -123,20 +131,28 @@ class Mixture:
                     if isinstance(result, BadRecord):
                         key = f"skipped/{name}/{result.reason}"
                         c[key] = c.get(key, 0) + 1
-                        bad[name] += 1
+                        run[name] = run.get(name, 0) + 1
                         reasons[name][result.reason] += 1
                         log.warning("skipping record %d of source %s: %s", idx, name, result)
-                        limit = min(self._fail_fast, len(self._shards[name]))
-                        if good[name] == 0 and bad[name] >= limit:
+                        # A shard smaller than the limit: 2L - 1 consecutive draws always hold one
+                        # whole epoch, so every record of it was bad.
+                        limit = min(self._fail_fast, 2 * len(self._shards[name]) - 1)
+                        if run[name] >= limit:
+                            where = "first" if good[name] == 0 and state["taken"][name] == run[name] else "last"
                             raise DataError(
-                                f"source {name!r}: the first {bad[name]} records read were all bad "
-                                f"({dict(reasons[name])}); check the dataset (paths, files, format) before training")
+                                f"source {name!r}: the {where} {run[name]} records read were all bad "
+                                f"({dict(reasons[name]) if len(reasons[name]) else 'see the warnings above'}); "
+                                "check the dataset (paths, files still present, format) before training "
+                                f"(data.fail_fast_bad_records={self._fail_fast} consecutive bad records stop a run)")
                         continue
+                    run[name] = 0
+                    reasons[name].clear()
                     good[name] += 1
                     c[f"examples/{name}"] = c.get(f"examples/{name}", 0) + 1
                     batch.append(result)
                     if len(batch) == self._batch_size:
-                        snapshot = {"draws": state["draws"], "taken": dict(state["taken"]), "counters": dict(c)}
+                        snapshot = {"draws": state["draws"], "taken": dict(state["taken"]), "counters": dict(c),
+                                    "bad_run": dict(run)}
                         item = (collate(batch, self._buckets, self._pad), snapshot)
                         batch = []
                         while not stop.is_set():
@@ -172,9 +188,9 @@ class Mixture:
         return batch
 
     def state(self) -> dict:
-        """JSON-able position after the last batch returned: {draws, taken: {source: n}, counters}."""
+        """JSON-able position after the last batch returned: {draws, taken: {source: n}, counters, bad_run}."""
         return {"draws": self._state["draws"], "taken": dict(self._state["taken"]),
-                "counters": dict(self._state["counters"])}
+                "counters": dict(self._state["counters"]), "bad_run": dict(self._state.get("bad_run", {}))}
 
     def restore(self, state: dict) -> None:
         """Continue from a `state()`; the following batches equal those that followed it."""
@@ -182,7 +198,8 @@ class Mixture:
             raise DataError(f"data state is for sources {sorted(state['taken'])}, this mixture has {self._names}")
         self.close()
         self._state = {"draws": int(state["draws"]), "taken": {k: int(v) for k, v in state["taken"].items()},
-                       "counters": dict(state.get("counters", {}))}
+                       "counters": dict(state.get("counters", {})),
+                       "bad_run": {k: int(v) for k, v in state.get("bad_run", {}).items()}}
 
     def counters(self) -> dict[str, int]:
         """Flat counts for metrics: examples/<source>, skipped/<source>/<reason> (as of the last batch)."""

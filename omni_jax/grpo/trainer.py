@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import signal
 import time
 
 import jax
@@ -26,10 +25,13 @@ from tqdm import tqdm
 from omni_jax import config_utils, metrics as metrics_lib, parallel
 from omni_jax.chips import PEAK_FLOPS
 from omni_jax.checkpoint import CheckpointStore, thinker_meta
+from omni_jax.checkpoint import resume as resume_lib
+from omni_jax.checkpoint.resume import restore_run
 from omni_jax.data import mixture_from_config
 from omni_jax.eval.training import TrainingEval
 from omni_jax.grpo import warmstart as warmstart_lib
 from omni_jax.grpo.experience import collect, shard_rows
+from omni_jax.grpo.guards import Preemption, SkippedUpdates
 from omni_jax.grpo.policy import build_model, fold_adapters, reference_params
 from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
     optimizer_from_config, step_config_from_config, trainable_filter
@@ -42,20 +44,6 @@ from omni_jax.tokenizer import load_tokenizer
 
 log = logging.getLogger("omni_jax.train")
 
-
-
-class _Preemption:
-    """SIGTERM (TPU preemption, `launch.tpu stop`) sets a flag; the loop checkpoints and exits."""
-
-    def __init__(self):
-        self.requested = False
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (tests calling run() from a thread)
-            pass
-
-    def _handle(self, *_):
-        self.requested = True
 
 
 def _reward_fn(config, tokenizer):
@@ -86,7 +74,9 @@ def _model_flops_per_token(model_cfg) -> float:
 
 
 def run(config, workdir: str) -> dict:
-    """Train per `config` in `workdir` (checkpoints, metrics.jsonl, TensorBoard, PNG). Returns a summary."""
+    """Train per `config` in `workdir` (checkpoints, metrics.jsonl, TensorBoard, PNG). Returns a summary
+    (with "preempted": True when SIGTERM stopped it after a save)."""
+    preemption = Preemption.install()  # first: a SIGTERM during the set-up or the warm-start is not lost
     workdir = str(workdir)
     is_main = jax.process_index() == 0
     config_utils.validate(config, jax.device_count())
@@ -125,13 +115,15 @@ def run(config, workdir: str) -> dict:
     reference = None
 
     warm_losses = []
-    if start is not None:
-        extra_abstract = {"opt_state": _abstract(state.opt_state), "counters": _abstract(
-            {"skipped": state.skipped, "step": state.step})}
-        if reference_in_ckpt:
-            extra_abstract["reference"] = _abstract(reference_params(params, config.model.reference_dtype))
-        restored = store.restore(start, params_abstract=_abstract(nnx.state(model, nnx.Param).to_pure_dict()),
-                                 extra_abstract=extra_abstract)
+    extra_abstract = {"opt_state": _abstract(state.opt_state), "counters": _abstract(
+        {"skipped": state.skipped, "step": state.step})}
+    if reference_in_ckpt:
+        extra_abstract["reference"] = _abstract(reference_params(params, config.model.reference_dtype))
+    # The newest step that restores and verifies (damaged newer ones are moved aside, with a warning).
+    restored = restore_run(store, params_abstract=_abstract(nnx.state(model, nnx.Param).to_pure_dict()),
+                           extra_abstract=extra_abstract, config_json=meta["config"])
+    if restored is not None:
+        start = restored.step
         nnx.replace_by_pure_dict(params_state := nnx.state(model, nnx.Param), restored.params)
         nnx.update(model, params_state)
         graphdef, params, frozen = nnx.split(model, trainable, ...)
@@ -145,7 +137,13 @@ def run(config, workdir: str) -> dict:
     else:
         start = 0
         if config.warmstart.steps > 0:
-            params, warm_losses = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh)
+            out = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh,
+                             pathlib.Path(workdir) / "warmstart", meta, preemption)
+            if out is None:  # SIGTERM: the warm-start was saved, the next run continues it
+                data.close()
+                store.close()
+                return {"steps_run": 0, "final_step": 0, "preempted": True}
+            params, warm_losses = out
             if lora_cfg is not None:  # the warm-started model is GRPO's base and reference; fresh adapters
                 model = fold_adapters(nnx.merge(graphdef, params, frozen), int(config.seed), mesh, rules)
                 graphdef, params, frozen = nnx.split(model, trainable, ...)
@@ -155,6 +153,9 @@ def run(config, workdir: str) -> dict:
         if use_reference and lora_cfg is None:
             reference = reference_params(params, config.model.reference_dtype)
         _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
+        if config.warmstart.steps > 0:
+            store.wait()  # step 0 holds the warm-start now: its partial saves are not needed
+            resume_lib.remove_warmstart(pathlib.Path(workdir) / "warmstart")
     if use_reference and lora_cfg is not None:
         reference = lora.base_state(frozen)
     elif use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
@@ -172,12 +173,13 @@ def run(config, workdir: str) -> dict:
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
     for i, loss in enumerate(jax.device_get(warm_losses)):
         writer.write_before_start("warmstart", i + 1, {"loss": loss})
-    preemption = _Preemption()
+    skips = SkippedUpdates(config.max_consecutive_skipped_updates)
     rng = jax.random.key(config.seed)
     flops_per_token = _model_flops_per_token(cfg)
     peak = PEAK_FLOPS.get(jax.devices()[0].device_kind)
     summary_rewards = []
 
+    preempted = False
     if is_main:
         log.info("compiling the rollout and the GRPO step (the first step takes longer) ...")
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="GRPO",
@@ -218,11 +220,19 @@ def run(config, workdir: str) -> dict:
         flops = flops_per_token * (prompt_tokens + n_tokens + 3 * config.grpo.num_iterations
                                    * (learner_prompt_tokens + n_tokens))
         scalars = _step_scalars(exp, step_metrics, seconds, n_tokens, flops, peak, data.counters())
+        scalars["skipped_updates"] = int(state.skipped)  # running count over the whole run
         if evaluator.due(step + 1, step + 1 == config.total_steps):
             t_eval = time.perf_counter()
             scalars.update(evaluator(nnx.merge(graphdef, state.params, frozen)))
             scalars["time/eval_s"] = time.perf_counter() - t_eval
         writer.write(step + 1, scalars)
+        try:
+            skips.update(step + 1, bool(step_metrics.get("update_skipped", 0)), int(state.skipped))
+        except Exception:
+            store.close()
+            writer.close()
+            data.close()
+            raise
         summary_rewards.append(scalars["reward/total/mean"])
         if is_main:
             bar.set_postfix(reward=f"{scalars['reward/total/mean']:.3f}", kl=f"{scalars.get('kl', 0):.3g}",
@@ -235,13 +245,15 @@ def run(config, workdir: str) -> dict:
             _save(store, step + 1, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
             if preemption.requested or (not done and store.reached_preemption(step + 1)):
                 store.wait()
+                preempted = not done
                 if is_main:
                     log.warning("preempted: saved step %d, exiting", step + 1)
                 break
     store.close()
     writer.close()
     data.close()
-    summary = {"steps_run": len(summary_rewards), "final_step": int(state.step) + int(state.skipped)}
+    summary = {"steps_run": len(summary_rewards), "final_step": int(state.step) + int(state.skipped),
+               "preempted": preempted}
     if is_main and writer.path.exists():
         rows_all = metrics_lib.read_jsonl(writer.path)
         metrics_lib.plot_curves(rows_all, ["reward/total/mean", "reward/format/mean", "reward/accuracy/mean",
@@ -267,9 +279,10 @@ def _save(store, step, graphdef, state, frozen, meta, data, reference):
     store.save(step, params=params, meta=meta, extra=extra)
 
 
-def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
+def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir, meta, preemption):
     """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart). Returns the
-    params and each step's loss (device scalars)."""
+    params and each step's loss (device scalars); on SIGTERM the progress is saved in save_dir and
+    None returned, and the next call continues from it exactly."""
     import ml_collections
 
     # The run's own prompt settings (system prompt, caps, buckets) on the synthetic source, whose
@@ -288,10 +301,18 @@ def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh):
                             dropout_seed=int(config.seed))
     if jax.process_index() == 0:
         log.info("warm-start: compiling the supervised step ...")
-    bar = tqdm(range(config.warmstart.steps), desc="warm-start (SFT)", disable=jax.process_index() != 0,
-               dynamic_ncols=True)
+    rest = {"opt_state": state.opt_state, "step": state.step, "skipped": state.skipped}
+    first, params, rest = resume_lib.restore_warmstart(save_dir, state.params, rest, stream)
+    state = TrainState(rest["step"], params, rest["opt_state"], rest["skipped"])
+    bar = tqdm(range(first, config.warmstart.steps), initial=first, total=config.warmstart.steps,
+               desc="warm-start (SFT)", disable=jax.process_index() != 0, dynamic_ncols=True)
     losses = []
     for i in bar:
+        if preemption.requested:
+            resume_lib.save_warmstart(save_dir, i, state.params, {"opt_state": state.opt_state, "step": state.step,
+                                                                  "skipped": state.skipped}, stream, meta)
+            stream.close()
+            return None
         batch = next(stream)
         records = batch.pop("records")
         inputs = prepare_inputs(cfg, **batch)

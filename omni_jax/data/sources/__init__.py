@@ -88,8 +88,12 @@ def validate_record(raw: dict) -> dict:
         raise BadRecord("malformed_row", f"record {rid!r}: problem_type {rec['problem_type']!r} has no accuracy "
                         f"rule (rewards.accuracy handles {list(ACCURACY_TYPES)})")
     options = raw.get("options")
-    options = [] if options is None else list(options)
-    rec["options"] = [_text(o, "options", rid) for o in options]
+    if isinstance(options, np.ndarray):  # TFDS sequences arrive as arrays
+        options = options.tolist()
+    if options is not None and not isinstance(options, (list, tuple)):
+        raise BadRecord("malformed_row", f"record {rid!r}: field 'options' must be a list of text, "
+                        f"got {type(options).__name__}")
+    rec["options"] = [_text(o, "options", rid) for o in options or ()]
     if rec["problem_type"] in MC_TYPES and not rec["options"]:
         raise BadRecord("malformed_row", f"record {rid!r}: a {rec['problem_type']} question without options")
     if "answer" not in rec:
@@ -99,7 +103,13 @@ def validate_record(raw: dict) -> dict:
         rec["answer"] = m.group(1)
     for field in ("video", "image", "audio"):
         rec[field] = media_value(raw.get(field))
-    rec["video_fps"] = None if raw.get("video_fps") is None else float(raw["video_fps"])
+        if rec[field] is not None and not isinstance(rec[field], (str, bytes, bytearray, np.ndarray)):
+            raise BadRecord("malformed_row", f"record {rid!r}: field {field!r} must be a path, bytes or an array, "
+                            f"got {type(rec[field]).__name__}")
+    fps = raw.get("video_fps")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)) or not fps > 0):
+        raise BadRecord("malformed_row", f"record {rid!r}: field 'video_fps' must be a positive number, got {fps!r}")
+    rec["video_fps"] = None if fps is None else float(fps)
     kind = rec["data_type"]
     if kind not in ("video", "image") or rec[kind] is None:
         raise BadRecord("malformed_row", f"record {rid!r}: data_type {kind!r} without its media")

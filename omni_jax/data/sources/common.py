@@ -83,15 +83,24 @@ def humanomni_record(row, source: str, media_root: pathlib.Path, default_id: str
     if not isinstance(row, dict):
         raise BadRecord("malformed_row", f"row {default_id} is a {type(row).__name__}, not an object")
     rec = {k: row.get(k) for k in ("problem", "problem_type", "options", "solution")}
-    rec["id"] = str(row.get("id") or row.get("qid") or default_id)
+    rid = row.get("id") or row.get("qid") or default_id
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        raise BadRecord("malformed_row", f"row {default_id}: 'id' must be text or an integer, got {type(rid).__name__}")
+    rec["id"] = str(rid)
     rec["source"] = source
     rec["data_type"] = row.get("data_type") or "video"
     if isinstance(row.get("answer"), str):
         rec["answer"] = row["answer"]
+    elif row.get("answer") is not None:
+        raise BadRecord("malformed_row", f"row {default_id}: 'answer' must be text, got {type(row['answer']).__name__}")
     media = row.get("path") or row.get("video")
     if isinstance(media, dict):  # HumanOmniV2's image + separate audio rows
-        rec["image"] = str(media_root / media["image"]) if media.get("image") else None
-        rec["audio"] = str(media_root / media["audio"]) if media.get("audio") else None
+        for field in ("image", "audio"):
+            value = media.get(field)
+            if value and not isinstance(value, str):
+                raise BadRecord("malformed_row", f"row {default_id}: path.{field} must be a file path, "
+                                f"got {type(value).__name__}")
+            rec[field] = str(media_root / value) if value else None
         rec["data_type"] = "image"
     elif isinstance(media, str):
         rec[rec["data_type"] if rec["data_type"] in ("video", "image") else "video"] = str(media_root / media)
@@ -173,6 +182,8 @@ def humanomni_rows(root: pathlib.Path, source: str, files=None, media_root: path
                 yield key, humanomni_record(row, source, media_root or root, key)
             except BadRecord as e:
                 yield key, e
+            except Exception as e:  # any other fault of one row's shape: that row only
+                yield key, BadRecord("malformed_row", f"row {key}: {type(e).__name__}: {e}")
 
 
 class JsonSource:
