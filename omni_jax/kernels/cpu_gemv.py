@@ -341,6 +341,12 @@ def calibration() -> dict:
             return _state["calibration"]
     path = _calibration_path()
     try:
+        # The decision picks which code runs: read it only from a file of this user's that no one
+        # else can write, in a directory no one else can write (as the library itself).
+        why = _untrusted(os.lstat(path.parent), "directory") or _untrusted(os.lstat(path), "file")
+        if why is not None:
+            log.warning("omni_jax kernel calibration %s is not trusted (%s): measuring again", path, why)
+            raise ValueError(why)
         result = json.loads(path.read_text())
         if not isinstance(result.get("faster"), bool):
             raise ValueError(f"no decision in {path}")

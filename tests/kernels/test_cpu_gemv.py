@@ -285,6 +285,18 @@ def test_calibration_falls_back_to_xla_where_the_kernel_is_slower_and_is_cached(
     assert json.loads(cpu_gemv._calibration_path().read_text())["faster"] is True
 
 
+def test_a_calibration_others_can_write_is_measured_again(tmp_path, monkeypatch):
+    cpu = [jax.devices("cpu")[0]]
+    _fresh_calibration(monkeypatch, tmp_path, (0.004, 0.001))  # the kernel is slower on this CPU
+    path = cpu_gemv._calibration_path()
+    path.write_text(json.dumps({"faster": True}))  # a planted decision, writable by everyone
+    path.chmod(0o666)
+    assert not cpu_gemv.usable(cpu, "float32")
+    assert json.loads(path.read_text())["faster"] is False and path.stat().st_mode & 0o077 == 0
+    _fresh_calibration(monkeypatch, tmp_path, None)  # the file it wrote instead is read back
+    assert not cpu_gemv.usable(cpu, "float32")
+
+
 def test_calibration_times_both_systems():
     kernel_s, xla_s = cpu_gemv._time_products(repeats=2)
     assert 0 < kernel_s < 1 and 0 < xla_s < 1
