@@ -43,6 +43,7 @@ def _kill_after(proc, metrics: pathlib.Path, rows: int):
     proc.wait()
 
 
+@pytest.mark.slow  # ~60-70 s of three runs; the SFT and full GRPO kill -9 tests cover resume in the default run
 def test_lora_grpo_kill_9_then_resume_gives_the_same_metrics(tmp_path):
     ref = tmp_path / "ref"
     _train(ref, *LORA)
