@@ -88,7 +88,7 @@ def run(config, workdir: str) -> dict:
     validate(config, jax.device_count())
     shape = config_utils.mesh_shape(config, jax.device_count())
     mesh = parallel.make_mesh(shape)
-    rules = parallel.DEFAULT_RULES
+    rules = config_utils.mesh_rules(config)
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
     model = build_model(config, tokenizer, mesh, rules)
     cfg = model.cfg
