@@ -9,6 +9,7 @@ default_config=...)` checks, then hands over to `absl.app.run`.
 from __future__ import annotations
 
 import difflib
+import logging
 import importlib.util
 import os
 import sys
@@ -119,3 +120,17 @@ def run(main, *, prog: str, default_config: str | None = None) -> None:
         if asked_for_help(sys.argv) and e.code in (1, None):
             raise SystemExit(0) from None
         raise
+
+
+def console_logging() -> None:
+    """omni_jax's INFO lines on the console, once each; absl (Orbax logs every file it writes at
+    INFO) kept at WARNING."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("omni_jax")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # absl's root handler would print each line again

@@ -10,7 +10,6 @@ same command again to continue), 1 an error. On a Cloud TPU slice every worker r
 from __future__ import annotations
 
 import json
-import logging
 import pathlib
 import sys
 
@@ -44,14 +43,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     Preemption.install()  # SIGTERM from here on saves and exits 75 (see omni_jax.grpo.guards)
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("omni_jax").addHandler(handler)
-    logging.getLogger("omni_jax").setLevel(logging.INFO)
-    logging.getLogger("omni_jax").propagate = False  # absl's root handler would print each line again
+    cli.console_logging()
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
     parallel.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     summary = run(FLAGS.config, FLAGS.workdir)

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from omni_jax import config_utils, parallel
+from omni_jax import cli, config_utils, parallel
 from omni_jax.sft import run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = str(ROOT / "configs" / "sft_lora.py") + ":tiny"
 
-config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "sft_lora.py") + ":tiny",
+if __name__ == "__main__":  # first: DEFINE_config_file below applies --config.* overrides as it is defined
+    cli.exit_on_bad_args(sys.argv, prog="omni_jax.sft", default_config=DEFAULT_CONFIG)
+
+config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                 "SFT config file[:variant].", lock_config=True)
 flags.DEFINE_string("workdir", "workdir/sft", "Where checkpoints, metrics.jsonl, TensorBoard files and PNGs go.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs off TPU).")
@@ -29,13 +34,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    import logging
-
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("omni_jax").addHandler(logging.StreamHandler())
-    logging.getLogger("omni_jax").setLevel(logging.INFO)
+    cli.console_logging()
     config_utils.apply_cpu_devices(FLAGS.config)  # before JAX starts any backend
     parallel.init_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     import jax
@@ -46,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, prog="omni_jax.sft", default_config=DEFAULT_CONFIG)
