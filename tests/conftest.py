@@ -5,8 +5,11 @@ run killed and resumed, multi-process runs), and the two xdist workers compile t
 models; most of each run is compilation. JAX's persistent cache (under pytest's own cache folder,
 `.pytest_cache/`) lets every process after the first load those executables instead. A cached
 executable is the one a fresh compile of the same program produces, so results are unchanged
-(the resume-equals-reference tests compare runs across it). Set JAX_COMPILATION_CACHE_DIR to use
-another folder; OMNI_JAX_TEST_COMPILATION_CACHE=0 turns it off.
+(the resume-equals-reference tests compare runs across it). One exception seen on XLA:CPU (jaxlib
+0.10.2): a sharded step with collectives inside `lax.cond` branches ran fresh but, loaded from the
+cache, deadlocked between its CPU devices (abort after 40 s); LoRA dropout was such a cond and is
+decided while tracing now (omni_jax/model/lora.py). Set JAX_COMPILATION_CACHE_DIR to use another
+folder; OMNI_JAX_TEST_COMPILATION_CACHE=0 turns it off.
 """
 
 import os

@@ -12,8 +12,12 @@ axis too. Only adapters get gradients and optimizer state (`TRAINABLE`); the bas
 off is `base_graphdef(model)` merged with the same frozen weights, so no reference copy exists.
 
 Dropout needs a key per step inside a pure step: each adapter holds a `DropoutKey` variable
-(only when dropout > 0), zero outside training (dropout off: rollout, log-probs, export);
-`seed_dropout(model, key)` writes fresh keys inside a traced loss function.
+(only when dropout > 0), zero outside training; `seed_dropout(model, key)` writes fresh keys inside
+a traced loss function and turns dropout on for that model only (rollout, log-probs and export
+never call it: dropout off). On or off is decided while tracing, not by a `lax.cond` on the keys:
+under a sharded train step the cond's branches hold collectives, and XLA:CPU (jaxlib 0.10.2) ran
+such a step, once loaded from the persistent compilation cache, into a collective deadlock
+between its devices (aborted after 40 s; a fresh compile ran).
 """
 
 from __future__ import annotations
@@ -98,19 +102,16 @@ class Adapter(nnx.Module):
         self.scale = float(alpha) / rank
         self.dropout = float(dropout)
         self.dropout_key = DropoutKey(jnp.zeros((*stack, 2), jnp.uint32)) if dropout > 0 else None
+        self.seeded = False  # set by seed_dropout in a traced loss: dropout on
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: [..., in] → [..., out] in the compute dtype."""
         x = x.astype(self.dtype)
-        if self.dropout_key is not None:
-            raw = self.dropout_key[...]
-
-            def drop(x):
-                keep = jax.random.bernoulli(jax.random.wrap_key_data(raw), 1.0 - self.dropout, x.shape)
-                return jnp.where(keep, x / (1.0 - self.dropout), 0).astype(x.dtype)
-
-            x = jax.lax.cond(jnp.any(raw != 0), drop, lambda x: x, x)
+        if self.seeded:
+            key = jax.random.wrap_key_data(self.dropout_key[...])
+            keep = jax.random.bernoulli(key, 1.0 - self.dropout, x.shape)
+            x = jnp.where(keep, x / (1.0 - self.dropout), 0).astype(x.dtype)
         h = jnp.dot(x, self.a[...].astype(self.dtype))
         return jnp.dot(h, self.b[...].astype(self.dtype)) * jnp.asarray(self.scale, self.dtype)
 
@@ -215,6 +216,7 @@ def seed_dropout(model, key: jax.Array) -> None:
         keys = jax.random.split(jax.random.fold_in(key, i), n)
         # A new variable, not an in-place write: the merged state's variables may come from an outer trace.
         adapter.dropout_key = DropoutKey(jax.random.key_data(keys).reshape(*shape, 2).astype(jnp.uint32))
+        adapter.seeded = True
 
 
 def adapter_params(model) -> dict[str, dict[str, jax.Array]]:

@@ -125,3 +125,25 @@ def test_dropout_only_with_seeded_keys():
     a = np.asarray(seeded(*nnx.split(model), jax.random.key(0)))
     b = np.asarray(seeded(*nnx.split(model), jax.random.key(1)))
     assert np.abs(a - plain).max() > 1e-4 and np.abs(a - b).max() > 1e-4
+
+
+def test_dropout_adds_no_branch_to_the_step():
+    # Dropout on or off is settled while tracing: a `cond` on the keys put collectives inside
+    # branches of the sharded train step, which XLA:CPU deadlocked on once the step was loaded
+    # from the persistent compilation cache.
+    inputs = _inputs(_model().cfg)
+
+    def conds(dropout, seeded):
+        model = _model()
+        lora.add_adapters(model, lora.LoRAConfig(rank=4, alpha=8, dropout=dropout, targets=TARGETS))
+
+        def forward(graphdef, state):
+            m = nnx.merge(graphdef, state)
+            if seeded:
+                lora.seed_dropout(m, jax.random.key(0))
+            return m.forward(inputs)
+
+        return str(jax.make_jaxpr(forward, static_argnums=0)(*nnx.split(model))).count(" cond[")
+
+    without = conds(0.0, seeded=False)
+    assert conds(0.5, seeded=True) == conds(0.5, seeded=False) == without
