@@ -247,6 +247,10 @@ def base() -> ml_collections.ConfigDict:
     c.warmstart.steps = 0  # supervised steps on synthetic demonstrations before GRPO (0 = off)
     c.warmstart.learning_rate = 1e-3
     c.warmstart.batch_prompts = 16
+    # With LoRA: True, the warm-start trains the adapters (merged into the base before GRPO); False,
+    # it trains the text decoder's weights as a run without LoRA does (a random tiny model does not
+    # learn the answer form through adapters alone), and GRPO then trains fresh adapters on it.
+    c.warmstart.lora = True
 
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tp": 1})
     # > 0: run the CPU backend as this many JAX devices (one per core is the use), so the mesh

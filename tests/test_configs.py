@@ -14,11 +14,24 @@ from omni_jax.grpo.loss import LossConfig, beta_at
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("arg", [None, "num_generations=2", "num_generations=4", "num_generations=8,steps=50"])
+@pytest.mark.parametrize("arg", [None, "num_generations=2", "num_generations=4", "num_generations=8,steps=50", "lora"])
 def test_default_variants_validate(arg):
     c = default.get_config(arg)
     config_utils.validate(c, num_devices=1)
     assert c.model.architecture == "tiny" and c.data.mixture.synthetic == 1.0
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def test_default_lora_variant_changes_only_what_lora_needs():
+    full, lora = _flat(default.get_config().to_dict()), _flat(default.get_config("lora").to_dict())
+    assert {k for k in full if full[k] != lora[k]} == {"lora.rank", "lora.alpha", "optim.learning_rate", "warmstart.lora"}
+    assert lora["lora.rank"] > 0 and not lora["warmstart.lora"]  # the warm-start trains the base, as the full run's
 
 
 STAGE4 = [f"model={m},num_generations={g}" for m, g in itertools.product(("3b", "7b"), (2, 4, 8))]

@@ -137,15 +137,17 @@ def run(config, workdir: str) -> dict:
     else:
         start = 0
         if config.warmstart.steps > 0:
-            out = _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh,
-                             pathlib.Path(workdir) / "warmstart", meta, preemption)
+            warm = (graphdef, params, frozen)
+            if lora_cfg is not None and not config.warmstart.lora:  # the base's weights learn; adapters stay B = 0
+                warm = nnx.split(nnx.merge(*warm), nnx.All(trainable_filter(), nnx.Not(lora.TRAINABLE)), ...)
+            out = _warmstart(config, *warm, tokenizer, cfg, mesh, pathlib.Path(workdir) / "warmstart", meta, preemption)
             if out is None:  # SIGTERM: the warm-start was saved, the next run continues it
                 data.close()
                 store.close()
                 return {"steps_run": 0, "final_step": 0, "preempted": True}
             params, warm_losses = out
             if lora_cfg is not None:  # the warm-started model is GRPO's base and reference; fresh adapters
-                model = fold_adapters(nnx.merge(graphdef, params, frozen), int(config.seed), mesh, rules)
+                model = fold_adapters(nnx.merge(warm[0], params, warm[2]), int(config.seed), mesh, rules)
                 graphdef, params, frozen = nnx.split(model, trainable, ...)
                 frozen = parallel.on_mesh(frozen, mesh)
             state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params),
