@@ -3,12 +3,12 @@
     report = check_fit(config, "v5p-8")
     for step in report.steps: print(step.name, step.bytes_per_chip, step.fits, step.flops)
 
-The steps are the very functions the run jits, lowered under the same mesh, logical-axis rules
-and shardings: the rollout's prefill and decode as `generate` builds them
+The steps are the very functions the run jits, on the run's own pieces built abstractly
+(`grpo.pieces.build_run`: the same mesh, logical-axis rules, parameter split, optimizer state and
+shardings): the rollout's prefill and decode as `generate` builds them
 (`omni_jax.rollout.sampler.build_rollout_steps`: the same jitted functions, static arguments and
-input shardings), the donated GRPO train step
-(`grpo.step.jit_train_step`) and, with β > 0, the reference log-prob pass (`build_logprob_fn`),
-on the config's worst-case batch (`aot.inputs`). Parameters, optimizer state and the reference
+input shardings), the donated GRPO train step (`grpo.step.jit_train_step`) and, with β > 0, the
+reference log-prob pass (`build_logprob_fn`), on the config's worst-case batch (`aot.inputs`). Parameters, optimizer state and the reference
 stay in HBM for the whole run, so each step's total is its compiled footprint (XLA's peak from
 its buffer assignment: arguments, outputs and the temporaries live at the same time, donated
 buffers reused; + code) plus the resident buffers it does not take as arguments (and, for
@@ -33,14 +33,11 @@ from omni_jax.aot import estimate as estimate_lib
 from omni_jax.aot import inputs as inputs_lib
 from omni_jax.aot import topology as topology_lib
 from omni_jax.aot.flops import jaxpr_flops
-from omni_jax.checkpoint.loading import param_shardings
 from omni_jax.grpo.experience import row_shardings
-from omni_jax.grpo.policy import model_options
-from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_state_shardings, \
-    optimizer_from_config, step_config_from_config, trainable_filter
-from omni_jax.model import lora, presets
+from omni_jax.grpo.pieces import abstract_state, build_run, model_config
+from omni_jax.grpo.step import jit_logprob_fn, jit_train_step
+from omni_jax.model import lora
 from omni_jax.model.text import init_cache
-from omni_jax.model.thinker import abstract_thinker
 from omni_jax.rollout import sampler
 from omni_jax.rollout.sampling import Sampling
 from omni_jax.tokenizer import load_tokenizer
@@ -137,12 +134,6 @@ def _bytes_per_chip(tree) -> int:
     return total
 
 
-def _abstract_state(tree, shardings):
-    """nnx State of ShapeDtypeStructs with shardings (from an abstract model's Variables)."""
-    return jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s), tree, shardings,
-                        is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
 def _row_shardings(mesh, rules):
     """Fallback output shardings when a step did not compile: rows over the batch axes, as the run lays them."""
     def one(x):
@@ -217,11 +208,14 @@ def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _
     return _Compiled(traced, compiled, flops, time.perf_counter() - t0, arg_bytes, error)
 
 
-def _model_config(config, tokenizer=None):
-    arch = config.model.architecture
-    if arch == "tiny" and tokenizer is None:
-        tokenizer = load_tokenizer(config.tokenizer or "tiny")
-    return presets.architecture_config(arch, tokenizer, **model_options(config))
+def _tokenizer(config):
+    """The tiny architecture takes its vocabulary from the tokenizer; the real ones need none."""
+    return load_tokenizer(config.tokenizer or "tiny") if config.model.architecture == "tiny" else None
+
+
+def _model_config(config):
+    """The ThinkerConfig the check compiles (the config's architecture, as `build_run` builds it abstractly)."""
+    return model_config(config, _tokenizer(config))
 
 
 def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None, hbm_bytes: int | None = None,
@@ -236,10 +230,9 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     hbm = int(hbm_bytes or tpu.hbm_bytes)
     n_chips = len(devices)
     config_utils.validate(config, n_chips)
-    mesh_shape = config_utils.mesh_shape(config, n_chips)
-    mesh = parallel.make_mesh(mesh_shape, devices=devices)
-    rules = config_utils.mesh_rules(config)
-    cfg = _model_config(config)
+    # The run's pieces, abstract: mesh, rules, model, its split, optimizer state and TrainState.
+    pieces = build_run(config, _tokenizer(config), devices=devices, abstract=True)
+    mesh, mesh_shape, rules, cfg, lora_cfg = pieces.mesh, pieces.mesh_shape, pieces.rules, pieces.model_cfg, pieces.lora_cfg
     say = progress or (lambda _: None)
 
     # ---- shapes of one optimizer step ----
@@ -253,23 +246,11 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     with_old = config.grpo.num_iterations > 1
 
     # ---- the run's resident buffers: policy, towers, optimizer, reference ----
-    abstract_model = abstract_thinker(cfg)
-    lora_cfg = lora.config_from(config)
-    if lora_cfg is not None:  # adapters trained, base frozen; the reference is the base (no copy)
-        abstract_model = lora.abstract_with_adapters(abstract_model, lora_cfg)
-        with_reference_copy = False
-    else:
-        with_reference_copy = with_reference
-    graphdef_all, all_vars = nnx.split(abstract_model)
-    policy_state = _abstract_state(all_vars, param_shardings(all_vars, mesh, rules))
-    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(adapters=lora_cfg is not None), ...)
-    trainable = _abstract_state(trainable, param_shardings(trainable, mesh, rules))
-    base_frozen = lora.base_state(frozen)  # the LoRA reference pass's weights (all of `frozen` but dropout keys)
-    base_frozen = _abstract_state(base_frozen, param_shardings(base_frozen, mesh, rules))
-    frozen = _abstract_state(frozen, param_shardings(frozen, mesh, rules))
-    optimizer = optimizer_from_config(config)
-    opt_state = inputs_lib.with_shardings(jax.eval_shape(optimizer.init, trainable),
-                                          opt_state_shardings(optimizer, trainable))  # as init_opt_state makes it
+    # The rollout samples from the whole model (graphdef_all); with LoRA the reference is the base (no copy).
+    graphdef_all, policy_state = nnx.split(pieces.model)
+    policy_state = abstract_state(policy_state, mesh, rules)
+    trainable, frozen, opt_state = pieces.state.params, pieces.frozen, pieces.state.opt_state
+    with_reference_copy = with_reference and lora_cfg is None
     ref_dtype = jnp.dtype(config.model.reference_dtype)
     reference = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, ref_dtype, sharding=x.sharding), trainable)
     resident = {"trainable": _bytes_per_chip(trainable), "frozen": _bytes_per_chip(frozen),
@@ -279,7 +260,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
 
     # ---- analytic arithmetic ----
     rows_shards = mesh_shape["data"] * mesh_shape["fsdp"]
-    step_cfg = step_config_from_config(config, rows_shards)
+    step_cfg = pieces.step_cfg
     model_inputs = inputs_lib.model_inputs(cfg, prompt, b, length)
     shapes = estimate_lib.Shapes(
         prompts=b, generations=g, prompt_length=length, max_new_tokens=max_new, grad_accum=int(config.optim.grad_accum),
@@ -365,9 +346,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     batch = inputs_lib.with_shardings(batch, row_shardings(batch, mesh, rules))
     if "train" in want:
         say("train: compiling")
-        state = TrainState(step=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)), params=trainable,
-                           opt_state=opt_state, skipped=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)))
-        tr = _compile(jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state)),
+        state = pieces.state
+        tr = _compile(jit_train_step(pieces.graphdef, step_cfg, pieces.optimizer, parallel.shardings_of(state)),
                       (state, frozen, batch), mesh=mesh, rules=rules)
         # Forward, remat forward and backward read the weights per micro-batch; AdamW reads and writes its state.
         traffic = 3 * step_cfg.grad_accum * (resident["trainable"] + resident["frozen"]) \
@@ -375,9 +355,11 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("train", tr, (0, 1), 0, traffic=traffic)
     if "reference" in want and with_reference:
         say("reference: compiling")
-        ref_args = (reference, frozen, batch.seqs) if lora_cfg is None else \
-            (base_frozen, nnx.State({}), batch.seqs)  # LoRA: the base graph on the frozen weights
-        ref_graphdef = graphdef if lora_cfg is None else lora.base_graphdef(abstract_model)
+        if lora_cfg is None:
+            ref_args, ref_graphdef = (reference, frozen, batch.seqs), pieces.graphdef
+        else:  # LoRA: the base graph on the base weights (every parameter but the adapters)
+            base_frozen = abstract_state(lora.base_state(nnx.state(pieces.model)), mesh, rules)
+            ref_args, ref_graphdef = (base_frozen, nnx.State({}), batch.seqs), lora.base_graphdef(pieces.model)
         ref = _compile(jit_logprob_fn(ref_graphdef, step_cfg), ref_args, mesh=mesh, rules=rules)
         # The GRPO batch's other fields stay live next to the sequences.
         others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)
