@@ -83,7 +83,7 @@ def prepare(model, mode: str, args):
         t0 = time.perf_counter()
         state = holder["state"]
         out = generate(nnx.merge(graphdef, state.params, frozen), inputs, num_samples=g, max_new_tokens=args.new,
-                       temperature=1.0, seed=i, cpu_gemv=False)
+                       temperature=1.0, seed=i, cpu_decode_kernel=False)
         jax.block_until_ready(out.tokens)
         t1 = time.perf_counter()
         seqs = Sequences(jnp.repeat(out.prompt_embeds, g, 0), jnp.repeat(jnp.asarray(inputs.position_ids), g, 1),

@@ -191,7 +191,7 @@ def batch_shards(mesh, rules=None) -> int:
 
 def evaluate(model, tokenizer, data_cfg, items: list, *, results_path=None, batch_size: int = 8,
              max_new_tokens: int = 2048, mesh=None, rules=None, progress: bool = True, desc: str = "eval",
-             people_focus_cfg=None, judge=None, cpu_gemv=None, timestamps=None) -> EvalOutput:
+             people_focus_cfg=None, judge=None, cpu_decode_kernel=None, timestamps=None) -> EvalOutput:
     """Answer every item greedily (see the module docstring); returns results, skipped items, speed.
 
     judge: an `omni_jax.rewards.judge.Judge`: each answer's <think> is rated 0–10 (row field `judge`,
@@ -219,7 +219,8 @@ def evaluate(model, tokenizer, data_cfg, items: list, *, results_path=None, batc
         batch.pop("records")
         inputs = prepare_inputs(model.cfg, **batch)
         out = generate(model, inputs, num_samples=1, max_new_tokens=max_new_tokens, temperature=0.0,
-                       eos_token_ids=[eos], pad_token_id=pad, mesh=mesh, rules=rules, cpu_gemv=cpu_gemv)
+                       eos_token_ids=[eos], pad_token_id=pad, mesh=mesh, rules=rules,
+                       cpu_decode_kernel=cpu_decode_kernel)
         tokens, lengths = _to_host(out.tokens), _to_host(out.lengths)
         texts = tokenizer.batch_decode([tokens[i, : lengths[i]] for i in range(n)], skip_special_tokens=True)
         rows = []

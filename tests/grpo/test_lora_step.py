@@ -108,7 +108,7 @@ def test_lora_grpo_learns_a_token_reward(setup):
     rewards = []
     for step in range(steps):
         out = generate(nnx.merge(graphdef, state.params, frozen), inputs, num_samples=g, max_new_tokens=m,
-                       temperature=1.0, seed=step, cpu_gemv=False)
+                       temperature=1.0, seed=step, cpu_decode_kernel=False)
         mask = np.asarray(out.mask)
         reward = ((np.asarray(out.tokens) < 40) & mask).sum(1) / np.maximum(mask.sum(1), 1)
         rewards.append(reward.mean())
