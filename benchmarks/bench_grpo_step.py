@@ -127,7 +127,7 @@ def run_ours(model, tok, texts, args, prefix_share: bool = True) -> list[float]:
         return {"total": r}, {}
 
     mesh = parallel.make_mesh({"data": 1, "fsdp": -1, "tp": 1})
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     params = jax.tree.map(jnp.copy, params)  # the step donates its state; the model is run again
     opt = make_optimizer(learning_rate=1e-5, total_steps=args.steps, schedule="linear")
     state = parallel.on_mesh(TrainState(jnp.int32(0), params, jax.jit(opt.init)(params), jnp.int32(0)), mesh)

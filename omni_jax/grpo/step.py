@@ -66,14 +66,13 @@ class StepConfig:
     dropout_seed: int = 0  # LoRA dropout keys: a function of (dropout_seed, step, micro-batch)
 
 
-def trainable_filter(train_towers: bool = False, adapters: bool = False):
-    """nnx filter of the parameters the optimizer updates: the text decoder and lm_head (a training
-    run keeps the vision and audio towers frozen); train_towers adds the towers. With LoRA
-    `adapters`: the adapters only (every base weight frozen)."""
+def trainable_filter(adapters: bool = False):
+    """nnx filter of the parameters the optimizer updates: the text decoder and lm_head (the vision
+    and audio towers are always frozen). With LoRA `adapters`: the adapters only (every base weight
+    frozen)."""
     if adapters:
         return lora.TRAINABLE
-    prefixes = ("model", "lm_head") + (("visual", "audio_tower") if train_towers else ())
-    return nnx.All(nnx.Param, lambda path, _: path[0] in prefixes)
+    return nnx.All(nnx.Param, lambda path, _: path[0] in ("model", "lm_head"))
 
 
 def make_optimizer(*, learning_rate: float, total_steps: int, warmup_steps: int = 0, schedule: str = "linear",

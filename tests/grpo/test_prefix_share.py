@@ -103,7 +103,7 @@ def test_rows_that_do_not_split_into_runs_are_refused(setup):
 
 
 def _step(model, batch, grad_accum, run):
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     opt = make_optimizer(learning_rate=1e-2, total_steps=10)
     cfg = StepConfig(loss=L.LossConfig(beta=0.04), grad_accum=grad_accum, total_steps=10, temperature=1.0,
                      logits_chunk=4, prefix_share=run)
@@ -128,7 +128,7 @@ def test_train_step_with_a_shared_prompt_equals_the_per_row_step(setup):
 
 def test_logprob_fn_in_micro_batches_of_shared_runs_keeps_row_order(setup):
     model, seqs = setup
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     whole = np.asarray(completion_logprobs(model, seqs, logits_chunk=4)[0])
     for micro, run in ((2, 2), (2, G), (4, 2)):
         got = jax.jit(build_logprob_fn(graphdef, 1.0, 4, micro, run))(params, frozen, seqs)
