@@ -93,16 +93,21 @@ def input_shardings(inputs: ModelInputs, mesh, rules=parallel.DEFAULT_RULES):
                         is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x))
 
 
+def batch_shards(mesh, rules=parallel.DEFAULT_RULES) -> int:
+    """Over how many devices the prompts are split: the mesh axes of the logical `batch` axis (data ×
+    fsdp by default); 1 without a mesh. A batch of a multiple of it is prefilled in one pass."""
+    if mesh is None:
+        return 1
+    axes = dict(rules or parallel.DEFAULT_RULES).get("batch") or ()
+    return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+
+
 def prompts_per_prefill(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> int:
     """How many prompts one prefill pass runs: all of them when they split evenly over the batch
-    mesh axes, else one at a time. A batch that does not divide is replicated on every chip
-    (8 prompts on 16 chips), and so are its activations: 28k-token prompts then need their whole
-    decoder working set on each chip unless they go through one by one."""
-    if mesh is None:
-        return num_prompts
-    axes = dict(rules).get("batch") or ()
-    shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
-    return num_prompts if num_prompts % shards == 0 else 1
+    mesh axes (`batch_shards`), else one at a time. A batch that does not divide is replicated on
+    every chip (8 prompts on 16 chips), and so are its activations: 28k-token prompts then need
+    their whole decoder working set on each chip unless they go through one by one."""
+    return num_prompts if num_prompts % batch_shards(mesh, rules) == 0 else 1
 
 
 def prefill_plan(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> tuple[int, bool]:

@@ -17,6 +17,7 @@ import torch
 from flax import nnx
 
 import omni_jax
+from omni_jax import parallel
 from omni_jax.model import prepare_inputs
 from omni_jax.kernels import cpu_gemv as _cpu_gemv
 from omni_jax.rollout import generate, sampler
@@ -258,6 +259,8 @@ def test_prompts_per_prefill_splits_only_batches_that_do_not_divide():
     assert prompts_per_prefill(8, mesh(2, 4)) == 8
     assert prompts_per_prefill(8, mesh(1, 16)) == 1  # replicated on 16 chips: one prompt at a time
     assert prompts_per_prefill(8, None) == 8
+    assert sampler.batch_shards(mesh(2, 4)) == 8 and sampler.batch_shards(None) == 1
+    assert sampler.batch_shards(mesh(2, 4), {**dict(parallel.DEFAULT_RULES), "batch": "fsdp"}) == 4
     # The prompts' cache is kept once exactly when they divide; else one at a time, copied per candidate.
     assert sampler.prefill_plan(8, mesh(1, 4)) == (8, True)
     assert sampler.prefill_plan(8, mesh(1, 16)) == (1, False)
