@@ -222,7 +222,7 @@ def base() -> ml_collections.ConfigDict:
     c.grpo.logits_chunk = 256
     # Candidates of one question share one pass of its prompt in the learner's and reference's
     # log-prob passes (the prompt's keys and values feed every candidate); False: one per row.
-    c.grpo.share_prompt = True
+    c.grpo.prefix_share = True
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 1e-6

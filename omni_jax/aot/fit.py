@@ -267,7 +267,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         patches=model_inputs.vision.pixel_values.shape[0] if model_inputs.vision else 0,
         audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
         param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
-        train_towers=False, with_reference=with_reference, cache_dtype=cache_dtype.name,
+        with_reference=with_reference, cache_dtype=cache_dtype.name,
         reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share,
         lora_rank=lora_cfg.rank if lora_cfg else 0, lora_targets=lora_cfg.targets if lora_cfg else ())
     estimates = estimate_lib.estimate(cfg, shapes)
@@ -366,7 +366,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         report("reference", ref, (0, 1), others,
                traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(mesh, rules))))
 
-    counts = estimate_lib.parameter_counts(cfg, False, shapes.lora_rank, shapes.lora_targets)
+    counts = estimate_lib.parameter_counts(cfg, shapes.lora_rank, shapes.lora_targets)
     return FitReport(
         topology=tpu.name, chips=n_chips, mesh=mesh_shape, hbm_bytes_per_chip=hbm,
         peak_flops_per_chip=tpu.chip.peak_flops, hbm_bandwidth_per_chip=tpu.chip.hbm_bandwidth,

@@ -35,7 +35,6 @@ from etils import epath
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from omni_jax import parallel
 from omni_jax.data import processor
 from omni_jax.data.collate import collate
 from omni_jax.data.errors import BadRecord
@@ -43,7 +42,7 @@ from omni_jax.eval import inference, scoring
 from omni_jax.model.inputs import prepare_inputs
 from omni_jax.rewards.judge import PROMPT
 from omni_jax.rewards.people_focus import think_block
-from omni_jax.rollout import generate
+from omni_jax.rollout import generate, sampler
 
 
 @dataclasses.dataclass
@@ -180,18 +179,9 @@ def _agree(mask: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.broadcast_one_to_all(mask))
 
 
-def batch_shards(mesh, rules=None) -> int:
-    """How many devices a batch is split over (data × fsdp of the mesh; 1 without one)."""
-    if mesh is None:
-        return 1
-    axes = dict(rules or parallel.DEFAULT_RULES).get("batch") or ()
-    axes = (axes,) if isinstance(axes, str) else axes
-    return int(np.prod([mesh.shape[a] for a in axes]))
-
-
 def evaluate(model, tokenizer, data_cfg, items: list, *, results_path=None, batch_size: int = 8,
              max_new_tokens: int = 2048, mesh=None, rules=None, progress: bool = True, desc: str = "eval",
-             people_focus_cfg=None, judge=None, cpu_gemv=None, timestamps=None) -> EvalOutput:
+             people_focus_cfg=None, judge=None, cpu_decode_kernel=None, timestamps=None) -> EvalOutput:
     """Answer every item greedily (see the module docstring); returns results, skipped items, speed.
 
     judge: an `omni_jax.rewards.judge.Judge`: each answer's <think> is rated 0–10 (row field `judge`,
@@ -200,8 +190,9 @@ def evaluate(model, tokenizer, data_cfg, items: list, *, results_path=None, batc
     the module docstring.
     """
     is_main = jax.process_index() == 0
-    shards = batch_shards(mesh, rules)
-    batch_size = -(-max(1, int(batch_size)) // shards) * shards  # a multiple of the batch shards
+    # A multiple of the batch shards: the sampler then prefills the whole batch in one pass.
+    shards = sampler.batch_shards(mesh, rules)
+    batch_size = -(-max(1, int(batch_size)) // shards) * shards
     previous = {r["id"]: r for r in read_results(results_path)} if (results_path and is_main) else {}
     done = _agree(np.array([it.row["id"] in previous for it in items], bool))
     todo = [it for it, d in zip(items, done) if not d]
@@ -219,7 +210,8 @@ def evaluate(model, tokenizer, data_cfg, items: list, *, results_path=None, batc
         batch.pop("records")
         inputs = prepare_inputs(model.cfg, **batch)
         out = generate(model, inputs, num_samples=1, max_new_tokens=max_new_tokens, temperature=0.0,
-                       eos_token_ids=[eos], pad_token_id=pad, mesh=mesh, rules=rules, cpu_gemv=cpu_gemv)
+                       eos_token_ids=[eos], pad_token_id=pad, mesh=mesh, rules=rules,
+                       cpu_decode_kernel=cpu_decode_kernel)
         tokens, lengths = _to_host(out.tokens), _to_host(out.lengths)
         texts = tokenizer.batch_decode([tokens[i, : lengths[i]] for i in range(n)], skip_special_tokens=True)
         rows = []

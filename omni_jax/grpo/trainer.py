@@ -289,8 +289,7 @@ def _step_scalars(exp, m, seconds, flops, peak, data_counters) -> dict:
               "ratio_mean", "update_skipped"):
         if k in m:
             out[k] = float(m[k])
-    out.update({(k if k.startswith("rewards/") else f"rewards/{k}"): float(v) for k, v in exp.stats.items()
-                if not k.startswith("rewards/") or k[len("rewards/"):] not in exp.rewards})
+    out.update({f"reward/counters/{k}": float(v) for k, v in exp.stats.items()})
     out["completion/length_mean"] = float(np.mean(exp.lengths))
     out["completion/length_max"] = float(np.max(exp.lengths))
     out.update({f"time/{k}_s": v for k, v in seconds.items()})

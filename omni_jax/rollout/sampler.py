@@ -93,16 +93,21 @@ def input_shardings(inputs: ModelInputs, mesh, rules=parallel.DEFAULT_RULES):
                         is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x))
 
 
+def batch_shards(mesh, rules=parallel.DEFAULT_RULES) -> int:
+    """Over how many devices the prompts are split: the mesh axes of the logical `batch` axis (data ×
+    fsdp by default); 1 without a mesh. A batch of a multiple of it is prefilled in one pass."""
+    if mesh is None:
+        return 1
+    axes = dict(rules or parallel.DEFAULT_RULES).get("batch") or ()
+    return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+
+
 def prompts_per_prefill(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> int:
     """How many prompts one prefill pass runs: all of them when they split evenly over the batch
-    mesh axes, else one at a time. A batch that does not divide is replicated on every chip
-    (8 prompts on 16 chips), and so are its activations: 28k-token prompts then need their whole
-    decoder working set on each chip unless they go through one by one."""
-    if mesh is None:
-        return num_prompts
-    axes = dict(rules).get("batch") or ()
-    shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
-    return num_prompts if num_prompts % shards == 0 else 1
+    mesh axes (`batch_shards`), else one at a time. A batch that does not divide is replicated on
+    every chip (8 prompts on 16 chips), and so are its activations: 28k-token prompts then need
+    their whole decoder working set on each chip unless they go through one by one."""
+    return num_prompts if num_prompts % batch_shards(mesh, rules) == 0 else 1
 
 
 def prefill_plan(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> tuple[int, bool]:
@@ -118,7 +123,8 @@ def prefill_plan(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> tuple[
 # The arguments the two steps are traced for (static: hashable Python values); `RolloutSteps`
 # builds the argument tuples in this order for `generate` and for the fit check alike.
 PREFILL_STATIC = (0, 3, 4, 5, 6)  # graphdef, cache_dtype, num_samples, prompts_per_pass, share_cache
-DECODE_STATIC = (0, 1, 2, 3, 4, 5, 6)  # graphdef, sampling, max_new_tokens, eos, return_logits, unroll_layers, cpu_gemv
+# graphdef, sampling, max_new_tokens, eos, return_logits, unroll_layers, cpu_decode_kernel
+DECODE_STATIC = (0, 1, 2, 3, 4, 5, 6)
 
 
 @functools.partial(jax.jit, static_argnums=PREFILL_STATIC)
@@ -184,17 +190,18 @@ def packed_decoder(graphdef, state):
 
 @functools.partial(jax.jit, static_argnums=DECODE_STATIC)
 def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, ...], return_logits: bool,
-            unroll_layers: bool, cpu_gemv: bool, state, packed, prompt_cache, logits, prompt_valid, next_pos, rng,
-            pad_id):
+            unroll_layers: bool, cpu_decode_kernel: bool, state, packed, prompt_cache, logits, prompt_valid,
+            next_pos, rng, pad_id):
     """Decode from `_prefill`'s outputs: each run of candidates reads its prompt's cache (shared or
-    copied per candidate) and writes a cache of its own completion. cpu_gemv: decode by the CPU
-    kernel's backend (`omni_jax.rollout.backends`) on `packed` (from `packed_decoder`; None otherwise)."""
+    copied per candidate) and writes a cache of its own completion. cpu_decode_kernel: decode by the
+    CPU kernel's backend (`omni_jax.rollout.backends`) on `packed` (from `packed_decoder`; None
+    otherwise)."""
     model: Thinker = nnx.merge(graphdef, state)
     rows = logits.shape[0]
     dtype = prompt_cache["k"].dtype
     cache = {k: parallel.constrain(v, ("layers", "batch", "kv_length", "act_kv_heads", None))
              for k, v in init_cache(model.cfg.text, rows, max_new_tokens, dtype).items()}
-    decoder = backends.backend(model, cpu_kernel=cpu_gemv, unroll_layers=unroll_layers, packed=packed)
+    decoder = backends.backend(model, cpu_decode_kernel=cpu_decode_kernel, unroll_layers=unroll_layers, packed=packed)
     cache, prompt_cache = decoder.caches(cache, prompt_cache)
     shared = (prompt_cache["k"], prompt_cache["v"], prompt_valid)
     eos_ids = jnp.asarray(eos if eos else (-1,), jnp.int32)
@@ -270,7 +277,7 @@ class RolloutSteps:
     eos: tuple[int, ...]
     return_logits: bool
     unroll_layers: bool
-    cpu_gemv: bool
+    cpu_decode_kernel: bool
     mesh: jax.sharding.Mesh | None = None
     rules: tuple = parallel.DEFAULT_RULES
 
@@ -295,7 +302,8 @@ class RolloutSteps:
         """`prefilled`: the prefill's outputs (cache, logits, valid keys, next positions, embeddings)."""
         cache, logits, kv_valid, next_pos, _ = prefilled
         return (self.graphdef, self.sampling, self.max_new_tokens, self.eos, self.return_logits,
-                self.unroll_layers, self.cpu_gemv, state, packed, cache, logits, kv_valid, next_pos, rng, pad_id)
+                self.unroll_layers, self.cpu_decode_kernel, state, packed, cache, logits, kv_valid, next_pos, rng,
+                pad_id)
 
     def input_shardings(self, inputs: ModelInputs):
         """Where the prompts' inputs go (None: the default device)."""
@@ -306,12 +314,13 @@ def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, ma
                         sampling: Sampling, eos_token_ids: Sequence[int] = (), cache_dtype=None,
                         mesh: jax.sharding.Mesh | None = None, rules=None, devices=None,
                         return_logits: bool = False, unroll_layers: bool | None = None,
-                        cpu_gemv: bool | None = None, has_adapters: bool = False) -> RolloutSteps:
+                        cpu_decode_kernel: bool | None = None, has_adapters: bool = False) -> RolloutSteps:
     """The prefill and decode steps for `num_prompts` prompts of a model (`graphdef`, config `cfg`).
 
     devices: where they run (default: the mesh's, else the first device); they decide the
-    defaults of unroll_layers and cpu_gemv (see `generate`); has_adapters: the model carries LoRA
-    adapters (decoded unmerged, by XLA's ops). ValueError when cpu_gemv=True cannot run here.
+    defaults of unroll_layers and cpu_decode_kernel (see `generate`); has_adapters: the model
+    carries LoRA adapters (decoded unmerged, by XLA's ops). ValueError when cpu_decode_kernel=True
+    cannot run here.
     """
     rules = rules or parallel.DEFAULT_RULES
     if devices is None:
@@ -325,16 +334,16 @@ def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, ma
            f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else
            "the model has LoRA adapters, which the fused decode layer does not compute" if has_adapters
            else _cpu_gemv.why_not(devices))
-    if cpu_gemv is None:
-        cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
-    elif cpu_gemv and why:
-        raise ValueError(f"cpu_gemv=True: {why}")
+    if cpu_decode_kernel is None:
+        cpu_decode_kernel = why is None and _cpu_gemv.usable(devices, cfg.dtype)
+    elif cpu_decode_kernel and why:
+        raise ValueError(f"cpu_decode_kernel=True: {why}")
     per_pass, share_cache = prefill_plan(int(num_prompts), mesh, rules)
     return RolloutSteps(
         graphdef=graphdef, cache_dtype=jnp.dtype(cache_dtype or cfg.dtype), num_samples=int(num_samples),
         prompts_per_pass=per_pass, share_cache=share_cache, sampling=sampling, max_new_tokens=int(max_new_tokens),
         eos=tuple(int(e) for e in eos_token_ids), return_logits=bool(return_logits),
-        unroll_layers=bool(unroll_layers), cpu_gemv=bool(cpu_gemv), mesh=mesh, rules=rules)
+        unroll_layers=bool(unroll_layers), cpu_decode_kernel=bool(cpu_decode_kernel), mesh=mesh, rules=rules)
 
 
 def generate(
@@ -355,7 +364,7 @@ def generate(
     max_cache_length: int | None = None,
     return_logits: bool = False,
     unroll_layers: bool | None = None,
-    cpu_gemv: bool | None = None,
+    cpu_decode_kernel: bool | None = None,
 ) -> RolloutOutput:
     """Sample `num_samples` completions for every prompt of `inputs` (HF processor kwargs or ModelInputs).
 
@@ -364,8 +373,8 @@ def generate(
     scan over the stacked weights; None: when the model's layer_loop is "unrolled" or on CPU,
     where the scan copies every layer's weights on every token (TPU fuses the slice into the
     matmul and keeps the smaller program).
-    cpu_gemv: decode with the CPU kernels of `omni_jax.kernels.cpu_gemv`: each decoder layer one
-    fused custom call, float32, on a packed copy of the decoder's weights (made once per set of
+    cpu_decode_kernel: decode with the CPU kernels of `omni_jax.kernels.cpu_gemv`: each decoder layer
+    one fused custom call, float32, on a packed copy of the decoder's weights (made once per set of
     weights: kept while the same weight arrays come again, see `packed_decoder`); None: when
     decoding on one CPU device in float32 and the kernel builds here.
     """
@@ -384,13 +393,13 @@ def generate(
     steps = build_rollout_steps(
         graphdef, cfg, num_prompts=int(np.shape(inputs.input_ids)[0]), num_samples=num_samples,
         max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=eos_token_ids, cache_dtype=cache_dtype,
-        mesh=mesh, rules=rules, return_logits=return_logits, unroll_layers=unroll_layers, cpu_gemv=cpu_gemv,
-        has_adapters=lora.has_adapters(model))
+        mesh=mesh, rules=rules, return_logits=return_logits, unroll_layers=unroll_layers,
+        cpu_decode_kernel=cpu_decode_kernel, has_adapters=lora.has_adapters(model))
     ctx = parallel.use_mesh(mesh, steps.rules) if mesh is not None else contextlib.nullcontext()
     with ctx:
         inputs = jax.device_put(inputs, steps.input_shardings(inputs))
         prefilled = steps.prefill(*steps.prefill_args(state, inputs))
-        packed = packed_decoder(graphdef, state) if steps.cpu_gemv else None
+        packed = packed_decoder(graphdef, state) if steps.cpu_decode_kernel else None
         tokens, logprobs, mask, lengths, all_logits = steps.decode(
             *steps.decode_args(state, packed, prefilled, rng, jnp.int32(pad_token_id)))
     return RolloutOutput(tokens, logprobs, mask, lengths, prefilled[4], all_logits)
