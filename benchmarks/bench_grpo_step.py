@@ -126,12 +126,12 @@ def run_ours(model, tok, texts, args, prefix_share: bool = True) -> list[float]:
         r = np.asarray([score_text(c, pf) for c in completions], np.float32)
         return {"total": r}, {}
 
-    mesh = parallel.make_mesh({"data": 1, "fsdp": -1, "tp": 1})
+    layout = parallel.Layout(parallel.make_mesh({"data": 1, "fsdp": -1, "tp": 1}))
     graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     params = jax.tree.map(jnp.copy, params)  # the step donates its state; the model is run again
     opt = make_optimizer(learning_rate=1e-5, total_steps=args.steps, schedule="linear")
-    state = parallel.on_mesh(TrainState(jnp.int32(0), params, jax.jit(opt.init)(params), jnp.int32(0)), mesh)
-    frozen = parallel.on_mesh(frozen, mesh)
+    state = layout.place(TrainState(jnp.int32(0), params, jax.jit(opt.init)(params), jnp.int32(0)))
+    frozen = layout.place(frozen)
     # As the trainer sets it (grpo.prefix_share): a question's candidates share one prompt pass.
     share = (step_lib.prefix_share(args.generations, len(texts) * args.generations, 1, jax.device_count())
              if prefix_share else 1)
@@ -155,7 +155,7 @@ def run_ours(model, tok, texts, args, prefix_share: bool = True) -> list[float]:
         t0 = time.perf_counter()
         policy = nnx.merge(graphdef, state.params, frozen)
         exp = experience.collect(policy, inputs, [{}] * len(texts), rollout_cfg=rollout, scale_rewards="group", tokenizer=NoEos,
-                      reward_fn=reward_fn, seed=jax.random.key(i), mesh=mesh)
+                      reward_fn=reward_fn, seed=jax.random.key(i), layout=layout)
         state, metrics = step_fn(state, frozen, exp.batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)

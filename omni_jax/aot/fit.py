@@ -4,7 +4,7 @@
     for step in report.steps: print(step.name, step.bytes_per_chip, step.fits, step.flops)
 
 The steps are the very functions the run jits, on the run's own pieces built abstractly
-(`grpo.pieces.build_run`: the same mesh, logical-axis rules, parameter split, optimizer state and
+(`grpo.pieces.build_run`: the same layout (mesh and logical-axis rules), parameter split, optimizer state and
 shardings): the rollout's prefill and decode as `generate` builds them
 (`omni_jax.rollout.sampler.build_rollout_steps`: the same jitted functions, static arguments and
 input shardings), the donated GRPO train step (`grpo.step.jit_train_step`) and, with β > 0, the
@@ -134,18 +134,18 @@ def _bytes_per_chip(tree) -> int:
     return total
 
 
-def _row_shardings(mesh, rules):
+def _row_shardings(layout: parallel.Layout):
     """Fallback output shardings when a step did not compile: rows over the batch axes, as the run lays them."""
     def one(x):
         if len(x.shape) == 5:  # the KV cache [L, rows, S, K, H], as `_prefill` constrains it
-            return parallel.named_sharding(("layers", "batch", "kv_length", "act_kv_heads", None), x.shape, mesh, rules)
+            return layout.sharding(("layers", "batch", "kv_length", "act_kv_heads", None), x.shape)
         axes = ("batch",) + (None,) * (len(x.shape) - 1) if x.shape else ()
-        return parallel.named_sharding(axes, x.shape, mesh, rules)
+        return layout.sharding(axes, x.shape)
     return lambda tree: jax.tree.map(one, tree)
 
 
-def _replicated(mesh, x):
-    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+def _replicated(layout: parallel.Layout, x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=layout.replicated)
 
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -182,10 +182,10 @@ def _position(args: tuple, arg) -> int:
     return next(i for i, a in enumerate(args) if a is arg)
 
 
-def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _Compiled:
-    """Trace (under the mesh and rules), count FLOPs, lower and compile `jitted` on abstract `args`."""
+def _compile(jitted, args, *, layout: parallel.Layout, static=(), while_trips: int = 1) -> _Compiled:
+    """Trace (under `layout`: mesh and rules), count FLOPs, lower and compile `jitted` on abstract `args`."""
     t0 = time.perf_counter()
-    with parallel.use_mesh(mesh, rules):  # activation constraints in the model code apply while tracing
+    with layout.activate():  # activation constraints in the model code apply while tracing
         traced = jitted.trace(*args)
     flops = jaxpr_flops(traced.jaxpr, while_trips=while_trips)
     # jit drops arguments the program never reads (e.g. the frozen towers in the train step); they
@@ -230,9 +230,9 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     hbm = int(hbm_bytes or tpu.hbm_bytes)
     n_chips = len(devices)
     config_utils.validate(config, n_chips)
-    # The run's pieces, abstract: mesh, rules, model, its split, optimizer state and TrainState.
+    # The run's pieces, abstract: layout (mesh and rules), model, its split, optimizer state and TrainState.
     pieces = build_run(config, _tokenizer(config), devices=devices, abstract=True)
-    mesh, mesh_shape, rules, cfg, lora_cfg = pieces.mesh, pieces.mesh_shape, pieces.rules, pieces.model_cfg, pieces.lora_cfg
+    layout, mesh_shape, cfg, lora_cfg = pieces.layout, pieces.layout.shape, pieces.model_cfg, pieces.lora_cfg
     say = progress or (lambda _: None)
 
     # ---- shapes of one optimizer step ----
@@ -248,7 +248,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     # ---- the run's resident buffers: policy, towers, optimizer, reference ----
     # The rollout samples from the whole model (graphdef_all); with LoRA the reference is the base (no copy).
     graphdef_all, policy_state = nnx.split(pieces.model)
-    policy_state = abstract_state(policy_state, mesh, rules)
+    policy_state = abstract_state(policy_state, layout)
     trainable, frozen, opt_state = pieces.state.params, pieces.frozen, pieces.state.opt_state
     with_reference_copy = with_reference and lora_cfg is None
     ref_dtype = jnp.dtype(config.model.reference_dtype)
@@ -310,7 +310,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
     rollout_steps = sampler.build_rollout_steps(
         graphdef_all, cfg, num_prompts=b, num_samples=g, max_new_tokens=max_new, sampling=sampling,
-        eos_token_ids=(0,), cache_dtype=cache_dtype, mesh=mesh, rules=rules, has_adapters=lora_cfg is not None)
+        eos_token_ids=(0,), cache_dtype=cache_dtype, layout=layout, has_adapters=lora_cfg is not None)
     inputs = inputs_lib.with_shardings(model_inputs, rollout_steps.input_shardings(model_inputs))
     inputs_bytes = _bytes_per_chip(inputs)
     policy_bytes = _bytes_per_chip(policy_state)
@@ -319,8 +319,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         say("prefill: compiling")
         per_pass = rollout_steps.prompts_per_pass
         pre_args = rollout_steps.prefill_args(policy_state, inputs)
-        pre = _compile(rollout_steps.prefill, pre_args, mesh=mesh, rules=rules, static=rollout_steps.prefill_static)
-        outputs = pre.outputs(_row_shardings(mesh, rules))
+        pre = _compile(rollout_steps.prefill, pre_args, layout=layout, static=rollout_steps.prefill_static)
+        outputs = pre.outputs(_row_shardings(layout))
         cache, logits, kv_valid, next_pos, embeds = outputs
         if "prefill" in want:
             # Prompts that do not divide over the chips are prefilled on every chip: an upper bound of 1 chip's time.
@@ -328,14 +328,14 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
                    compute_chips=n_chips if per_pass == b else 1)
         if "decode" in want:
             say("decode: compiling")
-            rng = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
-            pad = _replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32))
+            rng = _replicated(layout, jax.eval_shape(lambda: jax.random.key(0)))
+            pad = _replicated(layout, jax.ShapeDtypeStruct((), jnp.int32))
             dec_args = rollout_steps.decode_args(policy_state, None, outputs, rng, pad)
-            dec = _compile(rollout_steps.decode, dec_args, mesh=mesh, rules=rules, static=rollout_steps.decode_static,
+            dec = _compile(rollout_steps.decode, dec_args, layout=layout, static=rollout_steps.decode_static,
                            while_trips=max_new)
             # Each new token reads the text weights, the prompts' cache and the completions' own cache once.
             own = jax.eval_shape(lambda: init_cache(cfg.text, b * g, max_new, cache_dtype))
-            own = inputs_lib.with_shardings(own, _row_shardings(mesh, rules)(own))
+            own = inputs_lib.with_shardings(own, _row_shardings(layout)(own))
             per_token = policy_bytes - resident["frozen"] + _bytes_per_chip(cache) + _bytes_per_chip(own)
             report("decode", dec, (_position(dec_args, policy_state),), inputs_bytes + _bytes_per_chip(embeds),
                    traffic=per_token * max_new)
@@ -343,12 +343,12 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     # ---- learner: the donated train step and the reference pass ----
     rows = b * g
     batch = inputs_lib.grpo_batch(cfg, rows, length, max_new, with_reference=with_reference, with_old_logp=with_old)
-    batch = inputs_lib.with_shardings(batch, row_shardings(batch, mesh, rules))
+    batch = inputs_lib.with_shardings(batch, row_shardings(batch, layout))
     if "train" in want:
         say("train: compiling")
         state = pieces.state
         tr = _compile(jit_train_step(pieces.graphdef, step_cfg, pieces.optimizer, parallel.shardings_of(state)),
-                      (state, frozen, batch), mesh=mesh, rules=rules)
+                      (state, frozen, batch), layout=layout)
         # Forward, remat forward and backward read the weights per micro-batch; AdamW reads and writes its state.
         traffic = 3 * step_cfg.grad_accum * (resident["trainable"] + resident["frozen"]) \
             + 2 * (resident["trainable"] + resident["optimizer"]) + _bytes_per_chip(batch)
@@ -358,13 +358,13 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         if lora_cfg is None:
             ref_args, ref_graphdef = (reference, frozen, batch.seqs), pieces.graphdef
         else:  # LoRA: the base graph on the base weights (every parameter but the adapters)
-            base_frozen = abstract_state(lora.base_state(nnx.state(pieces.model)), mesh, rules)
+            base_frozen = abstract_state(lora.base_state(nnx.state(pieces.model)), layout)
             ref_args, ref_graphdef = (base_frozen, nnx.State({}), batch.seqs), lora.base_graphdef(pieces.model)
-        ref = _compile(jit_logprob_fn(ref_graphdef, step_cfg), ref_args, mesh=mesh, rules=rules)
+        ref = _compile(jit_logprob_fn(ref_graphdef, step_cfg), ref_args, layout=layout)
         # The GRPO batch's other fields stay live next to the sequences.
         others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)
         report("reference", ref, (0, 1), others,
-               traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(mesh, rules))))
+               traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(layout))))
 
     counts = estimate_lib.parameter_counts(cfg, shapes.lora_rank, shapes.lora_targets)
     return FitReport(

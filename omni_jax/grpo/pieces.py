@@ -1,9 +1,10 @@
 """A run's pieces, built in one place for the GRPO trainer, the SFT loop and the TPU fit check.
 
-    pieces = build_run(config, tokenizer)                                        # arrays on the mesh
+    pieces = build_run(config, tokenizer)                                        # arrays on pieces.layout
     pieces = build_run(config, tokenizer, devices=slice_devices, abstract=True)  # ShapeDtypeStructs
 
-`RunPieces` holds the mesh (sizes from `config.mesh`, logical-axis rules from `config.mesh.rules`),
+`RunPieces` holds the layout (`config_utils.layout`: a mesh of `config.mesh`'s sizes and the
+logical-axis rules of `config.mesh.rules`),
 the model, the LoRA config, the model's split into trainable parameters and a frozen rest, the
 optimizer, the GRPO step's static configuration and the `TrainState` the steps carry, whose
 optimizer state is born sharded like the parameters. Abstract pieces (e.g. on a TPU slice's
@@ -21,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from omni_jax import config_utils, parallel
 from omni_jax.checkpoint import thinker_meta
@@ -41,12 +41,11 @@ class RunPieces:
 
     model: the Thinker as built (abstract: ShapeDtypeStruct leaves, no shardings); graphdef,
     state.params (the trainable parameters) and frozen are its split by the `trainable` filter;
-    step_cfg: the GRPO train step's static configuration (the SFT loop does not use it).
+    step_cfg: the GRPO train step's static configuration (the SFT loop does not use it); layout:
+    the mesh and logical-axis rules every array of the run is placed by.
     """
 
-    mesh_shape: dict[str, int]
-    mesh: Mesh
-    rules: tuple
+    layout: parallel.Layout
     model_cfg: ThinkerConfig
     model: Thinker
     lora_cfg: lora.LoRAConfig | None
@@ -67,7 +66,7 @@ class RunPieces:
 
     def with_params(self, params) -> RunPieces:
         """These pieces with new trainable `params` and a fresh optimizer state (step and skipped 0)."""
-        return dataclasses.replace(self, state=_fresh_state(self.optimizer, params, self.mesh))
+        return dataclasses.replace(self, state=_fresh_state(self.optimizer, params, self.layout))
 
     def restored(self, params: dict, opt_state, counters: dict) -> RunPieces:
         """These pieces with a checkpoint's parameters (every parameter of the model, a pure dict), optimizer
@@ -87,42 +86,40 @@ def build_run(config, tokenizer, *, devices=None, abstract: bool = False) -> Run
     pieces of a real architecture need none). abstract: ShapeDtypeStructs with shardings instead
     of arrays, nothing allocated (devices may be compile-only). The caller validates the config.
     """
-    shape = config_utils.mesh_shape(config, len(devices) if devices is not None else jax.device_count())
-    mesh = parallel.make_mesh(shape, devices=devices)
-    rules = config_utils.mesh_rules(config)
+    layout = config_utils.layout(config, devices)
     lora_cfg = lora.config_from(config)
     trainable = trainable_filter(adapters=lora_cfg is not None)
     optimizer = optimizer_from_config(config)
-    step_cfg = step_config_from_config(config, shape["data"] * shape["fsdp"])
+    step_cfg = step_config_from_config(config, layout.shape["data"] * layout.shape["fsdp"])
     if abstract:
         cfg = model_config(config, tokenizer)
         model = abstract_thinker(cfg)
         if lora_cfg is not None:  # adapters trained, base frozen
             model = lora.abstract_with_adapters(model, lora_cfg)
         graphdef, params, frozen = nnx.split(model, trainable, ...)
-        params, frozen = abstract_state(params, mesh, rules), abstract_state(frozen, mesh, rules)
+        params, frozen = abstract_state(params, layout), abstract_state(frozen, layout)
         # As init_opt_state makes it: each moment sharded like its parameter, counters replicated.
         opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                  jax.eval_shape(optimizer.init, params), opt_state_shardings(optimizer, params))
-        replicated = NamedSharding(mesh, PartitionSpec())
+        replicated = layout.replicated
         state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated), params=params,
                            opt_state=opt_state, skipped=jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated))
     else:
-        model = build_model(config, tokenizer, mesh, rules)
+        model = build_model(config, tokenizer, layout)
         cfg = model.cfg
         graphdef, params, frozen = nnx.split(model, trainable, ...)
         # Every array committed to the mesh up front: host-local scalars cannot be checkpointed on
         # several hosts, and uncommitted inputs would make the first step compile twice.
-        frozen = parallel.on_mesh(frozen, mesh)
-        state = _fresh_state(optimizer, params, mesh)
-    return RunPieces(mesh_shape=shape, mesh=mesh, rules=rules, model_cfg=cfg, model=model, lora_cfg=lora_cfg,
+        frozen = layout.place(frozen)
+        state = _fresh_state(optimizer, params, layout)
+    return RunPieces(layout=layout, model_cfg=cfg, model=model, lora_cfg=lora_cfg,
                      trainable=trainable, graphdef=graphdef, frozen=frozen, optimizer=optimizer, step_cfg=step_cfg,
                      state=state)
 
 
-def _fresh_state(optimizer, params, mesh) -> TrainState:
-    # The optimizer state is born sharded like the parameters (on_mesh would replicate a plain init's).
-    return parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0)), mesh)
+def _fresh_state(optimizer, params, layout: parallel.Layout) -> TrainState:
+    # The optimizer state is born sharded like the parameters (place would replicate a plain init's).
+    return layout.place(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0)))
 
 
 def model_config(config, tokenizer) -> ThinkerConfig:
@@ -130,10 +127,10 @@ def model_config(config, tokenizer) -> ThinkerConfig:
     return presets.architecture_config(config.model.architecture, tokenizer, **model_options(config))
 
 
-def abstract_state(state: nnx.State, mesh: Mesh, rules) -> nnx.State:
+def abstract_state(state: nnx.State, layout: parallel.Layout) -> nnx.State:
     """An nnx State (e.g. of an abstract model) as ShapeDtypeStructs carrying the shardings its
-    variables' logical axes get on `mesh` under `rules`."""
-    shardings = param_shardings(state, mesh, rules)
+    variables' logical axes get on `layout`."""
+    shardings = param_shardings(state, layout)
     return jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s), state, shardings,
                         is_leaf=lambda x: isinstance(x, nnx.Variable))
 
@@ -156,7 +153,7 @@ def data_stream(config, tokenizer, batch_size: int, **data_overrides):
     """The mixture of `config.data` (any of its fields overridden), `batch_size` prompts a batch.
 
     Every process reads the whole global batch (process 0 of 1): the multi-host program is the
-    single-host program, and the batch is sharded on the mesh afterwards.
+    single-host program, and the batch is sharded on the layout afterwards.
     """
     data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():

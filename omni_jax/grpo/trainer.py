@@ -93,7 +93,7 @@ def run(config, workdir: str) -> dict:
     saved_reference = reference if _reference_in_checkpoint(config, pieces) else None
     steps = _jit_steps(pieces)
     reward_fn = _reward_fn(config, tokenizer)
-    evaluator = TrainingEval(config, tokenizer, pieces.mesh, pieces.rules)
+    evaluator = TrainingEval(config, tokenizer, pieces.layout)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
     for i, loss in enumerate(jax.device_get(begun.warm_losses)):
         writer.write_before_start("warmstart", i + 1, {"loss": loss})
@@ -114,7 +114,7 @@ def run(config, workdir: str) -> dict:
         inputs = prepare_inputs(pieces.model_cfg, **batch)
         exp = collect(pieces.policy(state.params), inputs, records, rollout_cfg=config.rollout,
                       scale_rewards=config.grpo.scale_rewards, tokenizer=tokenizer, reward_fn=reward_fn,
-                      seed=jax.random.fold_in(rng, step), mesh=pieces.mesh, rules=pieces.rules)
+                      seed=jax.random.fold_in(rng, step), layout=pieces.layout)
         t_lp = time.perf_counter()
         grpo_batch = _learner_batch(config, pieces, steps, exp, state.params, reference)
         t_update = time.perf_counter()
@@ -222,7 +222,7 @@ def _reference(config, pieces: RunPieces, tokenizer, *, saved=None, fresh: bool 
         return reference_params(pieces.state.params, config.model.reference_dtype)
     if saved is not None:
         return saved
-    init = build_model(config, tokenizer, pieces.mesh, pieces.rules)
+    init = build_model(config, tokenizer, pieces.layout)
     return reference_params(nnx.split(init, trainable_filter(), ...)[1], config.model.reference_dtype)
 
 
@@ -257,7 +257,7 @@ def _learner_batch(config, pieces: RunPieces, steps: _Steps, exp, params, refere
         old = exp.sampler_logp if config.grpo.old_logprobs == "sampler" else \
             steps.logprob(params, pieces.frozen, grpo_batch.seqs)
         grpo_batch = grpo_batch.replace(old_logp=old)
-    grpo_batch = shard_rows(grpo_batch, pieces.mesh, pieces.rules)
+    grpo_batch = shard_rows(grpo_batch, pieces.layout)
     jax.block_until_ready(grpo_batch)
     return grpo_batch
 

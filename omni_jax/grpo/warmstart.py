@@ -79,9 +79,9 @@ def warm_start(config, pieces: RunPieces, tokenizer, save_dir, meta: dict, preem
                          mixture=ml_collections.ConfigDict({"synthetic": 1.0}))
     opt = make_optimizer(learning_rate=config.warmstart.learning_rate, total_steps=config.warmstart.steps,
                          warmup_steps=min(10, config.warmstart.steps // 10), schedule="cosine")
-    params, mesh = pieces.state.params, pieces.mesh
-    state, frozen = parallel.on_mesh((TrainState(jnp.int32(0), params, init_opt_state(opt, params), jnp.int32(0)),
-                                      pieces.frozen), mesh)
+    params, layout = pieces.state.params, pieces.layout
+    state, frozen = layout.place((TrainState(jnp.int32(0), params, init_opt_state(opt, params), jnp.int32(0)),
+                                  pieces.frozen))
     sft_step = jit_sft_step(pieces.graphdef, opt, parallel.shardings_of(state), logits_chunk=config.grpo.logits_chunk,
                             dropout_seed=int(config.seed))
     if jax.process_index() == 0:
@@ -104,8 +104,8 @@ def warm_start(config, pieces: RunPieces, tokenizer, save_dir, meta: dict, preem
         ids, mask = demonstration_tokens(records, tokenizer, config.rollout.max_new_tokens, seed=config.seed * 7919 + i)
         # Rows over the batch mesh axes, as the GRPO batches (one device held them all before).
         rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask),
-                           next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh)
-        state, metrics = sft_step(state, frozen, jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
+                           next_position_ids(inputs.position_ids, inputs.attention_mask)), layout)
+        state, metrics = sft_step(state, frozen, jax.device_put(inputs, input_shardings(inputs, layout)), *rows)
         losses.append(metrics["loss"])
         if i % 10 == 0:
             bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
@@ -117,7 +117,7 @@ def _grpo_start(pieces: RunPieces, params, seed: int) -> RunPieces:
     """GRPO's starting pieces from warm-started `params`; with LoRA the warm-started model is GRPO's
     base and reference, with fresh adapters."""
     if pieces.lora_cfg is not None:
-        model = fold_adapters(pieces.policy(params), seed, pieces.mesh, pieces.rules)
+        model = fold_adapters(pieces.policy(params), seed, pieces.layout)
         graphdef, params, frozen = nnx.split(model, pieces.trainable, ...)
-        pieces = dataclasses.replace(pieces, model=model, graphdef=graphdef, frozen=parallel.on_mesh(frozen, pieces.mesh))
+        pieces = dataclasses.replace(pieces, model=model, graphdef=graphdef, frozen=pieces.layout.place(frozen))
     return pieces.with_params(params)

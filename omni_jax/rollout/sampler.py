@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 from typing import Any, Sequence
 
 import jax
@@ -86,37 +85,35 @@ def _input_logical_axes(inputs: ModelInputs):
     return jax.tree_util.tree_map_with_path(spec, inputs)
 
 
-def input_shardings(inputs: ModelInputs, mesh, rules=parallel.DEFAULT_RULES):
-    """NamedSharding for every leaf of `inputs` (arrays or ShapeDtypeStructs), as `generate` places them."""
-    return jax.tree.map(lambda x, axes: parallel.named_sharding(axes, np.shape(x), mesh, rules), inputs,
+def input_shardings(inputs: ModelInputs, layout: parallel.Layout):
+    """NamedSharding on `layout` for every leaf of `inputs` (arrays or ShapeDtypeStructs), as `generate` places them."""
+    return jax.tree.map(lambda x, axes: layout.sharding(axes, np.shape(x)), inputs,
                         _input_logical_axes(inputs),
                         is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x))
 
 
-def batch_shards(mesh, rules=parallel.DEFAULT_RULES) -> int:
-    """Over how many devices the prompts are split: the mesh axes of the logical `batch` axis (data ×
-    fsdp by default); 1 without a mesh. A batch of a multiple of it is prefilled in one pass."""
-    if mesh is None:
-        return 1
-    axes = dict(rules or parallel.DEFAULT_RULES).get("batch") or ()
-    return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+def batch_shards(layout: parallel.Layout | None) -> int:
+    """Over how many devices the prompts are split: `layout.batch_shards`, the mesh axes of the
+    logical `batch` axis (data × fsdp under the default rules); 1 without a layout. A batch of a
+    multiple of it is prefilled in one pass."""
+    return 1 if layout is None else layout.batch_shards
 
 
-def prompts_per_prefill(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> int:
+def prompts_per_prefill(num_prompts: int, layout: parallel.Layout | None) -> int:
     """How many prompts one prefill pass runs: all of them when they split evenly over the batch
     mesh axes (`batch_shards`), else one at a time. A batch that does not divide is replicated on
     every chip (8 prompts on 16 chips), and so are its activations: 28k-token prompts then need
     their whole decoder working set on each chip unless they go through one by one."""
-    return num_prompts if num_prompts % batch_shards(mesh, rules) == 0 else 1
+    return num_prompts if num_prompts % batch_shards(layout) == 0 else 1
 
 
-def prefill_plan(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> tuple[int, bool]:
+def prefill_plan(num_prompts: int, layout: parallel.Layout | None) -> tuple[int, bool]:
     """(prompts per prefill pass, whether the prompts' cache is kept once for their candidates).
 
     Prompts that do not divide over the batch mesh axes go through one at a time and their cache
     is copied per candidate (the candidates divide): one shared copy would sit whole on every chip.
     """
-    per_pass = prompts_per_prefill(num_prompts, mesh, rules)
+    per_pass = prompts_per_prefill(num_prompts, layout)
     return per_pass, per_pass == num_prompts
 
 
@@ -263,7 +260,7 @@ class RolloutSteps:
 
     `generate` runs them; the fit check (`omni_jax.aot.fit`) lowers the same functions on the same
     argument tuples (abstract arrays), static positions `prefill_static` / `decode_static`. Inputs
-    are placed by `input_shardings` (None without a mesh: one device); the prefill constrains the
+    are placed by `input_shardings` (None without a layout: one device); the prefill constrains the
     cache it returns to ("layers", "batch", "kv_length", "act_kv_heads"). Nothing is donated.
     """
 
@@ -278,8 +275,7 @@ class RolloutSteps:
     return_logits: bool
     unroll_layers: bool
     cpu_decode_kernel: bool
-    mesh: jax.sharding.Mesh | None = None
-    rules: tuple = parallel.DEFAULT_RULES
+    layout: parallel.Layout | None = None
 
     prefill_static = PREFILL_STATIC
     decode_static = DECODE_STATIC
@@ -307,24 +303,24 @@ class RolloutSteps:
 
     def input_shardings(self, inputs: ModelInputs):
         """Where the prompts' inputs go (None: the default device)."""
-        return input_shardings(inputs, self.mesh, self.rules) if self.mesh is not None else None
+        return input_shardings(inputs, self.layout) if self.layout is not None else None
 
 
 def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, max_new_tokens: int,
                         sampling: Sampling, eos_token_ids: Sequence[int] = (), cache_dtype=None,
-                        mesh: jax.sharding.Mesh | None = None, rules=None, devices=None,
+                        layout: parallel.Layout | None = None, devices=None,
                         return_logits: bool = False, unroll_layers: bool | None = None,
                         cpu_decode_kernel: bool | None = None, has_adapters: bool = False) -> RolloutSteps:
     """The prefill and decode steps for `num_prompts` prompts of a model (`graphdef`, config `cfg`).
 
-    devices: where they run (default: the mesh's, else the first device); they decide the
+    layout: the mesh and rules the inputs and cache are sharded by (None: one device).
+    devices: where they run (default: the layout's mesh's, else the first device); they decide the
     defaults of unroll_layers and cpu_decode_kernel (see `generate`); has_adapters: the model
     carries LoRA adapters (decoded unmerged, by XLA's ops). ValueError when cpu_decode_kernel=True
     cannot run here.
     """
-    rules = rules or parallel.DEFAULT_RULES
     if devices is None:
-        devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
+        devices = list(layout.mesh.devices.flat) if layout is not None else [jax.devices()[0]]
     devices = list(devices)
     if unroll_layers is None:
         unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
@@ -338,12 +334,12 @@ def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, ma
         cpu_decode_kernel = why is None and _cpu_gemv.usable(devices, cfg.dtype)
     elif cpu_decode_kernel and why:
         raise ValueError(f"cpu_decode_kernel=True: {why}")
-    per_pass, share_cache = prefill_plan(int(num_prompts), mesh, rules)
+    per_pass, share_cache = prefill_plan(int(num_prompts), layout)
     return RolloutSteps(
         graphdef=graphdef, cache_dtype=jnp.dtype(cache_dtype or cfg.dtype), num_samples=int(num_samples),
         prompts_per_pass=per_pass, share_cache=share_cache, sampling=sampling, max_new_tokens=int(max_new_tokens),
         eos=tuple(int(e) for e in eos_token_ids), return_logits=bool(return_logits),
-        unroll_layers=bool(unroll_layers), cpu_decode_kernel=bool(cpu_decode_kernel), mesh=mesh, rules=rules)
+        unroll_layers=bool(unroll_layers), cpu_decode_kernel=bool(cpu_decode_kernel), layout=layout)
 
 
 def generate(
@@ -358,8 +354,7 @@ def generate(
     seed: int | jax.Array = 0,
     eos_token_ids: Sequence[int] = (),
     pad_token_id: int = 0,
-    mesh: jax.sharding.Mesh | None = None,
-    rules=None,
+    layout: parallel.Layout | jax.sharding.Mesh | None = None,
     cache_dtype=None,
     max_cache_length: int | None = None,
     return_logits: bool = False,
@@ -369,6 +364,8 @@ def generate(
     """Sample `num_samples` completions for every prompt of `inputs` (HF processor kwargs or ModelInputs).
 
     Greedy when temperature is 0. Everything is validated before anything is traced.
+    layout: the `parallel.Layout` (mesh + logical-axis rules) to shard the prompts, cache and
+    candidates by; a bare Mesh is `Layout(mesh)` (the default rules); None: one device.
     unroll_layers: decode with the layers unrolled on weights sliced once per call instead of a
     scan over the stacked weights; None: when the model's layer_loop is "unrolled" or on CPU,
     where the scan copies every layer's weights on every token (TPU fuses the slice into the
@@ -388,14 +385,15 @@ def generate(
         inputs = prepare_inputs(cfg, **inputs)
     prompt_length = int(np.shape(inputs.input_ids)[1])
     check_cache_length(cfg, prompt_length, max_new_tokens, max_cache_length)
+    layout = parallel.as_layout(layout)
     graphdef, state = nnx.split(model)
     rng = jax.random.key(seed) if isinstance(seed, int) else seed
     steps = build_rollout_steps(
         graphdef, cfg, num_prompts=int(np.shape(inputs.input_ids)[0]), num_samples=num_samples,
         max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=eos_token_ids, cache_dtype=cache_dtype,
-        mesh=mesh, rules=rules, return_logits=return_logits, unroll_layers=unroll_layers,
+        layout=layout, return_logits=return_logits, unroll_layers=unroll_layers,
         cpu_decode_kernel=cpu_decode_kernel, has_adapters=lora.has_adapters(model))
-    ctx = parallel.use_mesh(mesh, steps.rules) if mesh is not None else contextlib.nullcontext()
+    ctx = layout.activate() if layout is not None else contextlib.nullcontext()
     with ctx:
         inputs = jax.device_put(inputs, steps.input_shardings(inputs))
         prefilled = steps.prefill(*steps.prefill_args(state, inputs))

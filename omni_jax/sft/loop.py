@@ -78,7 +78,6 @@ def run(config, workdir: str) -> dict:
     validate(config, jax.device_count())
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
     pieces = build_run(config, tokenizer)
-    mesh, rules = pieces.mesh, pieces.rules
     data = data_stream(config, tokenizer, config.batch_prompts)
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     meta = run_meta(config, pieces, source={"kind": "sft"})
@@ -114,8 +113,9 @@ def run(config, workdir: str) -> dict:
         counts["missing_target"] += missing
         counts["truncated"] += truncated
         rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask),
-                           next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh, rules)
-        state, m = sft_step(state, pieces.frozen, jax.device_put(inputs, input_shardings(inputs, mesh, rules)), *rows)
+                           next_position_ids(inputs.position_ids, inputs.attention_mask)), pieces.layout)
+        state, m = sft_step(state, pieces.frozen, jax.device_put(inputs, input_shardings(inputs, pieces.layout)),
+                            *rows)
         m = {k: float(v) for k, v in jax.device_get(m).items()}
         seconds = time.perf_counter() - t0
         scalars = {**m, "time/step_s": seconds, "perf/target_tokens_per_s": m["target_tokens"] / max(seconds, 1e-9),

@@ -10,6 +10,7 @@ SCRIPT = """
 import jax
 from jax.sharding import NamedSharding
 from configs import default
+from omni_jax import parallel
 from omni_jax.grpo.pieces import build_run
 from omni_jax.tokenizer import load_tokenizer
 
@@ -31,8 +32,8 @@ for rank in (0, 4):
         config.lora.rank = rank
     real = build_run(config, tokenizer)
     abstract = build_run(config, tokenizer, devices=jax.devices(), abstract=True)
-    assert real.mesh_shape == abstract.mesh_shape == {"data": 2, "fsdp": 2, "tp": 1}
-    assert real.step_cfg == abstract.step_cfg and real.rules == abstract.rules
+    assert real.layout.shape == abstract.layout.shape == {"data": 2, "fsdp": 2, "tp": 1}
+    assert real.step_cfg == abstract.step_cfg and real.layout.rules == abstract.layout.rules == parallel.DEFAULT_RULES
     assert (real.lora_cfg is None) == (abstract.lora_cfg is None) == (rank == 0)
     for name in ("params", "opt_state", "step", "skipped"):
         want, got = described(getattr(real.state, name)), described(getattr(abstract.state, name))

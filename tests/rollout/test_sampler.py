@@ -213,11 +213,11 @@ MESH_SCRIPT = textwrap.dedent("""
     for name, inputs in (("text", _text_batch()), ("text4", _text_batch4()), ("video_audio", _video_audio())):
         single = omni_jax.load_thinker({path!r}, progress=False)
         mesh = parallel.make_mesh({{"data": 2, "fsdp": 2, "tp": 2}})
-        sharded = load_thinker({path!r}, mesh=mesh, progress=False)
+        sharded = load_thinker({path!r}, layout=parallel.Layout(mesh), progress=False)
         for temp in ((1.0,) if name == "text4" else (0.0, 1.0)):
             kw = dict(num_samples=4, max_new_tokens=6, temperature=temp, top_k=30, seed=5)
             a = generate(single, inputs, **kw)
-            b = generate(sharded, inputs, mesh=mesh, **kw)
+            b = generate(sharded, inputs, layout=mesh, **kw)  # a bare mesh: the default rules
             assert len(b.tokens.sharding.device_set) == 8, b.tokens.sharding
             results[f"{{name}}/{{temp}}"] = dict(
                 tokens_equal=bool(np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens))),
@@ -254,13 +254,14 @@ def test_prefill_one_prompt_at_a_time_equals_all_at_once(pair):
 def test_prompts_per_prefill_splits_only_batches_that_do_not_divide():
     from omni_jax.rollout.sampler import prompts_per_prefill
 
-    mesh = lambda data, fsdp: SimpleNamespace(shape={"data": data, "fsdp": fsdp, "tp": 1})  # noqa: E731
+    mesh = lambda data, fsdp, rules=parallel.DEFAULT_RULES: parallel.Layout(  # noqa: E731
+        SimpleNamespace(shape={"data": data, "fsdp": fsdp, "tp": 1}), rules)
     assert prompts_per_prefill(8, mesh(1, 4)) == 8  # two prompts per chip, in one pass
     assert prompts_per_prefill(8, mesh(2, 4)) == 8
     assert prompts_per_prefill(8, mesh(1, 16)) == 1  # replicated on 16 chips: one prompt at a time
     assert prompts_per_prefill(8, None) == 8
     assert sampler.batch_shards(mesh(2, 4)) == 8 and sampler.batch_shards(None) == 1
-    assert sampler.batch_shards(mesh(2, 4), {**dict(parallel.DEFAULT_RULES), "batch": "fsdp"}) == 4
+    assert sampler.batch_shards(mesh(2, 4, {**dict(parallel.DEFAULT_RULES), "batch": "fsdp"})) == 4
     # The prompts' cache is kept once exactly when they divide; else one at a time, copied per candidate.
     assert sampler.prefill_plan(8, mesh(1, 4)) == (8, True)
     assert sampler.prefill_plan(8, mesh(1, 16)) == (1, False)
