@@ -4,8 +4,8 @@
     for step in report.steps: print(step.name, step.bytes_per_chip, step.fits, step.flops)
 
 The steps are the very functions the run jits, on the run's own pieces built abstractly
-(`grpo.pieces.build_run`: the same layout (mesh and logical-axis rules), parameter split, optimizer state and
-shardings): the rollout's prefill and decode as `generate` builds them
+(`grpo.pieces.build_run`: the same layout (mesh and logical-axis rules), parameter split,
+optimizer state and shardings): the rollout's prefill and decode as `generate` builds them
 (`omni_jax.rollout.sampler.build_rollout_steps`: the same jitted functions, static arguments and
 input shardings), the donated GRPO train step (`grpo.step.jit_train_step`) and, with β > 0, the
 reference log-prob pass (`build_logprob_fn`), on the config's worst-case batch (`aot.inputs`). Parameters, optimizer state and the reference

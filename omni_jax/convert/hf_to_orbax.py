@@ -3,9 +3,10 @@
 Two ways to place the parameters, same files on disk:
 - streamed (no layout): each parameter is a `StreamedArray`, written one HF tensor (one layer of a
   stacked parameter) at a time; peak host memory is about one tensor, never the model.
-- on a `parallel.Layout` (a mesh and its rules): each parameter is built on its target sharding with `jax.make_array_from_callback`
-  (every process reads only the slices its devices hold) and Orbax writes the shards; the model
-  lives in device memory, host memory holds one tensor slice at a time.
+- on a `parallel.Layout` (a mesh and its rules): each parameter is built on its target sharding
+  with `jax.make_array_from_callback` (every process reads only the slices its devices hold) and
+  Orbax writes the shards; the model lives in device memory, host memory holds one tensor slice at
+  a time.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ Items (see `datasets`) are prepared by `data_cfg.num_workers` threads ahead of t
 into batches of `batch_size` questions (prompts left-padded to the prompt buckets, the last batch
 filled up with copies whose answers are dropped, so the shapes repeat), and decoded greedily by
 `omni_jax.rollout.generate`: the batch is split over the layout's batch devices (data × fsdp
-under the default rules) as in the rollout. With a timestamps post-processor (`omni_jax.timestamps.flags`), each answer of a video
-question first gets `[Frame N: T.XXs]` marks in its <think> (matched on that question's video);
-the row's `output` is then the post-processed answer (what is scored, the probe included),
+under the default rules) as in the rollout. With a timestamps post-processor
+(`omni_jax.timestamps.flags`), each answer of a video question first gets `[Frame N: T.XXs]`
+marks in its <think> (matched on that question's video); the row's `output` is then the post-processed answer (what is scored, the probe included),
 `output_raw` the model's own and `timestamps` the match table. Every finished question is scored
 (`scoring.score_row`) and appended as one JSON line to `results_path` at once; a restarted
 evaluation reads that file and does not redo those questions (a torn last line from a kill is

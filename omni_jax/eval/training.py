@@ -5,9 +5,9 @@
 
 The questions (`config.eval.split`: held-out synthetic questions or the first `size` of a benchmark)
 are read once; each evaluation answers them greedily with the current policy through the same
-runner as `python -m omni_jax.eval` (batched over the run's layout: its mesh and rules, every process
-the same program), with
-the run's own prompt settings in HumanOmniV2's evaluation layout.
+runner as `python -m omni_jax.eval` (batched over the run's `parallel.Layout`: its mesh and rules,
+every process the same program), with the run's own prompt settings in HumanOmniV2's evaluation
+layout.
 """
 
 from __future__ import annotations

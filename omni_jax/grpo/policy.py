@@ -1,4 +1,4 @@
-"""The policy and reference models of a run: built or loaded directly onto the run's layout (mesh + rules).
+"""The policy and reference models of a run: built or loaded directly onto its layout (mesh + rules).
 
 Random initialisation (the tiny default) runs under `jax.jit` with the parameter shardings as
 `out_shardings`, so even a large model is born sharded; real runs load an HF directory or an
