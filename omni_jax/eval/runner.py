@@ -10,8 +10,9 @@ filled up with copies whose answers are dropped, so the shapes repeat), and deco
 `omni_jax.rollout.generate`: the batch is split over the layout's batch devices (data × fsdp
 under the default rules) as in the rollout. With a timestamps post-processor
 (`omni_jax.timestamps.flags`), each answer of a video question first gets `[Frame N: T.XXs]`
-marks in its <think> (matched on that question's video); the row's `output` is then the post-processed answer (what is scored, the probe included),
-`output_raw` the model's own and `timestamps` the match table. Every finished question is scored
+marks in its <think> (matched on that question's video); the row's `output` is then the
+post-processed answer (what is scored, the probe included), `output_raw` the model's own and
+`timestamps` the match table. Every finished question is scored
 (`scoring.score_row`) and appended as one JSON line to `results_path` at once; a restarted
 evaluation reads that file and does not redo those questions (a torn last line from a kill is
 ignored and its question redone). An item whose media cannot be
