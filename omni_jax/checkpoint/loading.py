@@ -56,10 +56,11 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, layout: parallel.La
 
     dtype: compute dtype; param_dtype: storage dtype of the weights (default: dtype); layout: place
     every parameter by its logical axes on that `parallel.Layout`'s mesh and rules (a bare Mesh is
-    `Layout(mesh)`: DEFAULT_RULES), else (None) on the default device; progress: a progress bar; adapter: a PEFT LoRA adapter directory
-    put onto the loaded base (`omni_jax.weights.peft`); options: ThinkerConfig fields that are not
-    in the checkpoint (remat, attention_query_chunk, layer_loop, ...). FileNotFoundError without a
-    config.json; ValueError for `step` with an HF directory.
+    `Layout(mesh)`: DEFAULT_RULES), else (None) on the default device; progress: a progress bar;
+    adapter: a PEFT LoRA adapter directory put onto the loaded base (`omni_jax.weights.peft`);
+    options: ThinkerConfig fields that are not in the checkpoint (remat, attention_query_chunk,
+    layer_loop, ...). FileNotFoundError without a config.json; ValueError for `step` with an HF
+    directory.
     """
     layout = parallel.as_layout(layout)
     model = _load(path, dtype, param_dtype, layout, progress, step, options)
