@@ -9,7 +9,7 @@ small. Then each conversion runs in its own subprocess while this process sample
 memory; the child reports its baseline (after imports) and peak (VmHWM). Compared side by side:
 
   hf2jax streamed    hf_to_orbax(...)                       (the library default on CPU)
-  hf2jax whole       hf_to_orbax(..., mesh=1-device mesh)  (every parameter placed, then saved)
+  hf2jax whole       hf_to_orbax(..., layout=1-device mesh)  (every parameter placed, then saved)
   jax2hf streamed    orbax_to_hf(...)
   jax2hf whole       restore all params, then write the same shards
 
@@ -111,7 +111,8 @@ def child(mode: str, src: str, dst: str, shard_bytes: int) -> None:
     if mode == "hf2jax streamed":
         hf_to_orbax(src, dst, progress=False)
     elif mode == "hf2jax whole":
-        hf_to_orbax(src, dst, mesh=parallel.make_mesh({"fsdp": 1}, jax.devices()[:1]), progress=False)
+        hf_to_orbax(src, dst, layout=parallel.Layout(parallel.make_mesh({"fsdp": 1}, jax.devices()[:1])),
+                    progress=False)
     elif mode == "jax2hf streamed":
         orbax_to_hf(src, dst, max_shard_bytes=shard_bytes, progress=False)
     elif mode == "jax2hf whole":

@@ -111,7 +111,7 @@ def main():
 
     def run_ours(kernel, new=args.new):
         out = generate(ours, dict(input_ids=ids, attention_mask=mask), max_new_tokens=new, temperature=0.0,
-                       cpu_gemv=kernel)
+                       cpu_decode_kernel=kernel)
         return np.asarray(jax.block_until_ready(out.tokens))
 
     def timed(fn, *a):
@@ -159,10 +159,10 @@ def main():
     print("| system | seconds | tokens/s | vs transformers |")
     print("|---|---|---|---|")
     print(f"| transformers generate (greedy) | {hf_s:.2f} | {n_tok / hf_s:,.0f} | 1.00x |")
-    print(f"| omni_jax generate, XLA's dot (cpu_gemv=False) | {xla_s:.2f} | {n_tok / xla_s:,.0f} | "
+    print(f"| omni_jax generate, XLA's dot (cpu_decode_kernel=False) | {xla_s:.2f} | {n_tok / xla_s:,.0f} | "
           f"{hf_s / xla_s:.2f}x |")
     if kernel:
-        print(f"| omni_jax generate, fused CPU decode kernel (cpu_gemv=True) | {ours_s:.2f} | "
+        print(f"| omni_jax generate, fused CPU decode kernel (cpu_decode_kernel=True) | {ours_s:.2f} | "
               f"{n_tok / ours_s:,.0f} | {hf_s / ours_s:.2f}x |")
     else:
         print(f"| omni_jax generate, fused CPU decode kernel (unavailable: {cpu_gemv.build_error()}) | | | |")

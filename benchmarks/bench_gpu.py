@@ -123,7 +123,7 @@ def bench_train(model, args) -> dict:
         completion_mask=jnp.ones((n, m), bool),
         next_position=jnp.full((n,), p, jnp.int32))
     batch = GRPOBatch(seqs, jnp.asarray(rng.standard_normal(n), jnp.float32), old_logp=None, ref_logp=None)
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     opt = make_optimizer(learning_rate=1e-6, total_steps=100)
     state = TrainState(jnp.int32(0), params, jax.jit(opt.init)(params), jnp.int32(0))
     step_cfg = StepConfig(LossConfig(beta=0.0), args.grad_accum, 100, 1.0)

@@ -10,7 +10,7 @@ same reward (people_focus of the whole completion, the plain-Python reference), 
 optimizer step per generation round. A step = sampling + reward + advantages + update. The first
 step (compilation / warm-up) is excluded from the median. omni_jax runs as the trainer does (a
 question's candidates share one prompt pass in the update) and once more with a prompt pass per
-row (grpo.share_prompt=False), the way TRL computes it.
+row (grpo.prefix_share=False), the way TRL computes it.
 """
 
 from __future__ import annotations
@@ -105,17 +105,16 @@ def run_trl(lm, tok, texts, args) -> list[float]:
     return times
 
 
-def run_ours(model, tok, texts, args, share_prompt: bool = True) -> list[float]:
+def run_ours(model, tok, texts, args, prefix_share: bool = True) -> list[float]:
     import jax
     import jax.numpy as jnp
     import ml_collections
     from flax import nnx
 
     from omni_jax import parallel
-    from omni_jax.grpo import experience
+    from omni_jax.grpo import experience, step as step_lib
     from omni_jax.grpo.loss import LossConfig
-    from omni_jax.grpo.step import StepConfig, TrainState, build_train_step, make_optimizer, prompt_share, \
-        trainable_filter
+    from omni_jax.grpo.step import StepConfig, TrainState, build_train_step, make_optimizer, trainable_filter
     from omni_jax.model.inputs import prepare_inputs
     from omni_jax.rewards.config import people_focus_defaults
     from omni_jax.rewards.people_focus import score_text
@@ -127,14 +126,15 @@ def run_ours(model, tok, texts, args, share_prompt: bool = True) -> list[float]:
         r = np.asarray([score_text(c, pf) for c in completions], np.float32)
         return {"total": r}, {}
 
-    mesh = parallel.make_mesh({"data": 1, "fsdp": -1, "tp": 1})
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    layout = parallel.Layout(parallel.make_mesh({"data": 1, "fsdp": -1, "tp": 1}))
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     params = jax.tree.map(jnp.copy, params)  # the step donates its state; the model is run again
     opt = make_optimizer(learning_rate=1e-5, total_steps=args.steps, schedule="linear")
-    state = parallel.on_mesh(TrainState(jnp.int32(0), params, jax.jit(opt.init)(params), jnp.int32(0)), mesh)
-    frozen = parallel.on_mesh(frozen, mesh)
-    # As the trainer sets it (grpo.share_prompt): a question's candidates share one prompt pass.
-    share = prompt_share(args.generations, len(texts) * args.generations, 1, jax.device_count()) if share_prompt else 1
+    state = layout.place(TrainState(jnp.int32(0), params, jax.jit(opt.init)(params), jnp.int32(0)))
+    frozen = layout.place(frozen)
+    # As the trainer sets it (grpo.prefix_share): a question's candidates share one prompt pass.
+    share = (step_lib.prefix_share(args.generations, len(texts) * args.generations, 1, jax.device_count())
+             if prefix_share else 1)
     step_cfg = StepConfig(LossConfig(beta=0.0), 1, args.steps, 1.0, prefix_share=share)
     step_fn = jax.jit(build_train_step(graphdef, step_cfg, opt),
                       donate_argnums=0, out_shardings=(parallel.shardings_of(state), None))
@@ -155,7 +155,7 @@ def run_ours(model, tok, texts, args, share_prompt: bool = True) -> list[float]:
         t0 = time.perf_counter()
         policy = nnx.merge(graphdef, state.params, frozen)
         exp = experience.collect(policy, inputs, [{}] * len(texts), rollout_cfg=rollout, scale_rewards="group", tokenizer=NoEos,
-                      reward_fn=reward_fn, seed=jax.random.key(i), mesh=mesh)
+                      reward_fn=reward_fn, seed=jax.random.key(i), layout=layout)
         state, metrics = step_fn(state, frozen, exp.batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
@@ -192,7 +192,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         lm, model = build_models(tok, d)
     ours = run_ours(model, tok, texts, args)
-    per_row = run_ours(model, tok, texts, args, share_prompt=False)
+    per_row = run_ours(model, tok, texts, args, prefix_share=False)
     trl_times = run_trl(lm, tok, texts, args)
     import trl
 
@@ -204,7 +204,7 @@ def main():
     print("| system | s / GRPO step | vs TRL |")
     print("|---|---|---|")
     print(f"| TRL {trl.__version__} GRPOTrainer (torch {torch.__version__}) | {t:.2f} | 1.00x |")
-    print(f"| omni_jax, a prompt pass per row (grpo.share_prompt=False) | {r:.2f} | {t / r:.2f}x |")
+    print(f"| omni_jax, a prompt pass per row (grpo.prefix_share=False) | {r:.2f} | {t / r:.2f}x |")
     print(f"| omni_jax (jitted rollout + step, {jax.device_count()} CPU device(s)) | {o:.2f} | {t / o:.2f}x |")
     print(f"first step (compile / warm-up): omni_jax {ours[0]:.1f} s, TRL {trl_times[0]:.1f} s")
 

@@ -59,7 +59,7 @@ def prepare(model, mode: str, args):
     model = nnx.merge(*jax.tree.map(jnp.copy, nnx.split(model)))  # its own buffers: the step donates
     if mode == "lora":
         lora.add_adapters(model, lora.LoRAConfig(rank=args.rank, alpha=2.0 * args.rank))
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False, adapters=mode == "lora"), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(adapters=mode == "lora"), ...)
     opt = make_optimizer(learning_rate=1e-4, total_steps=100, schedule="constant")
     state = TrainState(jnp.int32(0), params, init_opt_state(opt, params), jnp.int32(0))
     step_cfg = StepConfig(LossConfig(beta=0.04), grad_accum=1, total_steps=100, temperature=1.0, logits_chunk=256,
@@ -83,7 +83,7 @@ def prepare(model, mode: str, args):
         t0 = time.perf_counter()
         state = holder["state"]
         out = generate(nnx.merge(graphdef, state.params, frozen), inputs, num_samples=g, max_new_tokens=args.new,
-                       temperature=1.0, seed=i, cpu_gemv=False)
+                       temperature=1.0, seed=i, cpu_decode_kernel=False)
         jax.block_until_ready(out.tokens)
         t1 = time.perf_counter()
         seqs = Sequences(jnp.repeat(out.prompt_embeds, g, 0), jnp.repeat(jnp.asarray(inputs.position_ids), g, 1),

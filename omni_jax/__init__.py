@@ -7,8 +7,7 @@ from omni_jax.version import __version__
 __all__ = ["__version__", "load_thinker"]
 
 
-def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=None, progress=True, step=None,
-                 **options):
+def load_thinker(path, dtype="float32", *, param_dtype=None, layout=None, progress=True, step=None, **options):
     """Load a Qwen2.5-Omni Thinker from an HF checkpoint directory or an omni_jax checkpoint store.
 
     path: a local HF directory with config.json and safetensors (single or sharded with an index),
@@ -17,7 +16,8 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
     output or a training run directory, or one `<store>/<step>` directory of it).
     step: which step of a store (default: the latest committed one).
     dtype: compute dtype ("float32" or "bfloat16"); param_dtype: storage dtype (defaults to dtype).
-    mesh / rules: place each parameter directly onto its sharding (logical axes → mesh axes).
+    layout: an `omni_jax.parallel.Layout` (mesh + logical-axis rules), or a bare `jax.sharding.Mesh`
+    (read as `Layout(mesh)`: the default rules); each parameter is placed directly onto its sharding.
     options: other ThinkerConfig numerics fields (remat, attention_query_chunk, attention_key_chunk).
     Returns an `omni_jax.model.Thinker`; call it as `model(**processor_outputs)` for logits.
     """
@@ -25,5 +25,4 @@ def load_thinker(path, dtype="float32", *, param_dtype=None, mesh=None, rules=No
     # nothing of its own subpackages.
     from omni_jax.checkpoint.loading import load_thinker as _load
 
-    return _load(path, dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, progress=progress, step=step,
-                 **options)
+    return _load(path, dtype, param_dtype=param_dtype, layout=layout, progress=progress, step=step, **options)

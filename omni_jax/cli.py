@@ -1,6 +1,7 @@
 """What the absl entry points (`python -m omni_jax.train`, `python -m omni_jax.aot`) share before
-they run: `--help` exits 0, and a config that cannot load, or an override naming a key the config
-does not have, is one line on stderr (exit 2) instead of a traceback from inside the flag parser.
+they run: `--help` exits 0, and a config that cannot load, or a config file or override naming a
+key the config does not have, is one line on stderr (exit 2) instead of a traceback from inside the
+flag parser.
 
 `check_config_args(argv, default)` returns that line (None when the arguments are fine); `run(main,
 default_config=...)` checks, then hands over to `absl.app.run`.
@@ -12,7 +13,10 @@ import difflib
 import logging
 import importlib.util
 import os
+import re
 import sys
+
+import ml_collections
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 USAGE_ERROR = 2
@@ -72,9 +76,54 @@ def closest_keys(key: str, keys: list[str], n: int = 3) -> list[str]:
     return sorted(pool, key=score, reverse=True)[:n]
 
 
+def _path_of(root, node, prefix: str = "") -> str | None:
+    """The dotted path of `node` inside the ConfigDict `root` ("" for root itself), else None."""
+    if root is node:
+        return prefix
+    for name, value in root.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            found = _path_of(value, node, f"{prefix}{name}.")
+            if found is not None:
+                return found
+    return None
+
+
+def _refused_key(err: Exception) -> tuple[str, list[str]] | None:
+    """(dotted key, the config's keys) when `err` is a locked ConfigDict refusing a key that a config
+    file sets (`c.grpo.old_name = ...`), else None. The key's section and the whole config are read
+    from the frames the error passed through: the refusing ConfigDict (`self`) and the file's own."""
+    found = re.search(r'Key "([^"]+)" does not exist and cannot be added since the config is locked', str(err))
+    if found is None:
+        return None
+    node, roots = None, []
+    tb = err.__traceback__
+    while tb is not None:  # outermost frame first: the innermost `self` is the refusing section
+        for name, value in tb.tb_frame.f_locals.items():
+            if isinstance(value, ml_collections.ConfigDict):
+                if name == "self":
+                    node = value
+                else:
+                    roots.append(value)
+        tb = tb.tb_next
+    if node is None:
+        return found.group(1), []
+    best = ("", node)  # the config that holds the section deepest: the whole config, not a section
+    for root in roots:
+        path = _path_of(root, node)
+        if path is not None and len(path) > len(best[0]):
+            best = (path, root)
+    return best[0] + found.group(1), _keys(best[1])
+
+
+def _unknown_key(key: str, keys: list[str]) -> str:
+    near = closest_keys(key, keys)
+    return f"unknown config key {key}" + (f"; closest: {', '.join(near)}" if near else "")
+
+
 def check_config_args(argv: list[str], default: str | None, flag: str = "config") -> str | None:
     """What is wrong with the config arguments in argv, in one line (None when nothing is): a
-    config file that is missing or fails to load, or a `--config.a.b=...` whose key does not exist."""
+    config file that is missing or fails to load (or sets a key the config does not have), or a
+    `--config.a.b=...` whose key does not exist."""
     spec = _config_path(argv, flag, default)
     overrides = [a[len(flag) + 3:].split("=", 1)[0] for a in argv if a.startswith(f"--{flag}.")]
     if spec is None:
@@ -84,12 +133,14 @@ def check_config_args(argv: list[str], default: str | None, flag: str = "config"
     except FileNotFoundError as e:
         return str(e)
     except Exception as e:  # noqa: BLE001 - any failure of the user's config file, said in one line
+        refused = _refused_key(e) if isinstance(e, (AttributeError, KeyError)) else None
+        if refused is not None:
+            return f"config {spec}: " + _unknown_key(*refused)
         return f"config {spec} does not load: {type(e).__name__}: {e}"
     keys = _keys(config)
     for key in overrides:
         if key not in keys:
-            near = closest_keys(key, keys)
-            return f"unknown config key {key}" + (f"; closest: {', '.join(near)}" if near else "")
+            return _unknown_key(key, keys)
     return None
 
 

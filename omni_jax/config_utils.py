@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import ml_collections
 
 from omni_jax import parallel
@@ -71,8 +72,8 @@ def mesh_shape(config, num_devices: int) -> dict[str, int]:
 
 def mesh_rules(config) -> tuple:
     """The run's logical-axis rules, from `config.mesh.rules` (logical name → a mesh axis, a tuple
-    of mesh axes, or None: replicated), in `parallel.DEFAULT_RULES`' order. The trainer and the fit
-    check both take their rules from here; `config.mesh.rules` defaults to DEFAULT_RULES."""
+    of mesh axes, or None: replicated), in `parallel.DEFAULT_RULES`' order. `layout(config)` pairs
+    them with the run's mesh; `config.mesh.rules` defaults to DEFAULT_RULES."""
     rules = config.mesh.get("rules")
     if rules is None:
         return parallel.DEFAULT_RULES
@@ -81,6 +82,13 @@ def mesh_rules(config) -> tuple:
         return tuple(v) if isinstance(v, (list, tuple)) else v
 
     return tuple((name, axes(rules[name])) for name, _ in parallel.DEFAULT_RULES if name in rules)
+
+
+def layout(config, devices=None) -> parallel.Layout:
+    """The run's `parallel.Layout`: a mesh of `config.mesh`'s sizes over `devices` (default: every
+    device of the job; a -1 size takes the rest) and the rules of `mesh_rules(config)`."""
+    shape = mesh_shape(config, len(devices) if devices is not None else jax.device_count())
+    return parallel.Layout(parallel.make_mesh(shape, devices=devices), mesh_rules(config))
 
 
 def _rules_problems(config) -> list[str]:
@@ -102,8 +110,6 @@ def apply_cpu_devices(config) -> int | None:
 
     Returns the count set, or None (0 in the config, or XLA_FLAGS already forces a count).
     """
-    import jax
-
     n = int(config.mesh.get("cpu_devices", 0) or 0)
     if n < 0:
         raise ValueError(f"mesh.cpu_devices must be >= 0, got {n}")
@@ -222,7 +228,7 @@ def base() -> ml_collections.ConfigDict:
     c.grpo.logits_chunk = 256
     # Candidates of one question share one pass of its prompt in the learner's and reference's
     # log-prob passes (the prompt's keys and values feed every candidate); False: one per row.
-    c.grpo.share_prompt = True
+    c.grpo.prefix_share = True
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 1e-6
@@ -258,7 +264,7 @@ def base() -> ml_collections.ConfigDict:
     # --xla_force_host_platform_device_count, when set, wins. 0: JAX's default (1 CPU device).
     c.mesh.cpu_devices = 0
     # Logical axis → mesh axis (a tuple of them, or None: replicated); see omni_jax.parallel. The
-    # trainer and the fit check read them through `mesh_rules(config)`.
+    # trainer, the SFT loop and the fit check read them through `layout(config)`.
     c.mesh.rules = ml_collections.ConfigDict(dict(parallel.DEFAULT_RULES))
     c.data = data_defaults()
     c.rewards = reward_defaults()

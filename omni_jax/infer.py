@@ -68,9 +68,9 @@ def main(argv=None) -> int:
         raise SystemExit("error: --timestamps needs --clip DIR (a HF CLIPModel directory) and --video")
     from omni_jax.eval import checkpoints, inference
 
-    mesh = checkpoints.mesh_from_arg(args.mesh)
+    layout = checkpoints.layout_from_arg(args.mesh)
     loaded = checkpoints.open_checkpoint(args.ckpt, step=args.step, tokenizer=args.tokenizer, dtype=args.dtype,
-                                         mesh=mesh, progress=not args.json)
+                                         layout=layout, progress=not args.json)
     if args.messages:
         messages = inference.load_messages(args.messages)
     else:
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     problem_type = args.problem_type or ("multiple choice" if args.options else "free-form")
     result = inference.answer(loaded, messages, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, seed=args.seed, solution=args.solution,
-                              problem_type=problem_type, mesh=mesh)
+                              problem_type=problem_type, layout=layout)
     table = None
     post = timestamp_flags.from_args(args, loaded.data_cfg)
     if post is not None:  # [Frame N: T.XXs] marks in <think>, matched on the frames the model saw

@@ -3,6 +3,15 @@
 Model code names *logical* axes only ("embed", "mlp", "heads", "vocab", "layers", "batch", ...).
 A rule list from the config maps each logical name to a mesh axis (data, fsdp, tp) or to None
 (replicated). Changing the mesh never touches model code.
+
+A `Layout` is the mesh and its rules as one value, and everything that places arrays takes one:
+
+    layout = config_utils.layout(config)               # a run's: config.mesh sizes and rules
+    layout = Layout(make_mesh({"fsdp": -1}))           # DEFAULT_RULES: the one place a default applies
+    layout.sharding(("embed", "mlp"), (4096, 11008))   # NamedSharding of one array
+    params = layout.place(params)                      # every array committed to the mesh
+    with layout.activate():                            # `constrain` in traced model code uses it
+        out = step(params, batch)
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import contextvars
 import dataclasses
 import math
 import os
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -51,15 +60,6 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class _Context:
-    mesh: Mesh
-    rules: tuple
-
-
-_CONTEXT: contextvars.ContextVar[_Context | None] = contextvars.ContextVar("omni_jax_mesh", default=None)
-
-
 def make_mesh(shape: dict[str, int] | Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A (data, fsdp, tp) mesh. `shape` values of -1 take the remaining devices.
 
@@ -89,7 +89,7 @@ def make_mesh(shape: dict[str, int] | Sequence[int], devices: Sequence[jax.Devic
     return Mesh(array, MESH_AXES)
 
 
-def logical_to_spec(logical_axes: Iterable[str | None], rules=DEFAULT_RULES, mesh: Mesh | None = None) -> PartitionSpec:
+def logical_to_spec(logical_axes: Iterable[str | None], rules, mesh: Mesh | None = None) -> PartitionSpec:
     """PartitionSpec for a tuple of logical names under `rules`.
 
     A mesh axis is used at most once per array (later dims that map to an already used axis are
@@ -129,53 +129,107 @@ def fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Partition
     return PartitionSpec(*out)
 
 
-def named_sharding(logical_axes, shape, mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
-    """NamedSharding on `mesh` of an array of `shape` with logical axes `axes`, mapped by `rules`."""
-    return NamedSharding(mesh, fit_spec(logical_to_spec(logical_axes, rules, mesh), shape, mesh))
+def _rules_tuple(rules) -> tuple:
+    """Rules as a hashable tuple of (logical name, mesh axis | tuple of mesh axes | None)."""
+    items = rules.items() if isinstance(rules, Mapping) else rules
+    return tuple((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in items)
 
 
-@contextlib.contextmanager
-def use_mesh(mesh: Mesh, rules=DEFAULT_RULES):
-    """Activate `mesh` + `rules` for `constrain` inside traced model code."""
-    token = _CONTEXT.set(_Context(mesh, tuple(rules)))
-    try:
-        yield mesh
-    finally:
-        _CONTEXT.reset(token)
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A device mesh and the logical-axis rules that map the model's axis names onto it.
+
+    rules: (logical name, mesh axis | tuple of mesh axes | None) pairs, or a dict of them. Left
+    out, they are `DEFAULT_RULES`: this is the one place a default applies. A run takes its rules
+    from its config (`config_utils.layout(config)`); public entry points that accept a bare mesh
+    (`load_thinker`, `generate`, `hf_to_orbax`, the eval runner) read it as `Layout(mesh)`.
+    Hashable (a mesh and a tuple), so it may be a static argument or a cache key.
+    """
+
+    mesh: Mesh
+    rules: tuple = DEFAULT_RULES
+
+    def __post_init__(self):
+        object.__setattr__(self, "rules", _rules_tuple(self.rules))
+
+    @property
+    def shape(self) -> dict[str, int]:
+        """The mesh's axis sizes, e.g. {"data": 1, "fsdp": 4, "tp": 1}."""
+        return dict(self.mesh.shape)
+
+    def spec(self, logical_axes: Sequence[str | None], shape: Sequence[int] | None = None) -> PartitionSpec:
+        """The PartitionSpec of logical axes under the rules; with `shape`, mesh axes that do not
+        divide their dimension are dropped (`fit_spec`)."""
+        spec = logical_to_spec(logical_axes, self.rules, self.mesh)
+        return spec if shape is None else fit_spec(spec, shape, self.mesh)
+
+    def sharding(self, logical_axes: Sequence[str | None], shape: Sequence[int]) -> NamedSharding:
+        """NamedSharding on the mesh of an array of `shape` whose dimensions are `logical_axes`."""
+        return NamedSharding(self.mesh, self.spec(logical_axes, shape))
+
+    @property
+    def replicated(self) -> NamedSharding:
+        """Every device of the mesh holds the whole array."""
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def shards(self, logical_axis: str) -> int:
+        """Over how many devices a dimension named `logical_axis` is split (1: replicated)."""
+        axes = dict(self.rules).get(logical_axis) or ()
+        return math.prod(self.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
+
+    @property
+    def batch_shards(self) -> int:
+        """Over how many devices the rows of a batch are split: the mesh axes of the logical
+        `batch` axis (data × fsdp under DEFAULT_RULES)."""
+        return self.shards("batch")
+
+    def place(self, tree):
+        """Every array of `tree` committed to a NamedSharding of the mesh (unplaced ones replicated).
+
+        jit caches by input sharding: a first call with uncommitted arrays and later calls with the
+        step's own outputs would otherwise compile the step twice.
+        """
+        def one(x):
+            s = getattr(x, "sharding", None)
+            if not (isinstance(s, NamedSharding) and s.mesh == self.mesh):
+                s = self.replicated
+            return jax.device_put(x, s)
+        return jax.tree.map(one, tree)
+
+    @contextlib.contextmanager
+    def activate(self):
+        """Make this layout the one `constrain` uses inside traced model code (innermost wins)."""
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
 
 
-def current_mesh() -> Mesh | None:
-    """The mesh set by the innermost `use_mesh`, or None."""
-    ctx = _CONTEXT.get()
-    return ctx.mesh if ctx else None
+_ACTIVE: contextvars.ContextVar[Layout | None] = contextvars.ContextVar("omni_jax_layout", default=None)
 
 
-def current_rules():
-    """The logical-axis rules set by the innermost `use_mesh` (DEFAULT_RULES outside one)."""
-    ctx = _CONTEXT.get()
-    return ctx.rules if ctx else DEFAULT_RULES
+def as_layout(layout: Layout | Mesh | None) -> Layout | None:
+    """A Layout as given, a bare Mesh as `Layout(mesh)` (DEFAULT_RULES), None as None: what the
+    public entry points accept."""
+    if layout is None or isinstance(layout, Layout):
+        return layout
+    if isinstance(layout, Mesh):
+        return Layout(layout)
+    raise TypeError(f"expected a parallel.Layout, a jax.sharding.Mesh or None, got {type(layout).__name__}")
+
+
+def current_layout() -> Layout | None:
+    """The layout of the innermost `Layout.activate()`, or None."""
+    return _ACTIVE.get()
 
 
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
-    """Sharding constraint by logical names; a no-op when no mesh is active."""
-    ctx = _CONTEXT.get()
-    if ctx is None:
+    """Sharding constraint by logical names; a no-op when no layout is active."""
+    layout = _ACTIVE.get()
+    if layout is None:
         return x
-    return jax.lax.with_sharding_constraint(x, named_sharding(logical_axes, x.shape, ctx.mesh, ctx.rules))
-
-
-def on_mesh(tree, mesh: Mesh):
-    """Every array of `tree` committed to a NamedSharding of `mesh` (unplaced ones replicated).
-
-    jit caches by input sharding: a first call with uncommitted arrays and later calls with the
-    step's own outputs would otherwise compile the step twice.
-    """
-    def one(x):
-        s = getattr(x, "sharding", None)
-        if not (isinstance(s, NamedSharding) and s.mesh == mesh):
-            s = NamedSharding(mesh, PartitionSpec())
-        return jax.device_put(x, s)
-    return jax.tree.map(one, tree)
+    return jax.lax.with_sharding_constraint(x, layout.sharding(logical_axes, x.shape))
 
 
 def shardings_of(tree):

@@ -22,6 +22,24 @@ def test_an_unknown_key_names_the_closest_existing_keys():
     assert cli.check_config_args(["--config.optim.learning_rate=1e-3", "--config.rollout.top_k=5"], DEFAULT) is None
 
 
+def test_a_renamed_key_names_its_new_name_on_the_command_line_and_in_a_config_file(tmp_path):
+    problem = cli.check_config_args(["--config.grpo.share_prompt=False"], DEFAULT)
+    assert problem.startswith("unknown config key grpo.share_prompt; closest: grpo.prefix_share,"), problem
+    old = tmp_path / "old.py"
+    old.write_text(f"import importlib.util\n"
+                   f"spec = importlib.util.spec_from_file_location('d', {DEFAULT!r})\n"
+                   f"default = importlib.util.module_from_spec(spec)\n"
+                   f"spec.loader.exec_module(default)\n\n"
+                   f"def get_config(arg=None):\n"
+                   f"    c = default.get_config(arg)\n"
+                   f"    c.grpo.share_prompt = False\n"
+                   f"    return c\n")
+    problem = cli.check_config_args(["--config", str(old)], None)
+    assert problem.startswith(f"config {old}: unknown config key grpo.share_prompt; closest: grpo.prefix_share,"), \
+        problem
+    assert "\n" not in problem
+
+
 def test_a_missing_or_broken_config_file_is_one_line(tmp_path):
     assert cli.check_config_args(["--config", "nope.py"], DEFAULT) == "config file nope.py not found"
     assert "unknown config variant key 'foo'" in cli.check_config_args([f"--config={DEFAULT}:foo=2"], None)

@@ -181,8 +181,11 @@ def test_configs_only_change_the_defaults_of_base_and_the_sections(config):
 
 
 def test_mesh_rules_come_from_the_config():
-    """Trainer and fit check read `config.mesh.rules` through `mesh_rules`: the default is
-    parallel.DEFAULT_RULES, an override changes that rule only, and a bad one is refused."""
+    """Trainer, SFT and fit check take their layout from `config_utils.layout`: its rules are
+    `config.mesh.rules` (default parallel.DEFAULT_RULES), an override changes that rule only, and a
+    bad one is refused."""
+    import jax
+
     from omni_jax import parallel
 
     c = default.get_config(None)
@@ -190,6 +193,8 @@ def test_mesh_rules_come_from_the_config():
     c.mesh.rules.kv_heads = "tp"
     rules = dict(config_utils.mesh_rules(c))
     assert rules.pop("kv_heads") == "tp" and rules == {k: v for k, v in parallel.DEFAULT_RULES if k != "kv_heads"}
+    layout = config_utils.layout(c, jax.devices()[:1])
+    assert dict(layout.rules)["kv_heads"] == "tp" and layout.shape == {"data": 1, "fsdp": 1, "tp": 1}
     config_utils.validate(c, num_devices=1)
     c.mesh.rules.kv_heads = "model"
     with pytest.raises(ValueError, match="mesh.rules.kv_heads"):

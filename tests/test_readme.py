@@ -4,7 +4,9 @@ import pathlib
 import re
 import shutil
 
+import jax
 import numpy as np
+from flax import nnx
 
 from tests.data.media import make_video
 
@@ -12,9 +14,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _snippet(section: str) -> str:
+    """The section's Python blocks, in order, as one program."""
     text = (ROOT / "README.md").read_text()
-    body = text[text.index(f"\n## {section}\n"):]
-    return re.search(r"```python\n(.*?)```", body, re.S).group(1)
+    body = text[text.index(f"\n## {section}\n") + 1:]
+    body = body[: body.find("\n## ")] if "\n## " in body else body
+    return "\n".join(re.findall(r"```python\n(.*?)```", body, re.S))
 
 
 def _tiny_hf_checkpoint(directory: pathlib.Path) -> pathlib.Path:
@@ -45,5 +49,9 @@ def test_the_model_snippet_runs_as_written(tmp_path, capsys):
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the snippet under test
     assert scope["logits"].shape[:2] == scope["processor_inputs"]["input_ids"].shape
     assert np.asarray(scope["out"].tokens).shape == (8, 4)
+    # The sharded load and generate on a layout (every device here).
+    layout = scope["layout"]
+    assert {x.sharding.mesh for x in jax.tree.leaves(nnx.state(scope["model"]))} == {layout.mesh}
+    assert scope["out"].tokens.sharding.mesh == layout.mesh
     printed = capsys.readouterr().out
     assert printed.startswith("[") and printed.count("'") >= 16  # 8 decoded strings

@@ -66,7 +66,6 @@ class Shapes:
     audio_chunks: int  # audio encoder chunks of the whole batch
     param_shards: int  # chips a parameter is split over (fsdp × tp)
     row_shards: int  # chips the rows are split over (data × fsdp)
-    train_towers: bool
     with_reference: bool
     cache_dtype: str
     reference_dtype: str
@@ -79,14 +78,14 @@ def _item(dtype: str) -> int:
     return np.dtype(dtype).itemsize
 
 
-def parameter_counts(cfg: ThinkerConfig, train_towers: bool, lora_rank: int = 0, lora_targets=()) -> dict[str, int]:
-    """{"trainable": n, "frozen": n}: the text decoder + lm_head train; the towers unless train_towers.
-    With LoRA the adapters alone train and the whole Thinker is frozen."""
+def parameter_counts(cfg: ThinkerConfig, lora_rank: int = 0, lora_targets=()) -> dict[str, int]:
+    """{"trainable": n, "frozen": n}: the text decoder + lm_head train, the vision and audio towers
+    are frozen. With LoRA the adapters alone train and the whole Thinker is frozen."""
     model, head = text_params(cfg.text)
     towers = vision_params(cfg.vision) + audio_params(cfg.audio)
     if lora_rank:
         return {"trainable": lora_params(cfg.text, lora_rank, lora_targets), "frozen": model + head + towers}
-    return {"trainable": model + head + (towers if train_towers else 0), "frozen": 0 if train_towers else towers}
+    return {"trainable": model + head, "frozen": towers}
 
 
 def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
@@ -101,7 +100,7 @@ def estimate(cfg: ThinkerConfig, s: Shapes) -> dict[str, dict[str, float]]:
     layer's MLP intermediates).
     """
     t = cfg.text
-    counts = parameter_counts(cfg, s.train_towers, s.lora_rank, s.lora_targets)
+    counts = parameter_counts(cfg, s.lora_rank, s.lora_targets)
     p_item, c_item, a_item = _item(cfg.param_dtype), _item(s.cache_dtype), _item(cfg.dtype)
     # Adapters counted whole on every chip: an upper bound (their embed side is FSDP-sharded, the
     # rank side never is); they are ~2 % of the 7B decoder at rank 64.

@@ -3,12 +3,12 @@
     report = check_fit(config, "v5p-8")
     for step in report.steps: print(step.name, step.bytes_per_chip, step.fits, step.flops)
 
-The steps are the very functions the run jits, lowered under the same mesh, logical-axis rules
-and shardings: the rollout's prefill and decode as `generate` builds them
+The steps are the very functions the run jits, on the run's own pieces built abstractly
+(`grpo.pieces.build_run`: the same layout (mesh and logical-axis rules), parameter split,
+optimizer state and shardings): the rollout's prefill and decode as `generate` builds them
 (`omni_jax.rollout.sampler.build_rollout_steps`: the same jitted functions, static arguments and
-input shardings), the donated GRPO train step
-(`grpo.step.jit_train_step`) and, with β > 0, the reference log-prob pass (`build_logprob_fn`),
-on the config's worst-case batch (`aot.inputs`). Parameters, optimizer state and the reference
+input shardings), the donated GRPO train step (`grpo.step.jit_train_step`) and, with β > 0, the
+reference log-prob pass (`build_logprob_fn`), on the config's worst-case batch (`aot.inputs`). Parameters, optimizer state and the reference
 stay in HBM for the whole run, so each step's total is its compiled footprint (XLA's peak from
 its buffer assignment: arguments, outputs and the temporaries live at the same time, donated
 buffers reused; + code) plus the resident buffers it does not take as arguments (and, for
@@ -33,14 +33,11 @@ from omni_jax.aot import estimate as estimate_lib
 from omni_jax.aot import inputs as inputs_lib
 from omni_jax.aot import topology as topology_lib
 from omni_jax.aot.flops import jaxpr_flops
-from omni_jax.checkpoint.loading import param_shardings
 from omni_jax.grpo.experience import row_shardings
-from omni_jax.grpo.policy import model_options
-from omni_jax.grpo.step import TrainState, jit_logprob_fn, jit_train_step, opt_state_shardings, \
-    optimizer_from_config, step_config_from_config, trainable_filter
-from omni_jax.model import lora, presets
+from omni_jax.grpo.pieces import abstract_state, build_run, model_config
+from omni_jax.grpo.step import jit_logprob_fn, jit_train_step
+from omni_jax.model import lora
 from omni_jax.model.text import init_cache
-from omni_jax.model.thinker import abstract_thinker
 from omni_jax.rollout import sampler
 from omni_jax.rollout.sampling import Sampling
 from omni_jax.tokenizer import load_tokenizer
@@ -137,24 +134,18 @@ def _bytes_per_chip(tree) -> int:
     return total
 
 
-def _abstract_state(tree, shardings):
-    """nnx State of ShapeDtypeStructs with shardings (from an abstract model's Variables)."""
-    return jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s), tree, shardings,
-                        is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
-def _row_shardings(mesh, rules):
+def _row_shardings(layout: parallel.Layout):
     """Fallback output shardings when a step did not compile: rows over the batch axes, as the run lays them."""
     def one(x):
         if len(x.shape) == 5:  # the KV cache [L, rows, S, K, H], as `_prefill` constrains it
-            return parallel.named_sharding(("layers", "batch", "kv_length", "act_kv_heads", None), x.shape, mesh, rules)
+            return layout.sharding(("layers", "batch", "kv_length", "act_kv_heads", None), x.shape)
         axes = ("batch",) + (None,) * (len(x.shape) - 1) if x.shape else ()
-        return parallel.named_sharding(axes, x.shape, mesh, rules)
+        return layout.sharding(axes, x.shape)
     return lambda tree: jax.tree.map(one, tree)
 
 
-def _replicated(mesh, x):
-    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+def _replicated(layout: parallel.Layout, x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=layout.replicated)
 
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -191,10 +182,10 @@ def _position(args: tuple, arg) -> int:
     return next(i for i, a in enumerate(args) if a is arg)
 
 
-def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _Compiled:
-    """Trace (under the mesh and rules), count FLOPs, lower and compile `jitted` on abstract `args`."""
+def _compile(jitted, args, *, layout: parallel.Layout, static=(), while_trips: int = 1) -> _Compiled:
+    """Trace (under `layout`: mesh and rules), count FLOPs, lower and compile `jitted` on abstract `args`."""
     t0 = time.perf_counter()
-    with parallel.use_mesh(mesh, rules):  # activation constraints in the model code apply while tracing
+    with layout.activate():  # activation constraints in the model code apply while tracing
         traced = jitted.trace(*args)
     flops = jaxpr_flops(traced.jaxpr, while_trips=while_trips)
     # jit drops arguments the program never reads (e.g. the frozen towers in the train step); they
@@ -217,11 +208,14 @@ def _compile(jitted, args, *, mesh, rules, static=(), while_trips: int = 1) -> _
     return _Compiled(traced, compiled, flops, time.perf_counter() - t0, arg_bytes, error)
 
 
-def _model_config(config, tokenizer=None):
-    arch = config.model.architecture
-    if arch == "tiny" and tokenizer is None:
-        tokenizer = load_tokenizer(config.tokenizer or "tiny")
-    return presets.architecture_config(arch, tokenizer, **model_options(config))
+def _tokenizer(config):
+    """The tiny architecture takes its vocabulary from the tokenizer; the real ones need none."""
+    return load_tokenizer(config.tokenizer or "tiny") if config.model.architecture == "tiny" else None
+
+
+def _model_config(config):
+    """The ThinkerConfig the check compiles (the config's architecture, as `build_run` builds it abstractly)."""
+    return model_config(config, _tokenizer(config))
 
 
 def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None, hbm_bytes: int | None = None,
@@ -236,10 +230,9 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     hbm = int(hbm_bytes or tpu.hbm_bytes)
     n_chips = len(devices)
     config_utils.validate(config, n_chips)
-    mesh_shape = config_utils.mesh_shape(config, n_chips)
-    mesh = parallel.make_mesh(mesh_shape, devices=devices)
-    rules = config_utils.mesh_rules(config)
-    cfg = _model_config(config)
+    # The run's pieces, abstract: layout (mesh and rules), model, its split, optimizer state and TrainState.
+    pieces = build_run(config, _tokenizer(config), devices=devices, abstract=True)
+    layout, mesh_shape, cfg, lora_cfg = pieces.layout, pieces.layout.shape, pieces.model_cfg, pieces.lora_cfg
     say = progress or (lambda _: None)
 
     # ---- shapes of one optimizer step ----
@@ -253,23 +246,11 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     with_old = config.grpo.num_iterations > 1
 
     # ---- the run's resident buffers: policy, towers, optimizer, reference ----
-    abstract_model = abstract_thinker(cfg)
-    lora_cfg = lora.config_from(config)
-    if lora_cfg is not None:  # adapters trained, base frozen; the reference is the base (no copy)
-        abstract_model = lora.abstract_with_adapters(abstract_model, lora_cfg)
-        with_reference_copy = False
-    else:
-        with_reference_copy = with_reference
-    graphdef_all, all_vars = nnx.split(abstract_model)
-    policy_state = _abstract_state(all_vars, param_shardings(all_vars, mesh, rules))
-    graphdef, trainable, frozen = nnx.split(abstract_model, trainable_filter(adapters=lora_cfg is not None), ...)
-    trainable = _abstract_state(trainable, param_shardings(trainable, mesh, rules))
-    base_frozen = lora.base_state(frozen)  # the LoRA reference pass's weights (all of `frozen` but dropout keys)
-    base_frozen = _abstract_state(base_frozen, param_shardings(base_frozen, mesh, rules))
-    frozen = _abstract_state(frozen, param_shardings(frozen, mesh, rules))
-    optimizer = optimizer_from_config(config)
-    opt_state = inputs_lib.with_shardings(jax.eval_shape(optimizer.init, trainable),
-                                          opt_state_shardings(optimizer, trainable))  # as init_opt_state makes it
+    # The rollout samples from the whole model (graphdef_all); with LoRA the reference is the base (no copy).
+    graphdef_all, policy_state = nnx.split(pieces.model)
+    policy_state = abstract_state(policy_state, layout)
+    trainable, frozen, opt_state = pieces.state.params, pieces.frozen, pieces.state.opt_state
+    with_reference_copy = with_reference and lora_cfg is None
     ref_dtype = jnp.dtype(config.model.reference_dtype)
     reference = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, ref_dtype, sharding=x.sharding), trainable)
     resident = {"trainable": _bytes_per_chip(trainable), "frozen": _bytes_per_chip(frozen),
@@ -279,14 +260,14 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
 
     # ---- analytic arithmetic ----
     rows_shards = mesh_shape["data"] * mesh_shape["fsdp"]
-    step_cfg = step_config_from_config(config, rows_shards)
+    step_cfg = pieces.step_cfg
     model_inputs = inputs_lib.model_inputs(cfg, prompt, b, length)
     shapes = estimate_lib.Shapes(
         prompts=b, generations=g, prompt_length=length, max_new_tokens=max_new, grad_accum=int(config.optim.grad_accum),
         patches=model_inputs.vision.pixel_values.shape[0] if model_inputs.vision else 0,
         audio_chunks=model_inputs.audio.chunks.shape[0] if model_inputs.audio else 0,
         param_shards=mesh_shape["fsdp"] * mesh_shape["tp"], row_shards=rows_shards,
-        train_towers=False, with_reference=with_reference, cache_dtype=cache_dtype.name,
+        with_reference=with_reference, cache_dtype=cache_dtype.name,
         reference_dtype=ref_dtype.name, prefix_share=step_cfg.prefix_share,
         lora_rank=lora_cfg.rank if lora_cfg else 0, lora_targets=lora_cfg.targets if lora_cfg else ())
     estimates = estimate_lib.estimate(cfg, shapes)
@@ -329,7 +310,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     sampling = Sampling(float(config.rollout.temperature), int(config.rollout.top_k), float(config.rollout.top_p))
     rollout_steps = sampler.build_rollout_steps(
         graphdef_all, cfg, num_prompts=b, num_samples=g, max_new_tokens=max_new, sampling=sampling,
-        eos_token_ids=(0,), cache_dtype=cache_dtype, mesh=mesh, rules=rules, has_adapters=lora_cfg is not None)
+        eos_token_ids=(0,), cache_dtype=cache_dtype, layout=layout, has_adapters=lora_cfg is not None)
     inputs = inputs_lib.with_shardings(model_inputs, rollout_steps.input_shardings(model_inputs))
     inputs_bytes = _bytes_per_chip(inputs)
     policy_bytes = _bytes_per_chip(policy_state)
@@ -338,8 +319,8 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         say("prefill: compiling")
         per_pass = rollout_steps.prompts_per_pass
         pre_args = rollout_steps.prefill_args(policy_state, inputs)
-        pre = _compile(rollout_steps.prefill, pre_args, mesh=mesh, rules=rules, static=rollout_steps.prefill_static)
-        outputs = pre.outputs(_row_shardings(mesh, rules))
+        pre = _compile(rollout_steps.prefill, pre_args, layout=layout, static=rollout_steps.prefill_static)
+        outputs = pre.outputs(_row_shardings(layout))
         cache, logits, kv_valid, next_pos, embeds = outputs
         if "prefill" in want:
             # Prompts that do not divide over the chips are prefilled on every chip: an upper bound of 1 chip's time.
@@ -347,14 +328,14 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
                    compute_chips=n_chips if per_pass == b else 1)
         if "decode" in want:
             say("decode: compiling")
-            rng = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
-            pad = _replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32))
+            rng = _replicated(layout, jax.eval_shape(lambda: jax.random.key(0)))
+            pad = _replicated(layout, jax.ShapeDtypeStruct((), jnp.int32))
             dec_args = rollout_steps.decode_args(policy_state, None, outputs, rng, pad)
-            dec = _compile(rollout_steps.decode, dec_args, mesh=mesh, rules=rules, static=rollout_steps.decode_static,
+            dec = _compile(rollout_steps.decode, dec_args, layout=layout, static=rollout_steps.decode_static,
                            while_trips=max_new)
             # Each new token reads the text weights, the prompts' cache and the completions' own cache once.
             own = jax.eval_shape(lambda: init_cache(cfg.text, b * g, max_new, cache_dtype))
-            own = inputs_lib.with_shardings(own, _row_shardings(mesh, rules)(own))
+            own = inputs_lib.with_shardings(own, _row_shardings(layout)(own))
             per_token = policy_bytes - resident["frozen"] + _bytes_per_chip(cache) + _bytes_per_chip(own)
             report("decode", dec, (_position(dec_args, policy_state),), inputs_bytes + _bytes_per_chip(embeds),
                    traffic=per_token * max_new)
@@ -362,29 +343,30 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     # ---- learner: the donated train step and the reference pass ----
     rows = b * g
     batch = inputs_lib.grpo_batch(cfg, rows, length, max_new, with_reference=with_reference, with_old_logp=with_old)
-    batch = inputs_lib.with_shardings(batch, row_shardings(batch, mesh, rules))
+    batch = inputs_lib.with_shardings(batch, row_shardings(batch, layout))
     if "train" in want:
         say("train: compiling")
-        state = TrainState(step=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)), params=trainable,
-                           opt_state=opt_state, skipped=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)))
-        tr = _compile(jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state)),
-                      (state, frozen, batch), mesh=mesh, rules=rules)
+        state = pieces.state
+        tr = _compile(jit_train_step(pieces.graphdef, step_cfg, pieces.optimizer, parallel.shardings_of(state)),
+                      (state, frozen, batch), layout=layout)
         # Forward, remat forward and backward read the weights per micro-batch; AdamW reads and writes its state.
         traffic = 3 * step_cfg.grad_accum * (resident["trainable"] + resident["frozen"]) \
             + 2 * (resident["trainable"] + resident["optimizer"]) + _bytes_per_chip(batch)
         report("train", tr, (0, 1), 0, traffic=traffic)
     if "reference" in want and with_reference:
         say("reference: compiling")
-        ref_args = (reference, frozen, batch.seqs) if lora_cfg is None else \
-            (base_frozen, nnx.State({}), batch.seqs)  # LoRA: the base graph on the frozen weights
-        ref_graphdef = graphdef if lora_cfg is None else lora.base_graphdef(abstract_model)
-        ref = _compile(jit_logprob_fn(ref_graphdef, step_cfg), ref_args, mesh=mesh, rules=rules)
+        if lora_cfg is None:
+            ref_args, ref_graphdef = (reference, frozen, batch.seqs), pieces.graphdef
+        else:  # LoRA: the base graph on the base weights (every parameter but the adapters)
+            base_frozen = abstract_state(lora.base_state(nnx.state(pieces.model)), layout)
+            ref_args, ref_graphdef = (base_frozen, nnx.State({}), batch.seqs), lora.base_graphdef(pieces.model)
+        ref = _compile(jit_logprob_fn(ref_graphdef, step_cfg), ref_args, layout=layout)
         # The GRPO batch's other fields stay live next to the sequences.
         others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)
         report("reference", ref, (0, 1), others,
-               traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(mesh, rules))))
+               traffic=sum(ref.arg_bytes) + _bytes_per_chip(ref.outputs(_row_shardings(layout))))
 
-    counts = estimate_lib.parameter_counts(cfg, False, shapes.lora_rank, shapes.lora_targets)
+    counts = estimate_lib.parameter_counts(cfg, shapes.lora_rank, shapes.lora_targets)
     return FitReport(
         topology=tpu.name, chips=n_chips, mesh=mesh_shape, hbm_bytes_per_chip=hbm,
         peak_flops_per_chip=tpu.chip.peak_flops, hbm_bandwidth_per_chip=tpu.chip.hbm_bandwidth,

@@ -1,14 +1,24 @@
-"""Resuming a training workdir: the newest good step, or a clear word on why the workdir does not fit.
+"""A training run's state in the store: one save, one resume, and the warm-start's partial save.
 
-`restore_run` wraps `CheckpointStore.restore_newest_good` for the training loop: damaged steps are
-skipped (see store.py), and a step saved under another configuration (e.g. grpo.beta 0 -> 0.04
-adds a reference copy to the checkpoint) is refused with the config fields that differ and what
-to do, instead of a raw KeyError from deep inside the restore. `save_warmstart` /
-`restore_warmstart` keep a warm-start interrupted by SIGTERM, so the next run continues it.
+A training step holds `params` (every parameter of the model as a pure dict, what conversion and
+export read) and the extra items `opt_state`, `counters` ({"step", "skipped"}: optimizer steps
+taken and updates skipped), `data` (the data stream's position, JSON) and what a loop adds by
+name (GRPO's frozen `reference`, SFT's `sft_counts`); `save_train_state` writes one and
+`restore_train_state` reads the newest good one back. Trees in, trees out: the restore targets
+are the live trees of the run being resumed (their shapes, dtypes and shardings); nothing here
+knows the model or the train step.
+
+Resuming is the newest good step, or a clear word on why the workdir does not fit: `restore_run`
+wraps `CheckpointStore.restore_newest_good` for the training loop: damaged steps are skipped (see
+store.py), and a step saved under another configuration (e.g. grpo.beta 0 -> 0.04 adds a
+reference copy to the checkpoint) is refused with the config fields that differ and what to do,
+instead of a raw KeyError from deep inside the restore. `save_warmstart` / `restore_warmstart`
+keep a warm-start interrupted by SIGTERM, so the next run continues it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -71,8 +81,50 @@ def restore_run(store: CheckpointStore, *, params_abstract, extra_abstract: dict
             "--config.model.init=<the old checkpoints directory>).") from None
 
 
-def _abstract(tree):
+def abstract(tree):
+    """ShapeDtypeStructs carrying each leaf's sharding (the restore targets `CheckpointStore.restore` takes)."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def save_train_state(store: CheckpointStore, step: int, params: dict, opt_state, counters: dict, data_state,
+                     *, meta: dict, extra: dict[str, Any] | None = None) -> None:
+    """Save one training step (asynchronously, as `store` does).
+
+    params: the whole model's parameters, a pure dict; counters: {"step", "skipped"} scalars;
+    data_state: the stream's position (JSON); extra: further items by name (pytrees or JSON).
+    """
+    store.save(step, params=params, meta=meta,
+               extra={"opt_state": opt_state, "counters": counters, "data": data_state, **(extra or {})})
+
+
+@dataclasses.dataclass
+class SavedTrainState:
+    """One restored training step: the trees `save_train_state` took, on the shardings asked for."""
+
+    step: int
+    params: dict
+    opt_state: Any
+    counters: dict
+    data_state: Any
+    extra: dict[str, Any]  # the items a loop added (the pytrees asked for, every JSON item)
+
+
+def restore_train_state(store: CheckpointStore, *, params: dict, opt_state, counters: dict, config_json,
+                        extra: dict[str, Any] | None = None) -> SavedTrainState | None:
+    """The newest good step of a training store (see `restore_run`), or None for a fresh workdir.
+
+    params, opt_state, counters, extra (pytree items by name): live trees of this run, whose shapes,
+    dtypes and shardings the restored arrays take. config_json: this run's config, which a step saved
+    under another configuration is compared with in the error.
+    """
+    wanted = {"opt_state": abstract(opt_state), "counters": abstract(counters),
+              **{name: abstract(tree) for name, tree in (extra or {}).items()}}
+    out = restore_run(store, params_abstract=abstract(params), extra_abstract=wanted, config_json=config_json)
+    if out is None:
+        return None
+    rest = {k: v for k, v in out.extra.items() if k not in ("opt_state", "counters", "data")}
+    return SavedTrainState(step=out.step, params=out.params, opt_state=out.extra["opt_state"],
+                           counters=out.extra["counters"], data_state=out.extra["data"], extra=rest)
 
 
 def save_warmstart(save_dir, step: int, params, opt_state, stream, meta: dict) -> None:
@@ -87,8 +139,8 @@ def restore_warmstart(save_dir, params, opt_state, stream):
     if not CheckpointStore.exists(save_dir):
         return 0, params, opt_state
     with CheckpointStore(save_dir, async_save=False, max_to_keep=1) as store:
-        out = store.restore_newest_good(params_abstract=_abstract(_pure(params)),
-                                        extra_abstract={"opt_state": _abstract(opt_state)})
+        out = store.restore_newest_good(params_abstract=abstract(_pure(params)),
+                                        extra_abstract={"opt_state": abstract(opt_state)})
     if out is None:
         return 0, params, opt_state
     stream.restore(out.extra["data"])

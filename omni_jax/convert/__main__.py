@@ -21,17 +21,17 @@ from omni_jax.weights.hf_load import WeightMismatchError
 DTYPES = ("bfloat16", "float32")
 
 
-def _mesh_arg(text: str):
-    """'auto' | 'none' | 'data=1,fsdp=-1,tp=1' → a mesh or None."""
+def _layout_arg(text: str) -> parallel.Layout | None:
+    """--mesh 'auto' | 'none' | 'data=1,fsdp=-1,tp=1' → a Layout of that mesh and the default rules, or None."""
     if text == "none" or (text == "auto" and jax.default_backend() == "cpu"):
         return None
     if text == "auto":
-        return parallel.make_mesh({"fsdp": -1})
+        return parallel.Layout(parallel.make_mesh({"fsdp": -1}))
     try:
         shape = {k: int(v) for k, v in (part.split("=") for part in text.split(","))}
     except ValueError:
         raise SystemExit(f"error: --mesh {text!r}: expected auto, none or e.g. data=1,fsdp=-1,tp=1")
-    return parallel.make_mesh(shape)
+    return parallel.Layout(parallel.make_mesh(shape))
 
 
 def _size(text: str) -> int:
@@ -82,8 +82,8 @@ def main(argv=None) -> int:
         if args.command == "hf2jax":
             if args.distributed:
                 jax.distributed.initialize()
-            hf_to_orbax(args.hf_dir, args.out, dtype=args.dtype, mesh=_mesh_arg(args.mesh), overwrite=args.overwrite,
-                        adapter=args.adapter)
+            hf_to_orbax(args.hf_dir, args.out, dtype=args.dtype, layout=_layout_arg(args.mesh),
+                        overwrite=args.overwrite, adapter=args.adapter)
             print(f"wrote {args.out} (step 0)")
         else:
             summary = orbax_to_hf(args.ckpt, args.out, step=args.step, base_hf_dir=args.base_hf_dir, dtype=args.dtype,

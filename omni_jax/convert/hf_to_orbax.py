@@ -1,11 +1,12 @@
 """HF safetensors → Orbax `CheckpointStore` (step 0), tensor by tensor.
 
 Two ways to place the parameters, same files on disk:
-- streamed (no mesh): each parameter is a `StreamedArray`, written one HF tensor (one layer of a
+- streamed (no layout): each parameter is a `StreamedArray`, written one HF tensor (one layer of a
   stacked parameter) at a time; peak host memory is about one tensor, never the model.
-- on a mesh: each parameter is built on its target sharding with `jax.make_array_from_callback`
-  (every process reads only the slices its devices hold) and Orbax writes the shards; the model
-  lives in device memory, host memory holds one tensor slice at a time.
+- on a `parallel.Layout` (a mesh and its rules): each parameter is built on its target sharding
+  with `jax.make_array_from_callback` (every process reads only the slices its devices hold) and
+  Orbax writes the shards; the model lives in device memory, host memory holds one tensor slice at
+  a time.
 """
 
 from __future__ import annotations
@@ -37,20 +38,20 @@ from omni_jax.weights.safetensors_io import SafetensorsReader
 CONVERTED_STEP = 0
 
 
-def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mesh | None = None, rules=None,
-                overwrite: bool = False, progress: bool = True, adapter=None) -> dict[str, Any]:
+def hf_to_orbax(hf_dir, out, *, dtype: str | None = None,
+                layout: parallel.Layout | jax.sharding.Mesh | None = None, overwrite: bool = False, progress: bool = True, adapter=None) -> dict[str, Any]:
     """Convert the HF Qwen2.5-Omni (or thinker-only) checkpoint in `hf_dir` to a store at `out`.
 
     hf_dir: local directory with config.json and *.safetensors (single or sharded with an index);
       full Omni checkpoints keep their talker / token2wav tensors out of the result.
     out: local path or gs:// URL; refused if it exists and is not empty, unless overwrite.
     dtype: "bfloat16" / "float32" storage dtype (default: the checkpoint's own, from its embedding).
-    mesh / rules: place parameters on their shardings (logical axes → mesh axes) before writing;
-      None streams from host memory.
+    layout: place parameters on their shardings (logical axes → mesh axes) before writing; a bare
+      Mesh is `parallel.Layout(mesh)` (the default rules); None streams from host memory.
     adapter: a PEFT LoRA adapter directory written with the base (its adapters, meta["lora"]).
     Returns the meta written with step 0.
     """
-    hf_dir = pathlib.Path(hf_dir)
+    hf_dir, layout = pathlib.Path(hf_dir), parallel.as_layout(layout)
     if "://" in str(hf_dir) or not hf_dir.is_dir():
         raise FileNotFoundError(f"HF checkpoint directory {hf_dir} does not exist (it must be on local disk)")
     reader = SafetensorsReader(hf_dir)
@@ -65,10 +66,10 @@ def hf_to_orbax(hf_dir, out, *, dtype: str | None = None, mesh: jax.sharding.Mes
     total = sum(int(np.prod(s)) for s in shapes.values()) * jnp.dtype(dtype).itemsize
     bar = tqdm(total=total, desc=f"hf2jax {hf_dir.name}", unit="B", unit_scale=True,
                disable=not progress or jax.process_index() != 0)
-    if mesh is None:
+    if layout is None:
         params = _streamed_params(reader, cfg, rows, shapes, prefix, jnp.dtype(dtype), bar)
     else:
-        shardings = jax.tree.leaves(param_shardings(abstract_state, mesh, rules or parallel.DEFAULT_RULES),
+        shardings = jax.tree.leaves(param_shardings(abstract_state, layout),
                                     is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
         state = hf_load.load_params(reader, cfg, abstract_state, shardings,
                                     progress=lambda row: bar.update(_row_bytes(row, shapes, dtype)))

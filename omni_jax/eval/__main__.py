@@ -92,7 +92,7 @@ def main(argv=None) -> int:
                                  probe_per_instruction=args.probe, probe_seed=args.probe_seed,
                                  tokenizer=args.tokenizer, dtype=args.dtype, data_overrides=overrides)
     path = suite.run_suite(args.ckpt, datasets.bench_names(args.bench), data_dir=args.data_dir, out_dir=args.out,
-                           options=options, mesh=checkpoints.mesh_from_arg(args.mesh), judge=judge,
+                           options=options, layout=checkpoints.layout_from_arg(args.mesh), judge=judge,
                            timestamps=(lambda data_cfg: timestamp_flags.from_args(args, data_cfg))
                            if args.timestamps else None)
     if jax.process_index() == 0:

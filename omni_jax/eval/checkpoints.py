@@ -94,11 +94,12 @@ def check_exists(spec: str) -> None:
 
 
 def open_checkpoint(spec: str, *, step: int | None = None, tokenizer: str | None = None, dtype: str = "float32",
-                    mesh=None, rules=None, progress: bool = True, name: str | None = None) -> Loaded:
+                    layout=None, progress: bool = True, name: str | None = None) -> Loaded:
     """Load `spec` (`[NAME=]PATH[@STEP]`, see `parse_spec`) with its tokenizer and data settings.
 
     tokenizer: a tokenizer directory or "tiny"; default: the run's own, else the HF directory's,
-    else the converted directory's source.
+    else the converted directory's source. layout: the `parallel.Layout` (mesh + rules) to place
+    the parameters on; a bare Mesh is `Layout(mesh)` (the default rules); None: one device.
     """
     spec_name, path, spec_step = parse_spec(spec)
     step = spec_step if step is None else step
@@ -126,13 +127,14 @@ def open_checkpoint(spec: str, *, step: int | None = None, tokenizer: str | None
         layer_loop = train_config["model"].get("layer_loop")
         if layer_loop:
             options["layer_loop"] = layer_loop
-    model = load_thinker(path, dtype, mesh=mesh, rules=rules, progress=progress, step=step, **options)
+    model = load_thinker(path, dtype, layout=layout, progress=progress, step=step, **options)
     return Loaded(model=model, tokenizer=load_tokenizer(tokenizer), data_cfg=data_config_for(train_config),
                   name=name or default_name(path, step), path=str(path), step=step)
 
 
-def mesh_from_arg(text: str = "auto"):
-    """'auto' | 'none' | 'data=1,fsdp=-1,tp=1' -> a mesh, or None for one device.
+def layout_from_arg(text: str = "auto") -> parallel.Layout | None:
+    """--mesh 'auto' | 'none' | 'data=1,fsdp=-1,tp=1' -> a Layout of that mesh and the default
+    rules, or None for one device.
 
     auto: every device, the batch split over them (data × fsdp) and the weights FSDP-sharded, as in
     training; None on a single device (the fastest CPU path).
@@ -140,9 +142,9 @@ def mesh_from_arg(text: str = "auto"):
     if text == "none" or (text == "auto" and jax.device_count() == 1):
         return None
     if text == "auto":
-        return parallel.make_mesh({"data": 1, "fsdp": -1, "tp": 1})
+        return parallel.Layout(parallel.make_mesh({"data": 1, "fsdp": -1, "tp": 1}))
     try:
         shape = {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(","))}
     except ValueError:
         raise ValueError(f"mesh {text!r}: expected auto, none or e.g. data=1,fsdp=-1,tp=1") from None
-    return parallel.make_mesh(shape)
+    return parallel.Layout(parallel.make_mesh(shape))

@@ -122,15 +122,16 @@ def reward_components(completion: str, solution: str, problem_type: str, tokeniz
 
 def answer(loaded, messages: list[dict], *, max_new_tokens: int = 2048, temperature: float = 0.0, top_k: int = 0,
            top_p: float = 1.0, seed: int = 0, solution: str | None = None, problem_type: str | None = None,
-           mesh=None) -> dict:
-    """Generate one completion for `messages` with `loaded` (checkpoints.Loaded). Greedy by default."""
+           layout=None) -> dict:
+    """Generate one completion for `messages` with `loaded` (checkpoints.Loaded). Greedy by default.
+    layout: as `generate`'s (a `parallel.Layout`, a bare Mesh read as `Layout(mesh)`, or None)."""
     tok = loaded.tokenizer
     inputs = processor.prepare(messages, loaded.data_cfg, tok)
     prompt_tokens = int(inputs["input_ids"].shape[1])
     t0 = time.perf_counter()
     out = generate(loaded.model, {k: v for k, v in inputs.items()}, num_samples=1, max_new_tokens=max_new_tokens,
                    temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                   eos_token_ids=[tok.eos_token_id], pad_token_id=tok.pad_token_id, mesh=mesh)
+                   eos_token_ids=[tok.eos_token_id], pad_token_id=tok.pad_token_id, layout=layout)
     tokens = np.asarray(jax.device_get(out.tokens))[0]
     length = int(np.asarray(jax.device_get(out.lengths))[0])
     seconds = time.perf_counter() - t0

@@ -1,17 +1,18 @@
 """Batched greedy evaluation of one model on a list of items, resumable, sharded like the rollout.
 
     out = evaluate(model, tokenizer, data_cfg, items, results_path="out/intentbench_ckpt.jsonl",
-                   batch_size=8, max_new_tokens=2048, mesh=mesh)
+                   batch_size=8, max_new_tokens=2048, layout=layout)
     out.results, out.skipped, out.questions_per_s
 
 Items (see `datasets`) are prepared by `data_cfg.num_workers` threads ahead of the model, put
 into batches of `batch_size` questions (prompts left-padded to the prompt buckets, the last batch
 filled up with copies whose answers are dropped, so the shapes repeat), and decoded greedily by
-`omni_jax.rollout.generate`: the batch is split over the mesh's data × fsdp devices as in the
-rollout. With a timestamps post-processor (`omni_jax.timestamps.flags`), each answer of a video
-question first gets `[Frame N: T.XXs]` marks in its <think> (matched on that question's video);
-the row's `output` is then the post-processed answer (what is scored, the probe included),
-`output_raw` the model's own and `timestamps` the match table. Every finished question is scored
+`omni_jax.rollout.generate`: the batch is split over the layout's batch devices (data × fsdp
+under the default rules) as in the rollout. With a timestamps post-processor
+(`omni_jax.timestamps.flags`), each answer of a video question first gets `[Frame N: T.XXs]`
+marks in its <think> (matched on that question's video); the row's `output` is then the
+post-processed answer (what is scored, the probe included), `output_raw` the model's own and
+`timestamps` the match table. Every finished question is scored
 (`scoring.score_row`) and appended as one JSON line to `results_path` at once; a restarted
 evaluation reads that file and does not redo those questions (a torn last line from a kill is
 ignored and its question redone). An item whose media cannot be
@@ -43,7 +44,7 @@ from omni_jax.eval import inference, scoring
 from omni_jax.model.inputs import prepare_inputs
 from omni_jax.rewards.judge import PROMPT
 from omni_jax.rewards.people_focus import think_block
-from omni_jax.rollout import generate
+from omni_jax.rollout import generate, sampler
 
 
 @dataclasses.dataclass
@@ -180,28 +181,23 @@ def _agree(mask: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.broadcast_one_to_all(mask))
 
 
-def batch_shards(mesh, rules=None) -> int:
-    """How many devices a batch is split over (data × fsdp of the mesh; 1 without one)."""
-    if mesh is None:
-        return 1
-    axes = dict(rules or parallel.DEFAULT_RULES).get("batch") or ()
-    axes = (axes,) if isinstance(axes, str) else axes
-    return int(np.prod([mesh.shape[a] for a in axes]))
-
-
 def evaluate(model, tokenizer, data_cfg, items: list, *, results_path=None, batch_size: int = 8,
-             max_new_tokens: int = 2048, mesh=None, rules=None, progress: bool = True, desc: str = "eval",
-             people_focus_cfg=None, judge=None, cpu_gemv=None, timestamps=None) -> EvalOutput:
+             max_new_tokens: int = 2048, layout=None, progress: bool = True, desc: str = "eval",
+             people_focus_cfg=None, judge=None, cpu_decode_kernel=None, timestamps=None) -> EvalOutput:
     """Answer every item greedily (see the module docstring); returns results, skipped items, speed.
+
+    layout: the `parallel.Layout` (mesh + logical-axis rules) the batches are sharded by; a bare
+    Mesh is `Layout(mesh)` (the default rules); None: one device.
 
     judge: an `omni_jax.rewards.judge.Judge`: each answer's <think> is rated 0–10 (row field `judge`,
     None when the judge could not be reached).
     timestamps: a `omni_jax.timestamps.flags.Postprocessor` (None: answers scored as decoded): see
     the module docstring.
     """
-    is_main = jax.process_index() == 0
-    shards = batch_shards(mesh, rules)
-    batch_size = -(-max(1, int(batch_size)) // shards) * shards  # a multiple of the batch shards
+    is_main, layout = jax.process_index() == 0, parallel.as_layout(layout)
+    # A multiple of the batch shards: the sampler then prefills the whole batch in one pass.
+    shards = sampler.batch_shards(layout)
+    batch_size = -(-max(1, int(batch_size)) // shards) * shards
     previous = {r["id"]: r for r in read_results(results_path)} if (results_path and is_main) else {}
     done = _agree(np.array([it.row["id"] in previous for it in items], bool))
     todo = [it for it, d in zip(items, done) if not d]
@@ -219,7 +215,8 @@ def evaluate(model, tokenizer, data_cfg, items: list, *, results_path=None, batc
         batch.pop("records")
         inputs = prepare_inputs(model.cfg, **batch)
         out = generate(model, inputs, num_samples=1, max_new_tokens=max_new_tokens, temperature=0.0,
-                       eos_token_ids=[eos], pad_token_id=pad, mesh=mesh, rules=rules, cpu_gemv=cpu_gemv)
+                       eos_token_ids=[eos], pad_token_id=pad, layout=layout,
+                       cpu_decode_kernel=cpu_decode_kernel)
         tokens, lengths = _to_host(out.tokens), _to_host(out.lengths)
         texts = tokenizer.batch_decode([tokens[i, : lengths[i]] for i in range(n)], skip_special_tokens=True)
         rows = []

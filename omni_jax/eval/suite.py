@@ -24,6 +24,7 @@ import tempfile
 import jax
 from etils import epath
 
+from omni_jax import parallel
 from omni_jax.eval import checkpoints, datasets, probe, report, runner
 from omni_jax.eval.datasets import Item
 
@@ -66,15 +67,18 @@ def write_json(path: str, payload: dict) -> None:
 
 
 def run_suite(ckpt_specs: list[str], benches: list[str], *, data_dir: str, out_dir: str,
-              options: SuiteOptions | None = None, mesh=None, rules=None, judge=None, timestamps=None):
+              options: SuiteOptions | None = None, layout=None, judge=None, timestamps=None):
     """Evaluate every checkpoint on every benchmark (see the module docstring); returns report.md's path
     (None on processes other than 0).
+
+    layout: the `parallel.Layout` (mesh + rules) every checkpoint is loaded onto and evaluated on;
+    a bare Mesh is `Layout(mesh)` (the default rules); None: one device.
 
     timestamps: None, or a function `data_cfg -> post-processor` (e.g.
     `lambda cfg: omni_jax.timestamps.flags.from_args(args, cfg)`), called with each checkpoint's data
     config so the frames matched are the ones that checkpoint's Thinker saw; every answer is then
     post-processed before it is scored (`runner.evaluate`)."""
-    options = options or SuiteOptions()
+    options, layout = options or SuiteOptions(), parallel.as_layout(layout)
     is_main = jax.process_index() == 0
     if not ckpt_specs:
         raise ValueError("give at least one checkpoint")
@@ -94,8 +98,8 @@ def run_suite(ckpt_specs: list[str], benches: list[str], *, data_dir: str, out_d
         loaded_benches[bench] = (with_probe(items, options.probe_per_instruction, options.probe_seed), skipped)
     results, skipped_by_key, names = {}, {}, []
     for spec in ckpt_specs:
-        loaded = checkpoints.open_checkpoint(spec, tokenizer=options.tokenizer, dtype=options.dtype, mesh=mesh,
-                                             rules=rules, progress=options.progress and is_main)
+        loaded = checkpoints.open_checkpoint(spec, tokenizer=options.tokenizer, dtype=options.dtype,
+                                             layout=layout, progress=options.progress and is_main)
         if loaded.name in names:
             raise ValueError(f"two checkpoints are both named {loaded.name!r}: name them, --ckpt NAME=PATH")
         names.append(loaded.name)
@@ -106,7 +110,7 @@ def run_suite(ckpt_specs: list[str], benches: list[str], *, data_dir: str, out_d
             stem = output_stem(bench, loaded.name)
             out = runner.evaluate(loaded.model, loaded.tokenizer, loaded.data_cfg, items,
                                   results_path=f"{out_dir}/{stem}.jsonl", batch_size=options.batch_size,
-                                  max_new_tokens=options.max_new_tokens, mesh=mesh, rules=rules,
+                                  max_new_tokens=options.max_new_tokens, layout=layout,
                                   progress=options.progress, desc=f"{bench} · {loaded.name}", judge=judge,
                                   timestamps=post)
             skipped = list(load_skipped) + out.skipped

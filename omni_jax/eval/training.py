@@ -1,28 +1,31 @@
 """A small evaluation inside the training loop (`config.eval`), as metric scalars.
 
-    evaluator = TrainingEval(config, tokenizer, mesh)    # None-safe: evaluator.due(step) is False when off
+    evaluator = TrainingEval(config, tokenizer, layout)  # None-safe: evaluator.due(step) is False when off
     scalars.update(evaluator(policy))                      # eval/accuracy, eval/people_focus/score, ...
 
 The questions (`config.eval.split`: held-out synthetic questions or the first `size` of a benchmark)
 are read once; each evaluation answers them greedily with the current policy through the same
-runner as `python -m omni_jax.eval` (batched over the mesh, every process the same program), with
-the run's own prompt settings in HumanOmniV2's evaluation layout.
+runner as `python -m omni_jax.eval` (batched over the run's `parallel.Layout`: its mesh and rules,
+every process the same program), with the run's own prompt settings in HumanOmniV2's evaluation
+layout.
 """
 
 from __future__ import annotations
 
 import logging
 
+from omni_jax import parallel
 from omni_jax.eval import datasets, report, runner
 
 log = logging.getLogger("omni_jax.train")
 
 
 class TrainingEval:
-    def __init__(self, config, tokenizer, mesh=None, rules=None):
+    def __init__(self, config, tokenizer, layout: parallel.Layout | None = None):
+        """layout: the run's mesh and rules the questions are answered on (None: one device)."""
         e = config.get("eval")
         self.every = int(e.every_steps) if e is not None else 0
-        self.tokenizer, self.mesh, self.rules = tokenizer, mesh, rules
+        self.tokenizer, self.layout = tokenizer, layout
         if not self.every:
             return
         self.data_cfg = config.data.copy_and_resolve_references()
@@ -41,7 +44,7 @@ class TrainingEval:
 
     def __call__(self, model) -> dict[str, float]:
         out = runner.evaluate(model, self.tokenizer, self.data_cfg, self.items, batch_size=self.batch_size,
-                              max_new_tokens=self.max_new_tokens, mesh=self.mesh, rules=self.rules, progress=False)
+                              max_new_tokens=self.max_new_tokens, layout=self.layout, progress=False)
         return scalars(report.summarize(out.results), out, len(self.skipped))
 
 

@@ -45,14 +45,15 @@ def to_host(x) -> np.ndarray:
 
 
 def collect(model, inputs: ModelInputs, records: list[dict], *, rollout_cfg, scale_rewards: str, tokenizer,
-            reward_fn: Callable, seed, mesh, rules=parallel.DEFAULT_RULES) -> Experience:
-    """Sample `num_generations` completions per prompt, score them, build the GRPO batch."""
+            reward_fn: Callable, seed, layout: parallel.Layout | None) -> Experience:
+    """Sample `num_generations` completions per prompt, score them, build the GRPO batch (rows
+    sharded on `layout`; None: one device)."""
     g = int(rollout_cfg.num_generations)
     t0 = time.perf_counter()
     out = generate(model, inputs, num_samples=g, max_new_tokens=int(rollout_cfg.max_new_tokens),
                    temperature=float(rollout_cfg.temperature), top_p=float(rollout_cfg.top_p),
                    top_k=int(rollout_cfg.top_k), seed=seed, eos_token_ids=[tokenizer.eos_token_id],
-                   pad_token_id=tokenizer.pad_token_id, mesh=mesh, rules=rules,
+                   pad_token_id=tokenizer.pad_token_id, layout=layout,
                    cache_dtype=rollout_cfg.cache_dtype or None)
     tokens, mask, lengths = to_host(out.tokens), to_host(out.mask), to_host(out.lengths)
     t1 = time.perf_counter()
@@ -67,22 +68,22 @@ def collect(model, inputs: ModelInputs, records: list[dict], *, rollout_cfg, sca
                      next_position=rows(next_position_ids(inputs.position_ids, inputs.attention_mask)))
     advantages = group_advantages(jnp.asarray(rewards["total"]), g, scale_rewards)
     batch = GRPOBatch(seqs=seqs, advantages=advantages, old_logp=None, ref_logp=None)
-    if mesh is not None:
-        batch = shard_rows(batch, mesh, rules)
+    if layout is not None:
+        batch = shard_rows(batch, layout)
     seconds = {"rollout": t1 - t0, "reward": t2 - t1}
     return Experience(batch, out.logprobs, rewards, texts, lengths, stats, seconds)
 
 
-def row_shardings(tree: Any, mesh, rules=parallel.DEFAULT_RULES):
-    """NamedShardings putting the rows of a GRPOBatch / Sequences over the batch mesh axes (positions: axis 1)."""
+def row_shardings(tree: Any, layout: parallel.Layout):
+    """NamedShardings on `layout` putting the rows of a GRPOBatch / Sequences over the batch mesh axes (positions: axis 1)."""
     def one(path, x):
         name = getattr(path[-1], "name", "")
         axes = [None] * len(x.shape)
         axes[1 if name == "prompt_positions" else 0] = "batch"
-        return parallel.named_sharding(tuple(axes), x.shape, mesh, rules)
+        return layout.sharding(tuple(axes), x.shape)
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def shard_rows(tree: Any, mesh, rules=parallel.DEFAULT_RULES):
-    """Place a GRPOBatch / Sequences with rows over the batch mesh axes (positions: axis 1)."""
-    return jax.device_put(tree, row_shardings(tree, mesh, rules))
+def shard_rows(tree: Any, layout: parallel.Layout):
+    """Place a GRPOBatch / Sequences on `layout` with rows over the batch mesh axes (positions: axis 1)."""
+    return jax.device_put(tree, row_shardings(tree, layout))

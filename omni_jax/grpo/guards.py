@@ -1,9 +1,9 @@
 """What stops a run on purpose: preemption (SIGTERM) and a run whose updates are all skipped.
 
 `Preemption` is installed at the very start of a run: SIGTERM (TPU maintenance, `launch.tpu
-stop`, a scheduler) only sets a flag; the warm-start and the GRPO loop check it, save, and the
-process exits with PREEMPTED_EXIT_CODE, so a supervisor can tell "saved, run me again" from a
-finished run (0) and a failure (1). `SkippedUpdates` stops a run whose updates have been skipped
+stop`, a scheduler) only sets a flag; the warm-start, the GRPO loop and the SFT loop check it,
+save, and the process exits with PREEMPTED_EXIT_CODE, so a supervisor can tell "saved, run me
+again" from a finished run (0) and a failure (1). `SkippedUpdates` stops a run whose updates have been skipped
 (non-finite loss or gradient) too many times in a row, instead of letting it go on quietly.
 """
 

@@ -56,14 +56,14 @@ def _chunked_token_logprobs(model, hidden, targets, temperature: float, chunk: i
 
 
 def completion_logprobs(model, seqs: Sequences, *, temperature: float = 1.0, logits_chunk: int = 256,
-                        share: int = 1):
+                        prefix_share: int = 1):
     """(logp, entropy): float32[N, M] for each completion token under `model` (a Thinker).
 
-    share > 1: each run of `share` consecutive rows continues the same prompt (GRPO's candidates
+    prefix_share > 1: each run of `prefix_share` consecutive rows continues the same prompt (GRPO's candidates
     of one question: `experience.collect` repeats each prompt's rows). The prompt then goes
     through the decoder once per run, not once per row, and the rows' completions attend to its
     keys and values; the result equals the per-row pass (to float rounding), gradients too. With
-    long video prompts and short completions this divides the step's work by up to `share`.
+    long video prompts and short completions this divides the step's work by up to `prefix_share`.
     Only valid when those rows' prompt fields are equal: the caller vouches for it.
     """
     n, t = seqs.prompt_mask.shape
@@ -72,19 +72,19 @@ def completion_logprobs(model, seqs: Sequences, *, temperature: float = 1.0, log
     completion_pos = seqs.next_position[:, None] + jnp.arange(m)[None, :]
     kv_valid = jnp.concatenate([seqs.prompt_mask, seqs.completion_mask], axis=1)
     completion_embeds = model.model.embed_tokens(seqs.completions).astype(dtype)
-    if share > 1:
-        if n % share:
-            raise ValueError(f"{n} rows do not split into runs of {share} rows sharing a prompt")
+    if prefix_share > 1:
+        if n % prefix_share:
+            raise ValueError(f"{n} rows do not split into runs of {prefix_share} rows sharing a prompt")
         first = lambda a, axis=0: jnp.take(  # noqa: E731
-            a.reshape(*a.shape[:axis], n // share, share, *a.shape[axis + 1:]), 0, axis=axis + 1)
+            a.reshape(*a.shape[:axis], n // prefix_share, prefix_share, *a.shape[axis + 1:]), 0, axis=axis + 1)
         p_mask = first(seqs.prompt_mask)
         prompt = (first(seqs.prompt_embeds), first(seqs.prompt_positions, axis=1),
                   causal_mask(p_mask, jnp.broadcast_to(jnp.arange(t), p_mask.shape)))
         rest = (completion_embeds, jnp.broadcast_to(completion_pos[None], (3, n, m)),
                 causal_mask(kv_valid, jnp.broadcast_to(t + jnp.arange(m), (n, m))))
-        p_hidden, c_hidden = model.shared_prompt_hidden_states(prompt, rest, share)
+        p_hidden, c_hidden = model.shared_prompt_hidden_states(prompt, rest, prefix_share)
         # The prompt's last position predicts completion token 0; completion position j predicts j + 1.
-        last = jnp.repeat(p_hidden[:, t - 1:], share, axis=0)
+        last = jnp.repeat(p_hidden[:, t - 1:], prefix_share, axis=0)
         hidden = jnp.concatenate([last, c_hidden[:, :m - 1]], axis=1)
         return _chunked_token_logprobs(model, hidden, seqs.completions, temperature or 1.0, logits_chunk)
     x = jnp.concatenate([seqs.prompt_embeds.astype(dtype), completion_embeds], axis=1)

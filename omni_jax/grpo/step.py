@@ -60,20 +60,19 @@ class StepConfig:
     total_steps: int
     temperature: float
     logits_chunk: int = 256
-    # Runs of this many consecutive rows share one prompt pass (see `prompt_share`); 1: every row
-    # runs its own prompt.
+    # Runs of this many consecutive rows share one prompt pass (see the function `prefix_share`);
+    # 1: every row runs its own prompt.
     prefix_share: int = 1
     dropout_seed: int = 0  # LoRA dropout keys: a function of (dropout_seed, step, micro-batch)
 
 
-def trainable_filter(train_towers: bool = False, adapters: bool = False):
-    """nnx filter of the parameters the optimizer updates: the text decoder and lm_head (a training
-    run keeps the vision and audio towers frozen); train_towers adds the towers. With LoRA
-    `adapters`: the adapters only (every base weight frozen)."""
+def trainable_filter(adapters: bool = False):
+    """nnx filter of the parameters the optimizer updates: the text decoder and lm_head (the vision
+    and audio towers are always frozen). With LoRA `adapters`: the adapters only (every base weight
+    frozen)."""
     if adapters:
         return lora.TRAINABLE
-    prefixes = ("model", "lm_head") + (("visual", "audio_tower") if train_towers else ())
-    return nnx.All(nnx.Param, lambda path, _: path[0] in prefixes)
+    return nnx.All(nnx.Param, lambda path, _: path[0] in ("model", "lm_head"))
 
 
 def make_optimizer(*, learning_rate: float, total_steps: int, warmup_steps: int = 0, schedule: str = "linear",
@@ -116,7 +115,7 @@ def init_opt_state(optimizer: optax.GradientTransformation, params):
     return jax.jit(optimizer.init, out_shardings=opt_state_shardings(optimizer, params))(params)
 
 
-def prompt_share(num_generations: int, rows: int, grad_accum: int, row_shards: int) -> int:
+def prefix_share(num_generations: int, rows: int, grad_accum: int, row_shards: int) -> int:
     """How many consecutive rows (candidates of one question) can share one prompt pass.
 
     The largest divisor of num_generations that keeps every micro-batch's runs of shared rows
@@ -161,7 +160,7 @@ def build_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransfo
         model = nnx.merge(graphdef, params, frozen)
         lora.seed_dropout(model, key)  # LoRA dropout (a no-op without it)
         logp, entropy = completion_logprobs(model, micro.seqs, temperature=cfg.temperature,
-                                            logits_chunk=cfg.logits_chunk, share=cfg.prefix_share)
+                                            logits_chunk=cfg.logits_chunk, prefix_share=cfg.prefix_share)
         old = jax.lax.stop_gradient(logp) if micro.old_logp is None else micro.old_logp
         loss, metrics = loss_lib.grpo_loss(cfg.loss, logp, old, micro.ref_logp, micro.advantages,
                                            micro.seqs.completion_mask, norm, beta)
@@ -229,39 +228,40 @@ def optimizer_from_config(config) -> optax.GradientTransformation:
 def step_config_from_config(config, row_shards: int) -> StepConfig:
     """StepConfig from a training config's grpo / optim / rollout blocks.
 
-    row_shards: over how many devices the rows are sharded (mesh data × fsdp), for `prompt_share`.
+    row_shards: over how many devices the rows are sharded (mesh data × fsdp), for `prefix_share`.
     """
     g = config.grpo
     loss_cfg = loss_lib.LossConfig(epsilon_low=g.epsilon_low, epsilon_high=g.epsilon_high, beta=g.beta,
                                    kl_estimator=g.kl_estimator, beta_decay=g.beta_decay, aggregation=g.aggregation)
-    share = prompt_share(config.rollout.num_generations, config.batch_prompts * config.rollout.num_generations,
-                         config.optim.grad_accum, row_shards) if g.share_prompt else 1
+    share = prefix_share(config.rollout.num_generations, config.batch_prompts * config.rollout.num_generations,
+                         config.optim.grad_accum, row_shards) if g.prefix_share else 1
     return StepConfig(loss=loss_cfg, grad_accum=config.optim.grad_accum, total_steps=config.total_steps,
                       temperature=float(config.rollout.temperature) or 1.0, logits_chunk=g.logits_chunk,
                       prefix_share=share, dropout_seed=int(config.seed))
 
 
 def build_logprob_fn(graphdef, temperature: float, logits_chunk: int = 256, micro_batches: int = 1,
-                     share: int = 1):
+                     prefix_share: int = 1):
     """logprob_fn(params, frozen, seqs) -> float32[N, M] (reference or old-policy log-probs).
 
     micro_batches: the rows run in that many slices one after the other (the train step's
     grad_accum split), so activations take a micro-batch's memory, not the whole batch's.
-    share: runs of that many consecutive rows share one prompt pass (`StepConfig.prefix_share`).
+    prefix_share: runs of that many consecutive rows share one prompt pass (`StepConfig.prefix_share`).
     """
 
     def one(model, seqs: Sequences):
-        return completion_logprobs(model, seqs, temperature=temperature, logits_chunk=logits_chunk, share=share)[0]
+        return completion_logprobs(model, seqs, temperature=temperature, logits_chunk=logits_chunk,
+                                   prefix_share=prefix_share)[0]
 
     def fn(params, frozen, seqs: Sequences):
         model = nnx.merge(graphdef, params, frozen)
         if micro_batches == 1:
             return one(model, seqs)
-        micro = _micro_batches(GRPOBatch(seqs, seqs.next_position, None, None), micro_batches, share).seqs
+        micro = _micro_batches(GRPOBatch(seqs, seqs.next_position, None, None), micro_batches, prefix_share).seqs
         logp = jax.lax.map(lambda mb: one(model, mb), micro)  # [A, N/A, M]
-        # Undo the split: micro-batch a holds runs a, a + A, ... of `share` rows each.
+        # Undo the split: micro-batch a holds runs a, a + A, ... of `prefix_share` rows each.
         n, m = seqs.completions.shape
-        logp = logp.reshape(micro_batches, n // (micro_batches * share), share, m)
+        logp = logp.reshape(micro_batches, n // (micro_batches * prefix_share), prefix_share, m)
         return jnp.swapaxes(logp, 0, 1).reshape(n, m)
 
     return fn

@@ -1,9 +1,13 @@
 """The GRPO training loop: data → rollout → rewards → advantages → reference log-probs → update.
 
-Read top to bottom: `run(config, workdir)` builds the mesh, tokenizer, policy, optimizer, data
-stream and checkpoint store, resumes from the newest checkpoint in `workdir` if there is one,
-and loops. Everything random is a function of (seed, step) and the data position is part of the
-checkpoint, so a run killed at any step and resumed continues exactly.
+Read top to bottom: `run(config, workdir)` builds the run's pieces (mesh, policy, optimizer and
+train state: `grpo.pieces.build_run`), the data stream and the checkpoint store; resumes from the
+newest good checkpoint in `workdir` if there is one, or else starts (the warm-start of
+`grpo.warmstart`, then step 0 saved); takes GRPO's reference and jits the steps
+(`_resume_or_start`, `_reference`, `_jit_steps`); and loops: rollout, the learner batch, the
+update, the step's metrics, a checkpoint when due. `_summary` ends the run. Everything random is a
+function of (seed, step) and the data position is part of the checkpoint, so a run killed at any
+step and resumed continues exactly.
 
 Every process prepares the same global batch of prompts (the mixture read with one shard), so
 the multi-host program is the single-host program: rewards, advantages and metrics are identical
@@ -12,38 +16,35 @@ on every host, and a 2-process run equals a 1-process run on the same number of 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 import time
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
 from omni_jax import config_utils, metrics as metrics_lib, parallel
 from omni_jax.chips import PEAK_FLOPS
-from omni_jax.checkpoint import CheckpointStore, thinker_meta
+from omni_jax.checkpoint import CheckpointStore
 from omni_jax.checkpoint import resume as resume_lib
-from omni_jax.checkpoint.resume import restore_run
-from omni_jax.data import mixture_from_config
+from omni_jax.checkpoint.resume import restore_train_state, save_train_state
 from omni_jax.eval.training import TrainingEval
-from omni_jax.grpo import warmstart as warmstart_lib
 from omni_jax.grpo.experience import collect, shard_rows
 from omni_jax.grpo.guards import Preemption, SkippedUpdates
-from omni_jax.grpo.policy import build_model, fold_adapters, reference_params
-from omni_jax.grpo.step import TrainState, init_opt_state, jit_logprob_fn, jit_train_step, make_optimizer, \
-    optimizer_from_config, step_config_from_config, trainable_filter
-from omni_jax.grpo.supervised import jit_sft_step
+from omni_jax.grpo.pieces import RunPieces, build_run, counters, data_stream, run_meta
+from omni_jax.grpo.policy import build_model, reference_params
+from omni_jax.grpo.step import jit_logprob_fn, jit_train_step, trainable_filter
+from omni_jax.grpo.warmstart import warm_start
 from omni_jax.model import lora
-from omni_jax.model.inputs import next_position_ids, prepare_inputs
+from omni_jax.model.inputs import prepare_inputs
 from omni_jax.rewards import RewardFn
-from omni_jax.rollout.sampler import input_shardings
 from omni_jax.tokenizer import load_tokenizer
 
 log = logging.getLogger("omni_jax.train")
-
 
 
 def _reward_fn(config, tokenizer):
@@ -55,14 +56,6 @@ def _reward_fn(config, tokenizer):
         return {"total": total, **components}, stats
 
     return call
-
-
-def _data_stream(config, tokenizer):
-    """The global batch stream: every process reads the whole batch (see module docstring)."""
-    data_cfg = config.data.copy_and_resolve_references()
-    with data_cfg.unlocked():
-        data_cfg.batch_size = int(config.batch_prompts)
-    return mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
 
 
 def _model_flops_per_token(model_cfg) -> float:
@@ -80,9 +73,6 @@ def run(config, workdir: str) -> dict:
     workdir = str(workdir)
     is_main = jax.process_index() == 0
     config_utils.validate(config, jax.device_count())
-    shape = config_utils.mesh_shape(config, jax.device_count())
-    mesh = parallel.make_mesh(shape)
-    rules = config_utils.mesh_rules(config)
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
     start = store.latest_step()
     if start is not None and start >= config.total_steps:  # nothing to do: leave every output as it is
@@ -91,97 +81,28 @@ def run(config, workdir: str) -> dict:
         store.close()
         return {"steps_run": 0, "final_step": int(start), "already_finished": True}
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
-    model = build_model(config, tokenizer, mesh, rules)
-    cfg = model.cfg
-    lora_cfg = lora.config_from(config)
-    trainable = trainable_filter(adapters=lora_cfg is not None)
-    graphdef, params, frozen = nnx.split(model, trainable, ...)
-    optimizer = optimizer_from_config(config)
-    step_cfg = step_config_from_config(config, shape["data"] * shape["fsdp"])
-    # Every array committed to the mesh up front: host-local scalars cannot be checkpointed on
-    # several hosts, and uncommitted inputs would make the first step compile twice. The
-    # optimizer state is born sharded like the parameters (on_mesh would replicate a plain init's).
-    frozen = parallel.on_mesh(frozen, mesh)
-    state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0)), mesh)
-    data = _data_stream(config, tokenizer)
-    meta = thinker_meta(cfg)
-    meta["config"] = config.to_json_best_effort()
-    if lora_cfg is not None:
-        meta["lora"] = lora_cfg.to_dict()
-    use_reference = config.grpo.beta > 0
-    # The reference lives in the checkpoint when it is not simply the loaded init (random / warm-started).
-    # With LoRA it is the base with the adapters off: the frozen weights the run holds anyway.
-    reference_in_ckpt = use_reference and config.model.init == "random" and lora_cfg is None
-    reference = None
-
-    warm_losses = []
-    extra_abstract = {"opt_state": _abstract(state.opt_state), "counters": _abstract(
-        {"skipped": state.skipped, "step": state.step})}
-    if reference_in_ckpt:
-        extra_abstract["reference"] = _abstract(reference_params(params, config.model.reference_dtype))
-    # The newest step that restores and verifies (damaged newer ones are moved aside, with a warning).
-    restored = restore_run(store, params_abstract=_abstract(nnx.state(model, nnx.Param).to_pure_dict()),
-                           extra_abstract=extra_abstract, config_json=meta["config"])
-    if restored is not None:
-        start = restored.step
-        nnx.replace_by_pure_dict(params_state := nnx.state(model, nnx.Param), restored.params)
-        nnx.update(model, params_state)
-        graphdef, params, frozen = nnx.split(model, trainable, ...)
-        counters = restored.extra["counters"]
-        state = TrainState(counters["step"], params, restored.extra["opt_state"], counters["skipped"])
-        data.restore(restored.extra["data"])
-        if reference_in_ckpt:
-            reference = restored.extra["reference"]
-        if is_main:
-            log.info("resumed from step %d of %s", start, workdir)
-    else:
-        start = 0
-        if config.warmstart.steps > 0:
-            warm = (graphdef, params, frozen)
-            if lora_cfg is not None and not config.warmstart.lora:  # the base's weights learn; adapters stay B = 0
-                warm = nnx.split(nnx.merge(*warm), nnx.All(trainable_filter(), nnx.Not(lora.TRAINABLE)), ...)
-            out = _warmstart(config, *warm, tokenizer, cfg, mesh, pathlib.Path(workdir) / "warmstart", meta, preemption)
-            if out is None:  # SIGTERM: the warm-start was saved, the next run continues it
-                data.close()
-                store.close()
-                return {"steps_run": 0, "final_step": 0, "preempted": True}
-            params, warm_losses = out
-            if lora_cfg is not None:  # the warm-started model is GRPO's base and reference; fresh adapters
-                model = fold_adapters(nnx.merge(warm[0], params, warm[2]), int(config.seed), mesh, rules)
-                graphdef, params, frozen = nnx.split(model, trainable, ...)
-                frozen = parallel.on_mesh(frozen, mesh)
-            state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params),
-                                                jnp.int32(0)), mesh)
-        if use_reference and lora_cfg is None:
-            reference = reference_params(params, config.model.reference_dtype)
-        _save(store, 0, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
-        if config.warmstart.steps > 0:
-            store.wait()  # step 0 holds the warm-start now: its partial saves are not needed
-            resume_lib.remove_warmstart(pathlib.Path(workdir) / "warmstart")
-    if use_reference and lora_cfg is not None:
-        reference = lora.base_state(frozen)
-    elif use_reference and reference is None:  # a loaded init: the reference is that checkpoint again
-        reference = reference_params(nnx.split(build_model(config, tokenizer, mesh, rules),
-                                               trainable_filter(), ...)[1],
-                                     config.model.reference_dtype)
-
-    train_step = jit_train_step(graphdef, step_cfg, optimizer, parallel.shardings_of(state))
-    logprob_fn = jit_logprob_fn(graphdef, step_cfg)
-    # The reference pass: with LoRA, the base graph (no adapters) on the frozen weights alone.
-    ref_logprob_fn = logprob_fn if lora_cfg is None else jit_logprob_fn(lora.base_graphdef(model), step_cfg)
-    ref_rest = frozen if lora_cfg is None else nnx.State({})
+    pieces = build_run(config, tokenizer)
+    data = data_stream(config, tokenizer, config.batch_prompts)
+    meta = run_meta(config, pieces)
+    begun = _resume_or_start(config, pieces, tokenizer, store, data, meta, workdir, preemption)
+    if begun is None:  # SIGTERM: the warm-start was saved, the next run continues it
+        data.close()
+        store.close()
+        return {"steps_run": 0, "final_step": 0, "preempted": True}
+    start, pieces, reference = begun.step, begun.pieces, begun.reference
+    saved_reference = reference if _reference_in_checkpoint(config, pieces) else None
+    steps = _jit_steps(pieces)
     reward_fn = _reward_fn(config, tokenizer)
-    evaluator = TrainingEval(config, tokenizer, mesh, rules)
+    evaluator = TrainingEval(config, tokenizer, pieces.layout)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
-    for i, loss in enumerate(jax.device_get(warm_losses)):
+    for i, loss in enumerate(jax.device_get(begun.warm_losses)):
         writer.write_before_start("warmstart", i + 1, {"loss": loss})
     skips = SkippedUpdates(config.max_consecutive_skipped_updates)
     rng = jax.random.key(config.seed)
-    flops_per_token = _model_flops_per_token(cfg)
+    flops_per_token = _model_flops_per_token(pieces.model_cfg)
     peak = PEAK_FLOPS.get(jax.devices()[0].device_kind)
-    summary_rewards = []
+    state, steps_run, preempted = pieces.state, 0, False
 
-    preempted = False
     if is_main:
         log.info("compiling the rollout and the GRPO step (the first step takes longer) ...")
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="GRPO",
@@ -190,42 +111,26 @@ def run(config, workdir: str) -> dict:
         t_step = time.perf_counter()
         batch = next(data)
         records = batch.pop("records")
-        inputs = prepare_inputs(cfg, **batch)
-        policy = nnx.merge(graphdef, state.params, frozen)
-        exp = collect(policy, inputs, records, rollout_cfg=config.rollout, scale_rewards=config.grpo.scale_rewards,
-                      tokenizer=tokenizer, reward_fn=reward_fn, seed=jax.random.fold_in(rng, step), mesh=mesh,
-                      rules=rules)
+        inputs = prepare_inputs(pieces.model_cfg, **batch)
+        exp = collect(pieces.policy(state.params), inputs, records, rollout_cfg=config.rollout,
+                      scale_rewards=config.grpo.scale_rewards, tokenizer=tokenizer, reward_fn=reward_fn,
+                      seed=jax.random.fold_in(rng, step), layout=pieces.layout)
         t_lp = time.perf_counter()
-        grpo_batch = exp.batch
-        if use_reference:
-            grpo_batch = grpo_batch.replace(ref_logp=ref_logprob_fn(reference, ref_rest, grpo_batch.seqs))
-        if config.grpo.num_iterations > 1:
-            old = exp.sampler_logp if config.grpo.old_logprobs == "sampler" else \
-                logprob_fn(state.params, frozen, grpo_batch.seqs)
-            grpo_batch = grpo_batch.replace(old_logp=old)
-        grpo_batch = shard_rows(grpo_batch, mesh, rules)
-        jax.block_until_ready(grpo_batch)
+        grpo_batch = _learner_batch(config, pieces, steps, exp, state.params, reference)
         t_update = time.perf_counter()
         for _ in range(config.grpo.num_iterations):
-            state, step_metrics = train_step(state, frozen, grpo_batch)
+            state, step_metrics = steps.train(state, pieces.frozen, grpo_batch)
         step_metrics = jax.device_get(step_metrics)
         t_end = time.perf_counter()
 
-        n_tokens = float(exp.lengths.sum())
         seconds = {"rollout": exp.seconds["rollout"], "reward": exp.seconds["reward"], "logprob": t_update - t_lp,
                    "update": t_end - t_update, "step": t_end - t_step}
-        # Rollout: one forward per prompt+completion token; update: forward + backward (×3), each
-        # prompt once per `prefix_share` candidates.
-        rows = exp.batch.seqs.prompt_mask.shape[0]
-        prompt_tokens = float(np.asarray(inputs.attention_mask).sum())
-        learner_prompt_tokens = prompt_tokens * rows / len(records) / step_cfg.prefix_share
-        flops = flops_per_token * (prompt_tokens + n_tokens + 3 * config.grpo.num_iterations
-                                   * (learner_prompt_tokens + n_tokens))
-        scalars = _step_scalars(exp, step_metrics, seconds, n_tokens, flops, peak, data.counters())
+        flops = _step_flops(flops_per_token, exp, inputs, len(records), pieces.step_cfg, config.grpo.num_iterations)
+        scalars = _step_scalars(exp, step_metrics, seconds, flops, peak, data.counters())
         scalars["skipped_updates"] = int(state.skipped)  # running count over the whole run
         if evaluator.due(step + 1, step + 1 == config.total_steps):
             t_eval = time.perf_counter()
-            scalars.update(evaluator(nnx.merge(graphdef, state.params, frozen)))
+            scalars.update(evaluator(pieces.policy(state.params)))
             scalars["time/eval_s"] = time.perf_counter() - t_eval
         writer.write(step + 1, scalars)
         try:
@@ -235,7 +140,7 @@ def run(config, workdir: str) -> dict:
             writer.close()
             data.close()
             raise
-        summary_rewards.append(scalars["reward/total/mean"])
+        steps_run += 1
         if is_main:
             bar.set_postfix(reward=f"{scalars['reward/total/mean']:.3f}", kl=f"{scalars.get('kl', 0):.3g}",
                             len=f"{scalars['completion/length_mean']:.0f}")
@@ -244,7 +149,7 @@ def run(config, workdir: str) -> dict:
         done = step + 1 == config.total_steps
         if (step + 1) % config.checkpoint_every_steps == 0 or done or preemption.requested \
                 or store.reached_preemption(step + 1):
-            _save(store, step + 1, graphdef, state, frozen, meta, data, reference if reference_in_ckpt else None)
+            _save(store, step + 1, pieces, state, data, meta, saved_reference)
             if preemption.requested or (not done and store.reached_preemption(step + 1)):
                 store.wait()
                 preempted = not done
@@ -254,85 +159,128 @@ def run(config, workdir: str) -> dict:
     store.close()
     writer.close()
     data.close()
-    summary = {"steps_run": len(summary_rewards), "final_step": int(state.step) + int(state.skipped),
-               "preempted": preempted}
-    if is_main and writer.path.exists():
-        rows_all = metrics_lib.read_jsonl(writer.path)
-        metrics_lib.plot_curves(rows_all, ["reward/total/mean", "reward/format/mean", "reward/accuracy/mean",
-                                           "reward/people_focus/mean"], pathlib.Path(workdir) / "reward_curves.png",
-                                title="GRPO rewards (mean over the step's completions)")
-        totals = [r["reward/total/mean"] for r in rows_all if "reward/total/mean" in r]
-        if len(totals) >= 20:
-            summary.update(first10=float(np.mean(totals[:10])), last10=float(np.mean(totals[-10:])))
-    return summary
+    return _summary(workdir, writer, state, steps_run, preempted)
 
 
-def _abstract(tree):
-    """ShapeDtypeStructs carrying each leaf's sharding (what CheckpointStore.restore wants)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+# ---- set-up: resume or start, the reference, the jitted steps ----
+
+@dataclasses.dataclass(frozen=True)
+class _Begun:
+    """Where the loop starts: its first step, the pieces (restored or warm-started), GRPO's reference
+    (None when beta = 0) and the warm-start's losses (device scalars; none on resume)."""
+    step: int
+    pieces: RunPieces
+    reference: Any
+    warm_losses: list
 
 
-def _save(store, step, graphdef, state, frozen, meta, data, reference):
-    params = nnx.state(nnx.merge(graphdef, state.params, frozen), nnx.Param).to_pure_dict()
-    extra = {"opt_state": state.opt_state, "counters": {"step": state.step, "skipped": state.skipped},
-             "data": data.state()}
-    if reference is not None:
-        extra["reference"] = reference
-    store.save(step, params=params, meta=meta, extra=extra)
-
-
-def _warmstart(config, graphdef, params, frozen, tokenizer, cfg, mesh, save_dir, meta, preemption):
-    """Supervised steps on synthetic demonstrations before GRPO (see grpo.warmstart). Returns the
-    params and each step's loss (device scalars); on SIGTERM the progress is saved in save_dir and
-    None returned, and the next call continues from it exactly."""
-    import ml_collections
-
-    # The run's own prompt settings (system prompt, caps, buckets) on the synthetic source, whose
-    # records carry demonstrations; a seed apart from the GRPO stream's.
-    data_cfg = config.data.copy_and_resolve_references()
-    with data_cfg.unlocked():
-        data_cfg.batch_size = int(config.warmstart.batch_prompts)
-        data_cfg.seed = int(config.seed) + 1000
-        data_cfg.mixture = ml_collections.ConfigDict({"synthetic": 1.0})
-    stream = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)
-    opt = make_optimizer(learning_rate=config.warmstart.learning_rate, total_steps=config.warmstart.steps,
-                         warmup_steps=min(10, config.warmstart.steps // 10), schedule="cosine")
-    state, frozen = parallel.on_mesh((TrainState(jnp.int32(0), params, init_opt_state(opt, params), jnp.int32(0)),
-                                      frozen), mesh)
-    sft_step = jit_sft_step(graphdef, opt, parallel.shardings_of(state), logits_chunk=config.grpo.logits_chunk,
-                            dropout_seed=int(config.seed))
-    if jax.process_index() == 0:
-        log.info("warm-start: compiling the supervised step ...")
-    rest = {"opt_state": state.opt_state, "step": state.step, "skipped": state.skipped}
-    first, params, rest = resume_lib.restore_warmstart(save_dir, state.params, rest, stream)
-    state = TrainState(rest["step"], params, rest["opt_state"], rest["skipped"])
-    bar = tqdm(range(first, config.warmstart.steps), initial=first, total=config.warmstart.steps,
-               desc="warm-start (SFT)", disable=jax.process_index() != 0, dynamic_ncols=True)
-    losses = []
-    for i in bar:
-        if preemption.requested:
-            resume_lib.save_warmstart(save_dir, i, state.params, {"opt_state": state.opt_state, "step": state.step,
-                                                                  "skipped": state.skipped}, stream, meta)
-            stream.close()
+def _resume_or_start(config, pieces: RunPieces, tokenizer, store, data, meta, workdir, preemption) -> _Begun | None:
+    """The newest good checkpoint of `workdir` restored (pieces and data position), or a fresh start:
+    the warm-start (`config.warmstart`), then step 0 saved. None when SIGTERM stopped the warm-start
+    (its progress is saved apart; the next run continues it)."""
+    keep_reference = _reference_in_checkpoint(config, pieces)
+    extra = {"reference": reference_params(pieces.state.params, config.model.reference_dtype)} if keep_reference \
+        else None
+    # The newest step that restores and verifies (damaged newer ones are moved aside, with a warning).
+    saved = restore_train_state(store, params=pieces.checkpoint_params(), opt_state=pieces.state.opt_state,
+                                counters=counters(pieces.state), extra=extra, config_json=meta["config"])
+    if saved is not None:
+        pieces = pieces.restored(saved.params, saved.opt_state, saved.counters)
+        data.restore(saved.data_state)
+        if jax.process_index() == 0:
+            log.info("resumed from step %d of %s", saved.step, workdir)
+        return _Begun(saved.step, pieces, _reference(config, pieces, tokenizer, saved=saved.extra.get("reference")), [])
+    warm_losses = []
+    if config.warmstart.steps > 0:
+        out = warm_start(config, pieces, tokenizer, pathlib.Path(workdir) / "warmstart", meta, preemption)
+        if out is None:
             return None
-        batch = next(stream)
-        records = batch.pop("records")
-        inputs = prepare_inputs(cfg, **batch)
-        ids, mask = warmstart_lib.demonstration_tokens(records, tokenizer, config.rollout.max_new_tokens,
-                                                       seed=config.seed * 7919 + i)
-        # Rows over the batch mesh axes, as the GRPO batches (one device held them all before).
-        rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask),
-                           next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh)
-        state, metrics = sft_step(state, frozen, jax.device_put(inputs, input_shardings(inputs, mesh)), *rows)
-        losses.append(metrics["loss"])
-        if i % 10 == 0:
-            bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
-    params = state.params
-    stream.close()
-    return params, losses
+        pieces, warm_losses = out
+    reference = _reference(config, pieces, tokenizer, fresh=True)
+    _save(store, 0, pieces, pieces.state, data, meta, reference if keep_reference else None)
+    if config.warmstart.steps > 0:
+        store.wait()  # step 0 holds the warm-start now: its partial saves are not needed
+        resume_lib.remove_warmstart(pathlib.Path(workdir) / "warmstart")
+    return _Begun(0, pieces, reference, warm_losses)
 
 
-def _step_scalars(exp, m, seconds, n_tokens, flops, peak, data_counters) -> dict:
+def _reference_in_checkpoint(config, pieces: RunPieces) -> bool:
+    """The reference lives in the checkpoint when it is not simply the loaded init (random / warm-started).
+    With LoRA it is the base with the adapters off: the frozen weights the run holds anyway."""
+    return config.grpo.beta > 0 and config.model.init == "random" and pieces.lora_cfg is None
+
+
+def _reference(config, pieces: RunPieces, tokenizer, *, saved=None, fresh: bool = False):
+    """GRPO's frozen reference (None when beta = 0). With LoRA: the base weights, adapters off.
+    Otherwise a copy of the starting parameters in model.reference_dtype: at a fresh start the
+    current ones; on resume the copy the checkpoint holds (`saved`), or else the loaded init again."""
+    if not config.grpo.beta > 0:
+        return None
+    if pieces.lora_cfg is not None:
+        return lora.base_state(pieces.frozen)
+    if fresh:
+        return reference_params(pieces.state.params, config.model.reference_dtype)
+    if saved is not None:
+        return saved
+    init = build_model(config, tokenizer, pieces.layout)
+    return reference_params(nnx.split(init, trainable_filter(), ...)[1], config.model.reference_dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Steps:
+    """The run's jitted functions: the donated update, the policy's log-probs, the reference's."""
+    train: Callable  # (state, frozen, batch) -> (state, metrics)
+    logprob: Callable  # (params, frozen, seqs) -> float32[N, M]
+    reference_logprob: Callable  # (reference, reference_rest, seqs) -> float32[N, M]
+    reference_rest: Any
+
+
+def _jit_steps(pieces: RunPieces) -> _Steps:
+    train = jit_train_step(pieces.graphdef, pieces.step_cfg, pieces.optimizer, parallel.shardings_of(pieces.state))
+    logprob = jit_logprob_fn(pieces.graphdef, pieces.step_cfg)
+    if pieces.lora_cfg is None:
+        return _Steps(train, logprob, logprob, pieces.frozen)
+    # The reference pass with LoRA: the base graph (no adapters) on the frozen weights alone.
+    return _Steps(train, logprob, jit_logprob_fn(lora.base_graphdef(pieces.model), pieces.step_cfg), nnx.State({}))
+
+
+# ---- one step's learner batch, checkpoint, metrics; the end of the run ----
+
+def _learner_batch(config, pieces: RunPieces, steps: _Steps, exp, params, reference):
+    """The GRPO batch of `exp` with the reference's log-probs (beta > 0) and, for several iterations,
+    the old policy's, its rows sharded over the batch mesh axes (computed before it returns)."""
+    grpo_batch = exp.batch
+    if config.grpo.beta > 0:
+        grpo_batch = grpo_batch.replace(ref_logp=steps.reference_logprob(reference, steps.reference_rest,
+                                                                         grpo_batch.seqs))
+    if config.grpo.num_iterations > 1:
+        old = exp.sampler_logp if config.grpo.old_logprobs == "sampler" else \
+            steps.logprob(params, pieces.frozen, grpo_batch.seqs)
+        grpo_batch = grpo_batch.replace(old_logp=old)
+    grpo_batch = shard_rows(grpo_batch, pieces.layout)
+    jax.block_until_ready(grpo_batch)
+    return grpo_batch
+
+
+def _save(store, step: int, pieces: RunPieces, state, data, meta: dict, reference) -> None:
+    """Checkpoint `state` at `step` (with GRPO's reference copy when it is not None)."""
+    save_train_state(store, step, pieces.checkpoint_params(state.params), state.opt_state, counters(state),
+                     data.state(), meta=meta, extra=None if reference is None else {"reference": reference})
+
+
+def _step_flops(flops_per_token: float, exp, inputs, num_prompts: int, step_cfg, num_iterations: int) -> float:
+    """Model FLOPs of one step. Rollout: one forward per prompt+completion token; update: forward +
+    backward (×3), each prompt once per `prefix_share` candidates."""
+    n_tokens = float(exp.lengths.sum())
+    rows = exp.batch.seqs.prompt_mask.shape[0]
+    prompt_tokens = float(np.asarray(inputs.attention_mask).sum())
+    learner_prompt_tokens = prompt_tokens * rows / num_prompts / step_cfg.prefix_share
+    return flops_per_token * (prompt_tokens + n_tokens + 3 * num_iterations * (learner_prompt_tokens + n_tokens))
+
+
+def _step_scalars(exp, m, seconds, flops, peak, data_counters) -> dict:
+    """A step's metrics: rewards, the update's, completions, times, throughput, data counters."""
+    n_tokens = float(exp.lengths.sum())
     out = {}
     for name, values in exp.rewards.items():
         out[f"reward/{name}/mean"] = float(np.mean(values))
@@ -341,8 +289,7 @@ def _step_scalars(exp, m, seconds, n_tokens, flops, peak, data_counters) -> dict
               "ratio_mean", "update_skipped"):
         if k in m:
             out[k] = float(m[k])
-    out.update({(k if k.startswith("rewards/") else f"rewards/{k}"): float(v) for k, v in exp.stats.items()
-                if not k.startswith("rewards/") or k[len("rewards/"):] not in exp.rewards})
+    out.update({f"reward/counters/{k}": float(v) for k, v in exp.stats.items()})
     out["completion/length_mean"] = float(np.mean(exp.lengths))
     out["completion/length_max"] = float(np.max(exp.lengths))
     out.update({f"time/{k}_s": v for k, v in seconds.items()})
@@ -352,6 +299,21 @@ def _step_scalars(exp, m, seconds, n_tokens, flops, peak, data_counters) -> dict
         out["perf/mfu"] = flops / max(seconds["step"], 1e-9) / (peak * jax.device_count())
     out.update({f"data/{k}": float(v) for k, v in data_counters.items()})
     return out
+
+
+def _summary(workdir, writer, state, steps_run: int, preempted: bool) -> dict:
+    """The run's summary; on the main process the reward curves PNG, and first10 / last10 mean rewards
+    when the run has 20 steps or more."""
+    summary = {"steps_run": steps_run, "final_step": int(state.step) + int(state.skipped), "preempted": preempted}
+    if jax.process_index() == 0 and writer.path.exists():
+        rows_all = metrics_lib.read_jsonl(writer.path)
+        metrics_lib.plot_curves(rows_all, ["reward/total/mean", "reward/format/mean", "reward/accuracy/mean",
+                                           "reward/people_focus/mean"], pathlib.Path(workdir) / "reward_curves.png",
+                                title="GRPO rewards (mean over the step's completions)")
+        totals = [r["reward/total/mean"] for r in rows_all if "reward/total/mean" in r]
+        if len(totals) >= 20:
+            summary.update(first10=float(np.mean(totals[:10])), last10=float(np.mean(totals[-10:])))
+    return summary
 
 
 def _samples_text(records, exp, g: int, max_prompts: int = 2) -> str:

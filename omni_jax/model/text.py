@@ -40,8 +40,8 @@ class TextAttention(nnx.Module):
 
         Without a cache S == T. With one (k, v: [L, B, S, K, H]) this layer's new keys and values
         are written in place at [layer, :, cache_index] and attention reads the layer's whole
-        cache. With `prefix` = (k, v: [B / share, P, K, H], share) — keys and values of a shared
-        prompt, one per `share` consecutive rows — the keys are that prompt's followed by x's own
+        cache. With `prefix` = (k, v: [B / prefix_share, P, K, H], prefix_share) — keys and values of
+        a shared prompt, one per `prefix_share` consecutive rows — the keys are that prompt's followed by x's own
         (S == P + T). With `prompt_cache` = (k, v: [L, B / G, P, K, H], valid: bool[B / G, P])
         next to a cache (decoding candidates of shared prompts): the cache holds only each row's own
         tokens and attention reads the prompt's keys once per G rows, then the row's cache (the
@@ -55,8 +55,8 @@ class TextAttention(nnx.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         new_kv = (k, v)
         if prefix is not None:
-            pk, pv, share = prefix
-            rows = lambda a: parallel.constrain(jnp.repeat(a.astype(k.dtype), share, axis=0),  # noqa: E731
+            pk, pv, prefix_share = prefix
+            rows = lambda a: parallel.constrain(jnp.repeat(a.astype(k.dtype), prefix_share, axis=0),  # noqa: E731
                                                 ("batch", "length", "act_kv_heads", None))
             k = jnp.concatenate([rows(pk), k], axis=1)
             v = jnp.concatenate([rows(pv), v], axis=1)
@@ -184,17 +184,17 @@ class TextModel(nnx.Module):
         x, cache = self._run_layers(body, (x, cache), layers)
         return self.norm(x), cache
 
-    def shared_prompt(self, prompt: tuple, rest: tuple, share: int, layers: tuple | None = None):
+    def shared_prompt(self, prompt: tuple, rest: tuple, prefix_share: int, layers: tuple | None = None):
         """Prompts and the rows that continue them, through the decoder side by side, layer by layer.
 
-        prompt: (embeds [B / share, P, D], cos, sin, mask over its P keys): each prompt once;
+        prompt: (embeds [B / prefix_share, P, D], cos, sin, mask over its P keys): each prompt once;
         rest: (embeds [B, T, D], cos, sin, mask over P + T keys): the continuations, each run of
-        `share` consecutive rows continuing one prompt. In every layer the prompts go first and
+        `prefix_share` consecutive rows continuing one prompt. In every layer the prompts go first and
         the continuations then attend to that layer's prompt keys and values followed by their
         own, so the result equals running each row's prompt + continuation, while the prompt's
         work is done once per run; only one layer's prompt keys and values exist at a time.
         Differentiable: a prompt's gradient sums over the rows that continue it.
-        Returns (prompt hidden [B / share, P, D], continuation hidden [B, T, D]), both after the final norm.
+        Returns (prompt hidden [B / prefix_share, P, D], continuation hidden [B, T, D]), both after the final norm.
         """
         graphdef = self._graphdef(layers)
         p_embeds, p_cos, p_sin, p_mask = prompt
@@ -205,7 +205,7 @@ class TextModel(nnx.Module):
             state, _ = xs
             layer = nnx.merge(graphdef, state)
             xp, _, (k, v) = layer(xp, p_cos, p_sin, p_mask)
-            x, _, _ = layer(x, cos, sin, mask, prefix=(k, v, share))
+            x, _, _ = layer(x, cos, sin, mask, prefix=(k, v, prefix_share))
             return (xp, x), None
 
         constrain = lambda a: parallel.constrain(a.astype(self.dtype), ("batch", "length", "act_embed"))  # noqa: E731

@@ -74,13 +74,13 @@ class Thinker(nnx.Module):
         cos, sin = self._rope(position_ids)
         return self.model(embeds, cos, sin, mask, cache, cache_index, layers=layers, prompt_cache=prompt_cache)
 
-    def shared_prompt_hidden_states(self, prompt: tuple, rest: tuple, share: int):
-        """Each prompt once and the `share` rows that continue each (see `TextModel.shared_prompt`).
+    def shared_prompt_hidden_states(self, prompt: tuple, rest: tuple, prefix_share: int):
+        """Each prompt once and the `prefix_share` rows that continue each (see `TextModel.shared_prompt`).
 
         prompt / rest: (embeds, position_ids [3, ·, ·], mask). Returns (prompt hidden, rest hidden).
         """
         (pe, pp, pm), (e, pos, m) = prompt, rest
-        return self.model.shared_prompt((pe, *self._rope(pp), pm), (e, *self._rope(pos), m), share)
+        return self.model.shared_prompt((pe, *self._rope(pp), pm), (e, *self._rope(pos), m), prefix_share)
 
     def _rope(self, position_ids):
         t = self.cfg.text

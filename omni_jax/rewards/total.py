@@ -25,8 +25,10 @@ class RewardFn:
       arrays) for people_focus on the device; pass None for both to score people_focus from the
       text with the Python reference instead (same numbers, slower);
     records: N dataset records with `problem_type` and `solution` / `answer`.
-    Returns total float32[N], {component: float32[N]} and scalar stats for metrics (component
-    means, zero reasons, judge counters). Compiles people_focus once per (N, T).
+    Returns total float32[N], {component: float32[N]} and counters {"<group>/<name>": float} (why
+    accuracy was 0, judge requests and failures, completions without a think block); the trainer
+    logs them as `reward/counters/<group>/<name>` next to each component's `reward/<component>/mean|std`.
+    Compiles people_focus once per (N, T).
     """
 
     def __init__(self, tokenizer, cfg: ml_collections.ConfigDict):
@@ -64,6 +66,4 @@ class RewardFn:
         stats["people_focus/no_think_block"] = sum(
             people_focus.think_block(c.encode("utf-8", "surrogatepass")) is None for c in completions)
         total = sum(self.weights[name] * components[name] for name in COMPONENTS).astype(np.float32)
-        means = {f"rewards/{name}": float(np.mean(value)) for name, value in components.items()}
-        means["rewards/total"] = float(np.mean(total))
-        return total, components, {**means, **{k: float(v) for k, v in stats.items()}}
+        return total, components, {k: float(v) for k, v in stats.items()}

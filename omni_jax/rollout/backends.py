@@ -1,7 +1,7 @@
 """The two ways the decode loop runs one token through the decoder: XLA's ops, or the fused CPU
 decode kernel (`omni_jax.kernels.cpu_decode`). `backend(...)` is the one place that chooses.
 
-    be = backend(model, cpu_kernel=..., unroll_layers=..., packed=...)   # before the loop
+    be = backend(model, cpu_decode_kernel=..., unroll_layers=..., packed=...)   # before the loop
     cache, prompt_cache = be.caches(cache, prompt_cache)                  # laid out as it reads them
     hidden, cache = be.step(tokens, positions, kv_valid, prompt, cache, step)
     logits = be.logits(hidden)
@@ -66,7 +66,7 @@ class CpuKernelDecode:
         return cpu_decode.project(hidden, self.head)
 
 
-def backend(model: Thinker, *, cpu_kernel: bool, unroll_layers: bool, packed: tuple | None = None):
+def backend(model: Thinker, *, cpu_decode_kernel: bool, unroll_layers: bool, packed: tuple | None = None):
     """The decode backend: the CPU kernel's on `packed` (from `cpu_decode.pack`), else XLA's ops."""
-    return CpuKernelDecode(model, packed) if cpu_kernel else XlaDecode(model, unroll_layers)
+    return CpuKernelDecode(model, packed) if cpu_decode_kernel else XlaDecode(model, unroll_layers)
 

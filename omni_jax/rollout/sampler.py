@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 from typing import Any, Sequence
 
 import jax
@@ -86,39 +85,43 @@ def _input_logical_axes(inputs: ModelInputs):
     return jax.tree_util.tree_map_with_path(spec, inputs)
 
 
-def input_shardings(inputs: ModelInputs, mesh, rules=parallel.DEFAULT_RULES):
-    """NamedSharding for every leaf of `inputs` (arrays or ShapeDtypeStructs), as `generate` places them."""
-    return jax.tree.map(lambda x, axes: parallel.named_sharding(axes, np.shape(x), mesh, rules), inputs,
+def input_shardings(inputs: ModelInputs, layout: parallel.Layout):
+    """NamedSharding on `layout` for every leaf of `inputs` (arrays or ShapeDtypeStructs), as `generate` places them."""
+    return jax.tree.map(lambda x, axes: layout.sharding(axes, np.shape(x)), inputs,
                         _input_logical_axes(inputs),
                         is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x))
 
 
-def prompts_per_prefill(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> int:
+def batch_shards(layout: parallel.Layout | None) -> int:
+    """Over how many devices the prompts are split: `layout.batch_shards`, the mesh axes of the
+    logical `batch` axis (data × fsdp under the default rules); 1 without a layout. A batch of a
+    multiple of it is prefilled in one pass."""
+    return 1 if layout is None else layout.batch_shards
+
+
+def prompts_per_prefill(num_prompts: int, layout: parallel.Layout | None) -> int:
     """How many prompts one prefill pass runs: all of them when they split evenly over the batch
-    mesh axes, else one at a time. A batch that does not divide is replicated on every chip
-    (8 prompts on 16 chips), and so are its activations: 28k-token prompts then need their whole
-    decoder working set on each chip unless they go through one by one."""
-    if mesh is None:
-        return num_prompts
-    axes = dict(rules).get("batch") or ()
-    shards = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
-    return num_prompts if num_prompts % shards == 0 else 1
+    mesh axes (`batch_shards`), else one at a time. A batch that does not divide is replicated on
+    every chip (8 prompts on 16 chips), and so are its activations: 28k-token prompts then need
+    their whole decoder working set on each chip unless they go through one by one."""
+    return num_prompts if num_prompts % batch_shards(layout) == 0 else 1
 
 
-def prefill_plan(num_prompts: int, mesh, rules=parallel.DEFAULT_RULES) -> tuple[int, bool]:
+def prefill_plan(num_prompts: int, layout: parallel.Layout | None) -> tuple[int, bool]:
     """(prompts per prefill pass, whether the prompts' cache is kept once for their candidates).
 
     Prompts that do not divide over the batch mesh axes go through one at a time and their cache
     is copied per candidate (the candidates divide): one shared copy would sit whole on every chip.
     """
-    per_pass = prompts_per_prefill(num_prompts, mesh, rules)
+    per_pass = prompts_per_prefill(num_prompts, layout)
     return per_pass, per_pass == num_prompts
 
 
 # The arguments the two steps are traced for (static: hashable Python values); `RolloutSteps`
 # builds the argument tuples in this order for `generate` and for the fit check alike.
 PREFILL_STATIC = (0, 3, 4, 5, 6)  # graphdef, cache_dtype, num_samples, prompts_per_pass, share_cache
-DECODE_STATIC = (0, 1, 2, 3, 4, 5, 6)  # graphdef, sampling, max_new_tokens, eos, return_logits, unroll_layers, cpu_gemv
+# graphdef, sampling, max_new_tokens, eos, return_logits, unroll_layers, cpu_decode_kernel
+DECODE_STATIC = (0, 1, 2, 3, 4, 5, 6)
 
 
 @functools.partial(jax.jit, static_argnums=PREFILL_STATIC)
@@ -184,17 +187,18 @@ def packed_decoder(graphdef, state):
 
 @functools.partial(jax.jit, static_argnums=DECODE_STATIC)
 def _decode(graphdef, sampling: Sampling, max_new_tokens: int, eos: tuple[int, ...], return_logits: bool,
-            unroll_layers: bool, cpu_gemv: bool, state, packed, prompt_cache, logits, prompt_valid, next_pos, rng,
-            pad_id):
+            unroll_layers: bool, cpu_decode_kernel: bool, state, packed, prompt_cache, logits, prompt_valid,
+            next_pos, rng, pad_id):
     """Decode from `_prefill`'s outputs: each run of candidates reads its prompt's cache (shared or
-    copied per candidate) and writes a cache of its own completion. cpu_gemv: decode by the CPU
-    kernel's backend (`omni_jax.rollout.backends`) on `packed` (from `packed_decoder`; None otherwise)."""
+    copied per candidate) and writes a cache of its own completion. cpu_decode_kernel: decode by the
+    CPU kernel's backend (`omni_jax.rollout.backends`) on `packed` (from `packed_decoder`; None
+    otherwise)."""
     model: Thinker = nnx.merge(graphdef, state)
     rows = logits.shape[0]
     dtype = prompt_cache["k"].dtype
     cache = {k: parallel.constrain(v, ("layers", "batch", "kv_length", "act_kv_heads", None))
              for k, v in init_cache(model.cfg.text, rows, max_new_tokens, dtype).items()}
-    decoder = backends.backend(model, cpu_kernel=cpu_gemv, unroll_layers=unroll_layers, packed=packed)
+    decoder = backends.backend(model, cpu_decode_kernel=cpu_decode_kernel, unroll_layers=unroll_layers, packed=packed)
     cache, prompt_cache = decoder.caches(cache, prompt_cache)
     shared = (prompt_cache["k"], prompt_cache["v"], prompt_valid)
     eos_ids = jnp.asarray(eos if eos else (-1,), jnp.int32)
@@ -256,7 +260,7 @@ class RolloutSteps:
 
     `generate` runs them; the fit check (`omni_jax.aot.fit`) lowers the same functions on the same
     argument tuples (abstract arrays), static positions `prefill_static` / `decode_static`. Inputs
-    are placed by `input_shardings` (None without a mesh: one device); the prefill constrains the
+    are placed by `input_shardings` (None without a layout: one device); the prefill constrains the
     cache it returns to ("layers", "batch", "kv_length", "act_kv_heads"). Nothing is donated.
     """
 
@@ -270,9 +274,8 @@ class RolloutSteps:
     eos: tuple[int, ...]
     return_logits: bool
     unroll_layers: bool
-    cpu_gemv: bool
-    mesh: jax.sharding.Mesh | None = None
-    rules: tuple = parallel.DEFAULT_RULES
+    cpu_decode_kernel: bool
+    layout: parallel.Layout | None = None
 
     prefill_static = PREFILL_STATIC
     decode_static = DECODE_STATIC
@@ -295,27 +298,29 @@ class RolloutSteps:
         """`prefilled`: the prefill's outputs (cache, logits, valid keys, next positions, embeddings)."""
         cache, logits, kv_valid, next_pos, _ = prefilled
         return (self.graphdef, self.sampling, self.max_new_tokens, self.eos, self.return_logits,
-                self.unroll_layers, self.cpu_gemv, state, packed, cache, logits, kv_valid, next_pos, rng, pad_id)
+                self.unroll_layers, self.cpu_decode_kernel, state, packed, cache, logits, kv_valid, next_pos, rng,
+                pad_id)
 
     def input_shardings(self, inputs: ModelInputs):
         """Where the prompts' inputs go (None: the default device)."""
-        return input_shardings(inputs, self.mesh, self.rules) if self.mesh is not None else None
+        return input_shardings(inputs, self.layout) if self.layout is not None else None
 
 
 def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, max_new_tokens: int,
                         sampling: Sampling, eos_token_ids: Sequence[int] = (), cache_dtype=None,
-                        mesh: jax.sharding.Mesh | None = None, rules=None, devices=None,
+                        layout: parallel.Layout | None = None, devices=None,
                         return_logits: bool = False, unroll_layers: bool | None = None,
-                        cpu_gemv: bool | None = None, has_adapters: bool = False) -> RolloutSteps:
+                        cpu_decode_kernel: bool | None = None, has_adapters: bool = False) -> RolloutSteps:
     """The prefill and decode steps for `num_prompts` prompts of a model (`graphdef`, config `cfg`).
 
-    devices: where they run (default: the mesh's, else the first device); they decide the
-    defaults of unroll_layers and cpu_gemv (see `generate`); has_adapters: the model carries LoRA
-    adapters (decoded unmerged, by XLA's ops). ValueError when cpu_gemv=True cannot run here.
+    layout: the mesh and rules the inputs and cache are sharded by (None: one device).
+    devices: where they run (default: the layout's mesh's, else the first device); they decide the
+    defaults of unroll_layers and cpu_decode_kernel (see `generate`); has_adapters: the model
+    carries LoRA adapters (decoded unmerged, by XLA's ops). ValueError when cpu_decode_kernel=True
+    cannot run here.
     """
-    rules = rules or parallel.DEFAULT_RULES
     if devices is None:
-        devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
+        devices = list(layout.mesh.devices.flat) if layout is not None else [jax.devices()[0]]
     devices = list(devices)
     if unroll_layers is None:
         unroll_layers = cfg.layer_loop == "unrolled" or all(d.platform == "cpu" for d in devices)
@@ -325,16 +330,16 @@ def build_rollout_steps(graphdef, cfg, *, num_prompts: int, num_samples: int, ma
            f"{cfg.text.hidden_act!r}" if cfg.text.hidden_act != "silu" else
            "the model has LoRA adapters, which the fused decode layer does not compute" if has_adapters
            else _cpu_gemv.why_not(devices))
-    if cpu_gemv is None:
-        cpu_gemv = why is None and _cpu_gemv.usable(devices, cfg.dtype)
-    elif cpu_gemv and why:
-        raise ValueError(f"cpu_gemv=True: {why}")
-    per_pass, share_cache = prefill_plan(int(num_prompts), mesh, rules)
+    if cpu_decode_kernel is None:
+        cpu_decode_kernel = why is None and _cpu_gemv.usable(devices, cfg.dtype)
+    elif cpu_decode_kernel and why:
+        raise ValueError(f"cpu_decode_kernel=True: {why}")
+    per_pass, share_cache = prefill_plan(int(num_prompts), layout)
     return RolloutSteps(
         graphdef=graphdef, cache_dtype=jnp.dtype(cache_dtype or cfg.dtype), num_samples=int(num_samples),
         prompts_per_pass=per_pass, share_cache=share_cache, sampling=sampling, max_new_tokens=int(max_new_tokens),
         eos=tuple(int(e) for e in eos_token_ids), return_logits=bool(return_logits),
-        unroll_layers=bool(unroll_layers), cpu_gemv=bool(cpu_gemv), mesh=mesh, rules=rules)
+        unroll_layers=bool(unroll_layers), cpu_decode_kernel=bool(cpu_decode_kernel), layout=layout)
 
 
 def generate(
@@ -349,23 +354,24 @@ def generate(
     seed: int | jax.Array = 0,
     eos_token_ids: Sequence[int] = (),
     pad_token_id: int = 0,
-    mesh: jax.sharding.Mesh | None = None,
-    rules=None,
+    layout: parallel.Layout | jax.sharding.Mesh | None = None,
     cache_dtype=None,
     max_cache_length: int | None = None,
     return_logits: bool = False,
     unroll_layers: bool | None = None,
-    cpu_gemv: bool | None = None,
+    cpu_decode_kernel: bool | None = None,
 ) -> RolloutOutput:
     """Sample `num_samples` completions for every prompt of `inputs` (HF processor kwargs or ModelInputs).
 
     Greedy when temperature is 0. Everything is validated before anything is traced.
+    layout: the `parallel.Layout` (mesh + logical-axis rules) to shard the prompts, cache and
+    candidates by; a bare Mesh is `Layout(mesh)` (the default rules); None: one device.
     unroll_layers: decode with the layers unrolled on weights sliced once per call instead of a
     scan over the stacked weights; None: when the model's layer_loop is "unrolled" or on CPU,
     where the scan copies every layer's weights on every token (TPU fuses the slice into the
     matmul and keeps the smaller program).
-    cpu_gemv: decode with the CPU kernels of `omni_jax.kernels.cpu_gemv`: each decoder layer one
-    fused custom call, float32, on a packed copy of the decoder's weights (made once per set of
+    cpu_decode_kernel: decode with the CPU kernels of `omni_jax.kernels.cpu_gemv`: each decoder layer
+    one fused custom call, float32, on a packed copy of the decoder's weights (made once per set of
     weights: kept while the same weight arrays come again, see `packed_decoder`); None: when
     decoding on one CPU device in float32 and the kernel builds here.
     """
@@ -379,18 +385,19 @@ def generate(
         inputs = prepare_inputs(cfg, **inputs)
     prompt_length = int(np.shape(inputs.input_ids)[1])
     check_cache_length(cfg, prompt_length, max_new_tokens, max_cache_length)
+    layout = parallel.as_layout(layout)
     graphdef, state = nnx.split(model)
     rng = jax.random.key(seed) if isinstance(seed, int) else seed
     steps = build_rollout_steps(
         graphdef, cfg, num_prompts=int(np.shape(inputs.input_ids)[0]), num_samples=num_samples,
         max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=eos_token_ids, cache_dtype=cache_dtype,
-        mesh=mesh, rules=rules, return_logits=return_logits, unroll_layers=unroll_layers, cpu_gemv=cpu_gemv,
-        has_adapters=lora.has_adapters(model))
-    ctx = parallel.use_mesh(mesh, steps.rules) if mesh is not None else contextlib.nullcontext()
+        layout=layout, return_logits=return_logits, unroll_layers=unroll_layers,
+        cpu_decode_kernel=cpu_decode_kernel, has_adapters=lora.has_adapters(model))
+    ctx = layout.activate() if layout is not None else contextlib.nullcontext()
     with ctx:
         inputs = jax.device_put(inputs, steps.input_shardings(inputs))
         prefilled = steps.prefill(*steps.prefill_args(state, inputs))
-        packed = packed_decoder(graphdef, state) if steps.cpu_gemv else None
+        packed = packed_decoder(graphdef, state) if steps.cpu_decode_kernel else None
         tokens, logprobs, mask, lengths, all_logits = steps.decode(
             *steps.decode_args(state, packed, prefilled, rng, jnp.int32(pad_token_id)))
     return RolloutOutput(tokens, logprobs, mask, lengths, prefilled[4], all_logits)

@@ -2,6 +2,7 @@
 
 Supervised fine-tuning (full, or LoRA with `lora.rank` > 0) on HumanOmniV2-format rows whose
 `solution` (or `response`) is the target completion. A workdir holding a checkpoint resumes.
+Exit status: 0 finished, 75 stopped by SIGTERM after saving (the same command continues), 1 an error.
 Export the result with `python -m omni_jax.convert jax2hf` (merged, or `--adapter_only`).
 """
 
@@ -15,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from omni_jax import cli, config_utils, parallel
+from omni_jax.grpo.guards import PREEMPTED_EXIT_CODE
 from omni_jax.sft import run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -42,6 +44,8 @@ def main(argv):
     summary = run(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:
         print(json.dumps({"workdir": FLAGS.workdir, **summary}))
+    if summary.get("preempted"):
+        sys.exit(PREEMPTED_EXIT_CODE)  # saved: the same command resumes (0 would read as finished)
 
 
 if __name__ == "__main__":

@@ -1,34 +1,33 @@
 """The SFT loop: data → prompts + target completions → supervised step → metrics and checkpoints.
 
-Read top to bottom, like the GRPO trainer, whose pieces it shares: the same model building (a
-LoRA run adds adapters on the base), mixture stream, mesh and row sharding, optimizer, Orbax
-store (params, optimizer state, counters, data position: resume is exact after kill -9 or
-SIGTERM), metrics.jsonl + TensorBoard, tqdm progress and a loss curve PNG. The step is
-`grpo.supervised` (the GRPO warm-start runs the same one). A record's target is its `solution`
-(or `response`, see `sft.target_field`); records without one are counted and skipped.
+Read top to bottom, like the GRPO trainer, whose pieces it shares: the same mesh, model building
+(a LoRA run adds adapters on the base), trainable split, optimizer and train state
+(`grpo.pieces.build_run`), mixture stream (`grpo.pieces.data_stream`), row sharding, checkpoint
+save and resume (`checkpoint.resume`: params, optimizer state, counters, data position; resume
+is exact after kill -9 or SIGTERM), SIGTERM handling (`grpo.guards.Preemption`), metrics.jsonl +
+TensorBoard, tqdm progress and a loss curve PNG. The step is `grpo.supervised` (the GRPO
+warm-start runs the same one). A record's target is its `solution` (or `response`, see
+`sft.target_field`); records without one are counted and skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import pathlib
-import signal
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from omni_jax import config_utils, metrics as metrics_lib, parallel
-from omni_jax.checkpoint import CheckpointStore, thinker_meta
+from omni_jax.checkpoint import CheckpointStore
+from omni_jax.checkpoint.resume import restore_train_state, save_train_state
 from omni_jax.grpo.experience import shard_rows
-from omni_jax.grpo.policy import build_model
-from omni_jax.grpo.step import TrainState, init_opt_state, optimizer_from_config, trainable_filter
+from omni_jax.grpo.guards import Preemption
+from omni_jax.grpo.pieces import RunPieces, build_run, counters, data_stream, run_meta
 from omni_jax.grpo.supervised import completion_tokens, jit_sft_step, target_text
-from omni_jax.model import lora
-from omni_jax.data import mixture_from_config
 from omni_jax.model.inputs import next_position_ids, prepare_inputs
 from omni_jax.rollout.sampler import input_shardings
 from omni_jax.tokenizer import load_tokenizer
@@ -60,17 +59,6 @@ def validate(config, num_devices: int) -> None:
         raise ValueError("invalid SFT config:\n  " + "\n  ".join(problems))
 
 
-class _Preemption:
-    """SIGTERM (TPU preemption) sets a flag; the loop checkpoints and exits."""
-
-    def __init__(self):
-        self.requested = False
-        try:
-            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
-        except ValueError:  # not the main thread
-            pass
-
-
 def _targets(records, tokenizer, config) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(ids, mask, rows without a target, truncated rows) of a batch; a row without a target gets an
     all-False mask (it contributes nothing; counted)."""
@@ -82,69 +70,52 @@ def _targets(records, tokenizer, config) -> tuple[np.ndarray, np.ndarray, int, i
 
 
 def run(config, workdir: str) -> dict:
-    """Supervised fine-tuning per `config` in `workdir`. Returns a summary."""
+    """Supervised fine-tuning per `config` in `workdir`. Returns a summary (with "preempted": True when
+    SIGTERM stopped it after a save)."""
+    preemption = Preemption.install()  # first: a SIGTERM during the set-up is not lost
     workdir = str(workdir)
     is_main = jax.process_index() == 0
     validate(config, jax.device_count())
-    shape = config_utils.mesh_shape(config, jax.device_count())
-    mesh = parallel.make_mesh(shape)
-    rules = config_utils.mesh_rules(config)
     tokenizer = load_tokenizer(config.tokenizer or config.model.init)
-    model = build_model(config, tokenizer, mesh, rules)
-    cfg = model.cfg
-    lora_cfg = lora.config_from(config)
-    trainable = trainable_filter(adapters=lora_cfg is not None)
-    graphdef, params, frozen = nnx.split(model, trainable, ...)
-    optimizer = optimizer_from_config(config)
-    frozen = parallel.on_mesh(frozen, mesh)
-    state = parallel.on_mesh(TrainState(jnp.int32(0), params, init_opt_state(optimizer, params), jnp.int32(0)), mesh)
-    data_cfg = config.data.copy_and_resolve_references()
-    with data_cfg.unlocked():
-        data_cfg.batch_size = int(config.batch_prompts)
-    data = mixture_from_config(data_cfg, tokenizer, process_index=0, process_count=1)  # every process: the global batch
+    pieces = build_run(config, tokenizer)
+    data = data_stream(config, tokenizer, config.batch_prompts)
     store = CheckpointStore(pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints)
-    meta = thinker_meta(cfg, source={"kind": "sft"})
-    meta["config"] = config.to_json_best_effort()
-    if lora_cfg is not None:
-        meta["lora"] = lora_cfg.to_dict()
+    meta = run_meta(config, pieces, source={"kind": "sft"})
     counts = {"missing_target": 0, "truncated": 0}
 
-    start = store.latest_step()
-    if start is not None:
-        restored = store.restore(start, params_abstract=_abstract(nnx.state(model, nnx.Param).to_pure_dict()),
-                                 extra_abstract={"opt_state": _abstract(state.opt_state),
-                                                 "counters": _abstract({"step": state.step, "skipped": state.skipped})})
-        nnx.replace_by_pure_dict(params_state := nnx.state(model, nnx.Param), restored.params)
-        nnx.update(model, params_state)
-        graphdef, params, frozen = nnx.split(model, trainable, ...)
-        c = restored.extra["counters"]
-        state = TrainState(c["step"], params, restored.extra["opt_state"], c["skipped"])
-        data.restore(restored.extra["data"])
-        counts.update(restored.extra.get("sft_counts", {}))
+    saved = restore_train_state(store, params=pieces.checkpoint_params(), opt_state=pieces.state.opt_state,
+                                counters=counters(pieces.state), config_json=meta["config"])
+    if saved is not None:
+        start = saved.step
+        pieces = pieces.restored(saved.params, saved.opt_state, saved.counters)
+        data.restore(saved.data_state)
+        counts.update(saved.extra.get("sft_counts", {}))
         if is_main:
             log.info("resumed from step %d of %s", start, workdir)
     else:
         start = 0
-        _save(store, 0, graphdef, state, frozen, meta, data, counts)
+        _save(store, 0, pieces, pieces.state, data, meta, counts)
 
-    sft_step = jit_sft_step(graphdef, optimizer, parallel.shardings_of(state), logits_chunk=config.sft.logits_chunk,
-                            grad_accum=int(config.optim.grad_accum), dropout_seed=int(config.seed))
+    state = pieces.state
+    sft_step = jit_sft_step(pieces.graphdef, pieces.optimizer, parallel.shardings_of(state),
+                            logits_chunk=config.sft.logits_chunk, grad_accum=int(config.optim.grad_accum),
+                            dropout_seed=int(config.seed))
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)
-    preemption = _Preemption()
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps, desc="SFT",
                disable=not is_main, dynamic_ncols=True)
-    losses = []
+    losses, preempted = [], False
     for step in bar:
         t0 = time.perf_counter()
         batch = next(data)
         records = batch.pop("records")
-        inputs = prepare_inputs(cfg, **batch)
+        inputs = prepare_inputs(pieces.model_cfg, **batch)
         ids, mask, missing, truncated = _targets(records, tokenizer, config)
         counts["missing_target"] += missing
         counts["truncated"] += truncated
         rows = shard_rows((jnp.asarray(ids), jnp.asarray(mask),
-                           next_position_ids(inputs.position_ids, inputs.attention_mask)), mesh, rules)
-        state, m = sft_step(state, frozen, jax.device_put(inputs, input_shardings(inputs, mesh, rules)), *rows)
+                           next_position_ids(inputs.position_ids, inputs.attention_mask)), pieces.layout)
+        state, m = sft_step(state, pieces.frozen, jax.device_put(inputs, input_shardings(inputs, pieces.layout)),
+                            *rows)
         m = {k: float(v) for k, v in jax.device_get(m).items()}
         seconds = time.perf_counter() - t0
         scalars = {**m, "time/step_s": seconds, "perf/target_tokens_per_s": m["target_tokens"] / max(seconds, 1e-9),
@@ -157,9 +128,10 @@ def run(config, workdir: str) -> dict:
         done = step + 1 == config.total_steps
         if (step + 1) % config.checkpoint_every_steps == 0 or done or preemption.requested \
                 or store.reached_preemption(step + 1):
-            _save(store, step + 1, graphdef, state, frozen, meta, data, counts)
+            _save(store, step + 1, pieces, state, data, meta, counts)
             if preemption.requested or (not done and store.reached_preemption(step + 1)):
                 store.wait()
+                preempted = not done
                 if is_main:
                     log.warning("preempted: saved step %d, exiting", step + 1)
                 break
@@ -170,15 +142,9 @@ def run(config, workdir: str) -> dict:
         metrics_lib.plot_curves(metrics_lib.read_jsonl(writer.path), ["loss"], pathlib.Path(workdir) / "loss_curve.png",
                                 title="SFT loss (mean over target tokens)")
     return {"steps_run": len(losses), "final_step": int(state.step) + int(state.skipped),
-            "final_loss": losses[-1] if losses else None, **counts}
+            "final_loss": losses[-1] if losses else None, "preempted": preempted, **counts}
 
 
-def _abstract(tree):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
-
-
-def _save(store, step, graphdef, state, frozen, meta, data, counts):
-    params = nnx.state(nnx.merge(graphdef, state.params, frozen), nnx.Param).to_pure_dict()
-    store.save(step, params=params, meta=meta,
-               extra={"opt_state": state.opt_state, "counters": {"step": state.step, "skipped": state.skipped},
-                      "data": data.state(), "sft_counts": dict(counts)})
+def _save(store, step: int, pieces: RunPieces, state, data, meta: dict, counts: dict) -> None:
+    save_train_state(store, step, pieces.checkpoint_params(state.params), state.opt_state, counters(state),
+                     data.state(), meta=meta, extra={"sft_counts": dict(counts)})

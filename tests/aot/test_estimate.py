@@ -23,8 +23,8 @@ def _count(state) -> int:
 def test_parameter_counts_match_the_model(arch):
     cfg = presets.architecture_config(arch)
     model = abstract_thinker(cfg)
-    _, trainable, frozen = nnx.split(model, trainable_filter(False), ...)
-    counts = E.parameter_counts(cfg, train_towers=False)
+    _, trainable, frozen = nnx.split(model, trainable_filter(), ...)
+    counts = E.parameter_counts(cfg)
     assert counts == {"trainable": _count(trainable), "frozen": _count(frozen)}
     assert E.vision_params(cfg.vision) == _count(nnx.state(model.visual))
     assert E.audio_params(cfg.audio) == _count(nnx.state(model.audio_tower))
@@ -47,7 +47,7 @@ def test_bytes_per_chip_by_hand():
     cfg = ThinkerConfig(text=t, dtype="bfloat16", param_dtype="float32")
     towers = E.vision_params(cfg.vision) + E.audio_params(cfg.audio)
     s = E.Shapes(prompts=2, generations=4, prompt_length=12, max_new_tokens=4, grad_accum=2, patches=0,
-                 audio_chunks=0, param_shards=2, row_shards=2, train_towers=False, with_reference=True,
+                 audio_chunks=0, param_shards=2, row_shards=2, with_reference=True,
                  cache_dtype="bfloat16", reference_dtype="bfloat16")
     est = E.estimate(cfg, s)
     trainable = 220 * 4 / 2  # f32 master weights over 2 chips
@@ -85,7 +85,7 @@ def test_bytes_per_chip_by_hand():
 def test_kv_cache_bytes_match_the_cache_the_sampler_builds():
     cfg = presets.architecture_config("7b", dtype="bfloat16")
     s = E.Shapes(prompts=1, generations=1, prompt_length=100, max_new_tokens=28, grad_accum=1, patches=0,
-                 audio_chunks=0, param_shards=1, row_shards=1, train_towers=False, with_reference=False,
+                 audio_chunks=0, param_shards=1, row_shards=1, with_reference=False,
                  cache_dtype="bfloat16", reference_dtype="bfloat16")
     est = E.estimate(cfg, s)
     nbytes = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731

@@ -92,7 +92,6 @@ def test_the_fit_check_lowers_the_rollout_steps_generate_builds(monkeypatch):
     do: the same jitted functions, on the argument tuples it makes, static where it says."""
     import jax
 
-    from omni_jax import parallel
     from omni_jax.rollout import sampler
 
     built, compiled = [], []
@@ -102,11 +101,11 @@ def test_the_fit_check_lowers_the_rollout_steps_generate_builds(monkeypatch):
     class Stop(Exception):
         pass
 
-    def trace_only(jitted, args, *, mesh, rules, static=(), while_trips=1):
+    def trace_only(jitted, args, *, layout, static=(), while_trips=1):
         compiled.append((jitted, args, static))
         if len(compiled) == 2:
             raise Stop
-        with parallel.use_mesh(mesh, rules):
+        with layout.activate():
             traced = jitted.trace(*args)
         return F._Compiled(traced, None, 0.0, 0.0, [0] * len(args), "traced only")
 

@@ -82,7 +82,7 @@ def test_abstract_grpo_batch_matches_the_collected_one():
                                  cache_dtype=""))
     records = [{"id": 0}, {"id": 1}]
     exp = collect(model, inputs, records, rollout_cfg=rollout, scale_rewards="group", tokenizer=tok,
-                  reward_fn=lambda texts, *_: ({"total": np.zeros(len(texts), np.float32)}, {}), seed=0, mesh=None)
+                  reward_fn=lambda texts, *_: ({"total": np.zeros(len(texts), np.float32)}, {}), seed=0, layout=None)
     abstract = I.grpo_batch(cfg, rows=4, length=len(ids), max_new_tokens=3, with_reference=False,
                             with_old_logp=False)
     assert _shapes(abstract) == _shapes(exp.batch)

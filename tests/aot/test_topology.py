@@ -66,6 +66,6 @@ def test_a_slice_checked_twice_in_one_process_compiles_twice():
     f = jax.jit(lambda x: parallel.constrain(x * 2, ("batch", None)))
     for _ in range(2):
         mesh = parallel.make_mesh({"data": 1, "fsdp": 4, "tp": 1}, devices=T.devices("v5p-8"))
-        with parallel.use_mesh(mesh, parallel.DEFAULT_RULES):
+        with parallel.Layout(mesh).activate():
             x = jax.ShapeDtypeStruct((8, 4), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec("fsdp")))
             f.trace(x).lower().compile()

@@ -117,7 +117,8 @@ def test_a_lora_checkpoint_as_init_is_merged_then_gets_fresh_adapters(run):
         config.model.init = str(root / "ckpt")
         config.model.layer_loop = "scan"
         config.lora.rank = 2
-    policy = build_model(config, load_tokenizer("tiny"), parallel.make_mesh({"fsdp": 1}, devices=[jax.devices()[0]]))
+    policy = build_model(config, load_tokenizer("tiny"),
+                         parallel.Layout(parallel.make_mesh({"fsdp": 1}, devices=[jax.devices()[0]])))
     assert lora.adapter_config(policy).rank == 2
     assert all(float(abs(ab["b"]).max()) == 0 for ab in lora.adapter_params(policy).values())
     inputs = _inputs()

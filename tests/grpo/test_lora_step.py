@@ -54,7 +54,7 @@ def test_rollout_samples_from_base_plus_adapters(setup):
 
 def test_reference_is_the_base_with_adapters_off(setup):
     base, model, _, seqs = setup
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False, adapters=True), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(adapters=True), ...)
     cfg = StepConfig(loss=L.LossConfig(), grad_accum=2, total_steps=1, temperature=1.0, logits_chunk=4)
     reference = lora.base_state(frozen)
     # The reference holds the very arrays of the frozen weights: no copy.
@@ -66,7 +66,7 @@ def test_reference_is_the_base_with_adapters_off(setup):
 
 def test_only_adapters_are_updated_and_hold_optimizer_state(setup):
     _, model, _, seqs = setup
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False, adapters=True), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(adapters=True), ...)
     opt = make_optimizer(learning_rate=1e-2, total_steps=10)
     cfg = StepConfig(loss=L.LossConfig(beta=0.04), grad_accum=2, total_steps=10, temperature=1.0, logits_chunk=4)
     ref = jit_logprob_fn(lora.base_graphdef(model), cfg)(lora.base_state(frozen), nnx.State({}), seqs)
@@ -99,7 +99,7 @@ def test_lora_grpo_learns_a_token_reward(setup):
     lora.add_adapters(model, lora.LoRAConfig(rank=4, alpha=8), seed=0)
     ids = np.array([[7, 8, 9, 10, 11], [12, 13, 14, 15, 16]])
     inputs = prepare_inputs(model.cfg, input_ids=ids, attention_mask=np.ones(ids.shape))
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False, adapters=True), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(adapters=True), ...)
     opt = make_optimizer(learning_rate=3e-2, total_steps=steps, schedule="constant")
     cfg = StepConfig(loss=L.LossConfig(beta=0.01), grad_accum=1, total_steps=steps, temperature=1.0, logits_chunk=8)
     train_step = jax.jit(build_train_step(graphdef, cfg, opt))
@@ -108,7 +108,7 @@ def test_lora_grpo_learns_a_token_reward(setup):
     rewards = []
     for step in range(steps):
         out = generate(nnx.merge(graphdef, state.params, frozen), inputs, num_samples=g, max_new_tokens=m,
-                       temperature=1.0, seed=step, cpu_gemv=False)
+                       temperature=1.0, seed=step, cpu_decode_kernel=False)
         mask = np.asarray(out.mask)
         reward = ((np.asarray(out.tokens) < 40) & mask).sum(1) / np.maximum(mask.sum(1), 1)
         rewards.append(reward.mean())

@@ -40,7 +40,7 @@ def setup():
 
 
 def _step(model, batch, grad_accum, loss_cfg=L.LossConfig(beta=0.0)):
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     opt = make_optimizer(learning_rate=1e-2, total_steps=10)
     cfg = StepConfig(loss=loss_cfg, grad_accum=grad_accum, total_steps=10, temperature=1.0, logits_chunk=4)
     step = jax.jit(build_train_step(graphdef, cfg, opt))
@@ -90,7 +90,7 @@ def test_positive_advantage_raises_that_completion_probability(setup):
     adv = jnp.asarray([1.0] + [-1.0 / 7] * 7, jnp.float32)
     batch = GRPOBatch(seqs, adv, old_logp=None, ref_logp=None)
     before, after, _, frozen = _step(model, batch, 2)
-    graphdef, _, _ = nnx.split(model, trainable_filter(False), ...)
+    graphdef, _, _ = nnx.split(model, trainable_filter(), ...)
     lp = lambda params: completion_logprobs(nnx.merge(graphdef, params, frozen), seqs)[0]  # noqa: E731
     mask = np.asarray(seqs.completion_mask[0])
     gain = (np.asarray(lp(after.params))[0] - np.asarray(lp(before.params))[0])[mask].sum()
@@ -99,7 +99,7 @@ def test_positive_advantage_raises_that_completion_probability(setup):
 
 def test_logprob_fn_in_row_slices_equals_the_whole_batch(setup):
     model, out, seqs, _ = setup
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     whole = completion_logprobs(model, seqs, temperature=1.0, logits_chunk=4)[0]
     cfg = StepConfig(loss=L.LossConfig(), grad_accum=4, total_steps=1, temperature=1.0, logits_chunk=4)
     sliced = jit_logprob_fn(graphdef, cfg)(params, frozen, seqs)

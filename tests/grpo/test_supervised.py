@@ -44,7 +44,7 @@ def _oracle_loss(model):
 
 
 def _run(model, grad_accum, lr, adapters=False):
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False, adapters=adapters), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(adapters=adapters), ...)
     opt = make_optimizer(learning_rate=lr, total_steps=10, schedule="constant")
     step = jax.jit(build_sft_step(graphdef, opt, logits_chunk=4, grad_accum=grad_accum))
     state = TrainState(jnp.int32(0), params, opt.init(params), jnp.int32(0))
@@ -69,7 +69,7 @@ def test_accumulation_equals_one_batch(model):
 def test_lora_sft_updates_adapters_only_and_lowers_the_loss(model):
     m = nnx.merge(*nnx.split(model))
     lora.add_adapters(m, lora.LoRAConfig(rank=4, alpha=8))
-    graphdef, params, frozen = nnx.split(m, trainable_filter(False, adapters=True), ...)
+    graphdef, params, frozen = nnx.split(m, trainable_filter(adapters=True), ...)
     opt = make_optimizer(learning_rate=2e-2, total_steps=10, schedule="constant")
     step = jax.jit(build_sft_step(graphdef, opt, logits_chunk=4))
     state = TrainState(jnp.int32(0), params, opt.init(params), jnp.int32(0))

@@ -50,10 +50,10 @@ def main(process_id, num_processes, port, hf_dir, ckpt, mesh_ckpt, report):
     from omni_jax.convert.hf_to_orbax import hf_to_orbax
 
     assert jax.device_count() == 4 * int(num_processes) and jax.local_device_count() == 4
-    mesh = parallel.make_mesh({"data": 1, "fsdp": 4, "tp": 2})
-    restored = omni_jax.load_thinker(ckpt, mesh=mesh, progress=False)
-    hf_to_orbax(hf_dir, mesh_ckpt, mesh=mesh, progress=False)
-    converted = omni_jax.load_thinker(mesh_ckpt, mesh=mesh, progress=False)
+    layout = parallel.Layout(parallel.make_mesh({"data": 1, "fsdp": 4, "tp": 2}))
+    restored = omni_jax.load_thinker(ckpt, layout=layout, progress=False)
+    hf_to_orbax(hf_dir, mesh_ckpt, layout=layout, progress=False)
+    converted = omni_jax.load_thinker(mesh_ckpt, layout=layout, progress=False)
     with open(report, "w") as f:
         json.dump({"process": jax.process_index(), "devices": [d.id for d in jax.local_devices()],
                    "restored": shard_report(restored), "converted_on_mesh": shard_report(converted)}, f)

@@ -43,9 +43,8 @@ def test_components_total_and_stats_by_hand():
         assert components[name].dtype == np.float32
     np.testing.assert_allclose(total, np.sum([EXPECTED[n] for n in EXPECTED], axis=0), atol=1e-6)
     assert total.dtype == np.float32
-    assert stats["accuracy/no_answer"] == 1 and stats["people_focus/no_think_block"] == 1
-    assert stats["rewards/total"] == pytest.approx(float(np.mean(total)))
-    assert stats["rewards/format"] == pytest.approx(0.5)
+    # Counters only, each "<group>/<name>": the component means are the trainer's reward/<component>/mean.
+    assert stats == {"accuracy/no_answer": 1, "people_focus/no_think_block": 1}
 
 
 def test_text_path_equals_device_path_and_weights_apply():

@@ -17,6 +17,7 @@ import torch
 from flax import nnx
 
 import omni_jax
+from omni_jax import parallel
 from omni_jax.model import prepare_inputs
 from omni_jax.kernels import cpu_gemv as _cpu_gemv
 from omni_jax.rollout import generate, sampler
@@ -63,14 +64,14 @@ def _hf_greedy(hf, inputs, eos):
     return out[:, inputs["input_ids"].shape[1]:].numpy()
 
 
-@pytest.mark.parametrize("cpu_gemv", [True, False], ids=["CPU decode kernel", "XLA dot"])
+@pytest.mark.parametrize("cpu_decode_kernel", [True, False], ids=["CPU decode kernel", "XLA dot"])
 @pytest.mark.parametrize("kind", ["text, left padded batch", "video + audio"])
-def test_greedy_tokens_equal_transformers(pair, kind, cpu_gemv):
+def test_greedy_tokens_equal_transformers(pair, kind, cpu_decode_kernel):
     hf, model, _ = pair
     inputs = _text_batch() if kind.startswith("text") else _video_audio()
     ref = _hf_greedy(hf, inputs, eos=149)
     out = generate(model, inputs, max_new_tokens=M, temperature=0.0, eos_token_ids=[149], pad_token_id=th.PAD,
-                   cpu_gemv=cpu_gemv)
+                   cpu_decode_kernel=cpu_decode_kernel)
     got = np.asarray(out.tokens)
     mask = np.asarray(out.mask)
     # transformers pads after EOS with pad_token_id and may stop early; compare over our mask.
@@ -78,13 +79,13 @@ def test_greedy_tokens_equal_transformers(pair, kind, cpu_gemv):
     np.testing.assert_array_equal(np.where(mask, got, -1), np.where(mask, ref, -1))
 
 
-@pytest.mark.parametrize("unroll_layers,cpu_gemv", [(True, True), (True, False), (False, False)],
+@pytest.mark.parametrize("unroll_layers,cpu_decode_kernel", [(True, True), (True, False), (False, False)],
                          ids=["CPU decode kernel (CPU default)", "layers unrolled, XLA dot", "layer scan (TPU)"])
-def test_cached_decode_logits_equal_full_forward(pair, unroll_layers, cpu_gemv):
+def test_cached_decode_logits_equal_full_forward(pair, unroll_layers, cpu_decode_kernel):
     _, model, _ = pair
     inputs = _video_audio()
     out = generate(model, inputs, max_new_tokens=M, temperature=0.8, seed=3, return_logits=True,
-                   unroll_layers=unroll_layers, cpu_gemv=cpu_gemv)
+                   unroll_layers=unroll_layers, cpu_decode_kernel=cpu_decode_kernel)
     full = dict(inputs)
     full["input_ids"] = np.concatenate([inputs["input_ids"], np.asarray(out.tokens)], 1)
     full["attention_mask"] = np.concatenate([inputs["attention_mask"], np.asarray(out.mask)], 1)
@@ -99,7 +100,7 @@ def test_cached_decode_logits_equal_full_forward(pair, unroll_layers, cpu_gemv):
 def test_cpu_decode_kernel_is_the_default_on_one_cpu_device_where_it_is_faster(pair, monkeypatch):
     _, model, _ = pair
     seen, real = [], sampler._decode
-    monkeypatch.setattr(sampler, "_decode", lambda *a: seen.append(a[6]) or real(*a))  # a[6]: cpu_gemv
+    monkeypatch.setattr(sampler, "_decode", lambda *a: seen.append(a[6]) or real(*a))  # a[6]: cpu_decode_kernel
     monkeypatch.delenv("OMNI_JAX_CPU_GEMV", raising=False)
     monkeypatch.setattr(_cpu_gemv, "faster_than_xla", lambda: True)  # the calibration's decision
     generate(model, _text_batch(), max_new_tokens=M, temperature=0.0)
@@ -131,9 +132,9 @@ def test_cpu_decode_kernel_only_for_a_silu_mlp(pair, monkeypatch):
     model = omni_jax.load_thinker(path, progress=False)
     model.cfg = dataclasses.replace(model.cfg, text=dataclasses.replace(model.cfg.text, hidden_act="gelu"))
     with pytest.raises(ValueError, match="SwiGLU"):
-        generate(model, _text_batch(), max_new_tokens=M, temperature=0.0, cpu_gemv=True)
+        generate(model, _text_batch(), max_new_tokens=M, temperature=0.0, cpu_decode_kernel=True)
     seen, real = [], sampler._decode
-    monkeypatch.setattr(sampler, "_decode", lambda *a: seen.append(a[6]) or real(*a))  # a[6]: cpu_gemv
+    monkeypatch.setattr(sampler, "_decode", lambda *a: seen.append(a[6]) or real(*a))  # a[6]: cpu_decode_kernel
     generate(model, _text_batch(), max_new_tokens=2, temperature=0.0)
     assert seen == [False]  # the default falls back to XLA's ops
 
@@ -144,14 +145,14 @@ def test_packed_weights_are_reused_only_while_the_weights_are_the_same(pair, mon
     packs, real = [], sampler._pack_decoder
     monkeypatch.setattr(sampler, "_pack_decoder", lambda *a: packs.append(1) or real(*a))
     inputs = _text_batch()
-    first = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_gemv=True).tokens)
-    again = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_gemv=True).tokens)
+    first = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_decode_kernel=True).tokens)
+    again = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_decode_kernel=True).tokens)
     assert len(packs) == 1 and np.array_equal(first, again)
     # New weights (as after a train step): packed again, and the tokens follow the new weights.
     layer_mlp = model.model.layers.mlp.down_proj.kernel
     layer_mlp[...] = layer_mlp[...] * 3.0
-    changed = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_gemv=True).tokens)
-    want = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_gemv=False).tokens)
+    changed = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_decode_kernel=True).tokens)
+    want = np.asarray(generate(model, inputs, max_new_tokens=M, temperature=0.0, cpu_decode_kernel=False).tokens)
     assert len(packs) == 2
     np.testing.assert_array_equal(changed, want)
     assert not np.array_equal(changed, first)
@@ -212,11 +213,11 @@ MESH_SCRIPT = textwrap.dedent("""
     for name, inputs in (("text", _text_batch()), ("text4", _text_batch4()), ("video_audio", _video_audio())):
         single = omni_jax.load_thinker({path!r}, progress=False)
         mesh = parallel.make_mesh({{"data": 2, "fsdp": 2, "tp": 2}})
-        sharded = load_thinker({path!r}, mesh=mesh, progress=False)
+        sharded = load_thinker({path!r}, layout=parallel.Layout(mesh), progress=False)
         for temp in ((1.0,) if name == "text4" else (0.0, 1.0)):
             kw = dict(num_samples=4, max_new_tokens=6, temperature=temp, top_k=30, seed=5)
             a = generate(single, inputs, **kw)
-            b = generate(sharded, inputs, mesh=mesh, **kw)
+            b = generate(sharded, inputs, layout=mesh, **kw)  # a bare mesh: the default rules
             assert len(b.tokens.sharding.device_set) == 8, b.tokens.sharding
             results[f"{{name}}/{{temp}}"] = dict(
                 tokens_equal=bool(np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens))),
@@ -253,11 +254,14 @@ def test_prefill_one_prompt_at_a_time_equals_all_at_once(pair):
 def test_prompts_per_prefill_splits_only_batches_that_do_not_divide():
     from omni_jax.rollout.sampler import prompts_per_prefill
 
-    mesh = lambda data, fsdp: SimpleNamespace(shape={"data": data, "fsdp": fsdp, "tp": 1})  # noqa: E731
+    mesh = lambda data, fsdp, rules=parallel.DEFAULT_RULES: parallel.Layout(  # noqa: E731
+        SimpleNamespace(shape={"data": data, "fsdp": fsdp, "tp": 1}), rules)
     assert prompts_per_prefill(8, mesh(1, 4)) == 8  # two prompts per chip, in one pass
     assert prompts_per_prefill(8, mesh(2, 4)) == 8
     assert prompts_per_prefill(8, mesh(1, 16)) == 1  # replicated on 16 chips: one prompt at a time
     assert prompts_per_prefill(8, None) == 8
+    assert sampler.batch_shards(mesh(2, 4)) == 8 and sampler.batch_shards(None) == 1
+    assert sampler.batch_shards(mesh(2, 4, {**dict(parallel.DEFAULT_RULES), "batch": "fsdp"})) == 4
     # The prompts' cache is kept once exactly when they divide; else one at a time, copied per candidate.
     assert sampler.prefill_plan(8, mesh(1, 4)) == (8, True)
     assert sampler.prefill_plan(8, mesh(1, 16)) == (1, False)

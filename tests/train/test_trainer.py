@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -57,10 +58,14 @@ def test_outputs_of_a_run(reference_run):
     console = CONSOLE[str(reference_run)]
     assert console.index("warm-start: compiling") < console.index("compiling the rollout and the GRPO step")
     needed = ["reward/total/mean", "reward/format/mean", "reward/format/std", "reward/accuracy/mean",
-              "reward/people_focus/mean", "kl", "clip_fraction", "entropy", "completion/length_mean", "loss",
-              "grad_norm"]
+              "reward/people_focus/mean", "reward/counters/people_focus/no_think_block", "kl", "clip_fraction",
+              "entropy", "completion/length_mean", "loss", "grad_norm"]
     for key in needed:
         assert all(key in r for r in rows), key
+    # Every reward metric is a component's mean / std or one of the reward function's counters.
+    reward_keys = {k for r in rows for k in r if k.startswith("reward")}
+    assert all(re.fullmatch(r"reward/[a-z_]+/(mean|std)|reward/counters/[a-z_]+/.+", k) for k in reward_keys), \
+        sorted(reward_keys)
     raw = json.loads((reference_run / "metrics.jsonl").read_text().splitlines()[len(warm)])  # GRPO step 1
     for key in ("time/step_s", "time/rollout_s", "time/update_s", "perf/generated_tokens_per_s"):
         assert key in raw

@@ -9,7 +9,7 @@ from flax import nnx
 from omni_jax.grpo import loss as L
 from omni_jax.grpo.logprobs import Sequences, completion_logprobs
 from omni_jax.grpo.step import GRPOBatch, StepConfig, TrainState, _split_micro, build_logprob_fn, build_train_step, \
-    make_optimizer, prompt_share, trainable_filter
+    make_optimizer, prefix_share, trainable_filter
 from omni_jax.model import Thinker, from_hf_dict, prepare_inputs
 from tests.helpers import tiny_hf as th
 
@@ -54,29 +54,29 @@ def setup():
     return model, seqs
 
 
-def _logp_and_grads(model, seqs, share):
+def _logp_and_grads(model, seqs, run):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     weights = jnp.asarray(np.random.default_rng(3).normal(size=seqs.completions.shape), jnp.float32)
 
     @jax.jit
     def f(params):
-        logp, ent = completion_logprobs(nnx.merge(graphdef, params, rest), seqs, logits_chunk=4, share=share)
+        logp, ent = completion_logprobs(nnx.merge(graphdef, params, rest), seqs, logits_chunk=4, prefix_share=run)
         return jnp.sum(logp * weights * seqs.completion_mask) + 0.1 * jnp.sum(ent), (logp, ent)
 
     (_, (logp, ent)), grads = jax.value_and_grad(f, has_aux=True)(params)
     return np.asarray(logp), np.asarray(ent), jax.tree.map(np.asarray, grads)
 
 
-@pytest.mark.parametrize("options,shares", [
+@pytest.mark.parametrize("options,runs", [
     (dict(layer_loop="unrolled"), (2, G)),  # as configs/default.py runs on CPU
     (dict(remat="full", attention_query_chunk=8, attention_key_chunk=8), (G,)),  # as stage 4: scan, remat, flash
 ])
-def test_shared_prompt_pass_equals_one_per_row(setup, options, shares):
+def test_shared_prompt_pass_equals_one_per_row(setup, options, runs):
     _, seqs = setup  # the same weights: options change only how the model computes
     _, model = _model(**options)
     ref_logp, ref_ent, ref_grads = _logp_and_grads(model, seqs, 1)
-    for share in shares:
-        logp, ent, grads = _logp_and_grads(model, seqs, share)
+    for run in runs:
+        logp, ent, grads = _logp_and_grads(model, seqs, run)
         np.testing.assert_allclose(logp, ref_logp, atol=2e-5)
         np.testing.assert_allclose(ent, ref_ent, atol=2e-5)
         flat, flat_ref = jax.tree.leaves(grads), jax.tree.leaves(ref_grads)
@@ -89,8 +89,8 @@ def test_sharing_rows_with_different_prompts_changes_the_result(setup):
     # The check above can fail: rows 3 and 4 belong to different prompts, so a run of 8 rows
     # would give row 4 the first prompt's keys.
     model, seqs = setup
-    ref = np.asarray(completion_logprobs(model, seqs, share=1)[0])
-    wrong = np.asarray(completion_logprobs(model, seqs, share=2 * G)[0])
+    ref = np.asarray(completion_logprobs(model, seqs, prefix_share=1)[0])
+    wrong = np.asarray(completion_logprobs(model, seqs, prefix_share=2 * G)[0])
     mask = np.asarray(seqs.completion_mask)
     assert np.abs(wrong - ref)[G:][mask[G:]].max() > 1e-3
     np.testing.assert_allclose(wrong[:G], ref[:G], atol=2e-5)
@@ -99,14 +99,14 @@ def test_sharing_rows_with_different_prompts_changes_the_result(setup):
 def test_rows_that_do_not_split_into_runs_are_refused(setup):
     model, seqs = setup
     with pytest.raises(ValueError, match="runs of 3 rows"):
-        completion_logprobs(model, seqs, share=3)
+        completion_logprobs(model, seqs, prefix_share=3)
 
 
-def _step(model, batch, grad_accum, share):
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+def _step(model, batch, grad_accum, run):
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     opt = make_optimizer(learning_rate=1e-2, total_steps=10)
     cfg = StepConfig(loss=L.LossConfig(beta=0.04), grad_accum=grad_accum, total_steps=10, temperature=1.0,
-                     logits_chunk=4, prefix_share=share)
+                     logits_chunk=4, prefix_share=run)
     step = jax.jit(build_train_step(graphdef, cfg, opt))
     return step(TrainState(jnp.int32(0), params, opt.init(params), jnp.int32(0)), frozen, batch)
 
@@ -118,8 +118,8 @@ def test_train_step_with_a_shared_prompt_equals_the_per_row_step(setup):
     ref_logp = jnp.asarray(rng.normal(-2.0, 0.3, size=seqs.completions.shape), jnp.float32)
     batch = GRPOBatch(seqs, jnp.asarray(rng.normal(size=n), jnp.float32), old_logp=None, ref_logp=ref_logp)
     base, m0 = _step(model, batch, 1, 1)
-    for grad_accum, share in ((2, 2),):
-        new, m = _step(model, batch, grad_accum, share)
+    for grad_accum, run in ((2, 2),):
+        new, m = _step(model, batch, grad_accum, run)
         for key in ("loss", "grad_norm", "kl", "entropy"):
             np.testing.assert_allclose(m[key], m0[key], rtol=1e-4, atol=1e-6, err_msg=key)
         for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(base.params)):
@@ -128,10 +128,10 @@ def test_train_step_with_a_shared_prompt_equals_the_per_row_step(setup):
 
 def test_logprob_fn_in_micro_batches_of_shared_runs_keeps_row_order(setup):
     model, seqs = setup
-    graphdef, params, frozen = nnx.split(model, trainable_filter(False), ...)
+    graphdef, params, frozen = nnx.split(model, trainable_filter(), ...)
     whole = np.asarray(completion_logprobs(model, seqs, logits_chunk=4)[0])
-    for micro, share in ((2, 2), (2, G), (4, 2)):
-        got = jax.jit(build_logprob_fn(graphdef, 1.0, 4, micro, share))(params, frozen, seqs)
+    for micro, run in ((2, 2), (2, G), (4, 2)):
+        got = jax.jit(build_logprob_fn(graphdef, 1.0, 4, micro, run))(params, frozen, seqs)
         np.testing.assert_allclose(np.asarray(got), whole, atol=2e-5)
 
 
@@ -156,8 +156,8 @@ def test_micro_batches_keep_runs_of_rows_together():
     (6, 48, 2, 4, 6),
     (4, 32, 1, 16, 2),  # groups straddle devices: share the halves
 ])
-def test_prompt_share_keeps_runs_on_one_device(generations, rows, accum, shards, expected):
-    s = prompt_share(generations, rows, accum, shards)
+def test_prefix_share_keeps_runs_on_one_device(generations, rows, accum, shards, expected):
+    s = prefix_share(generations, rows, accum, shards)
     assert s == expected
     per_device = rows // (accum * shards)
     assert generations % s == 0 and per_device % s == 0
