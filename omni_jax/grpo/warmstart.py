@@ -82,7 +82,7 @@ def warm_start(config, pieces: RunPieces, tokenizer, save_dir, meta: dict, preem
     params, layout = pieces.state.params, pieces.layout
     state, frozen = layout.place((TrainState(jnp.int32(0), params, init_opt_state(opt, params), jnp.int32(0)),
                                   pieces.frozen))
-    sft_step = jit_sft_step(pieces.graphdef, opt, parallel.shardings_of(state), logits_chunk=config.grpo.logits_chunk,
+    sft_step = jit_sft_step(pieces.graphdef, opt, parallel.shardings_of(state), layout, logits_chunk=config.grpo.logits_chunk,
                             dropout_seed=int(config.seed))
     if jax.process_index() == 0:
         log.info("warm-start: compiling the supervised step ...")
