@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import math
 import os
 from typing import Iterable, Mapping, Sequence
@@ -217,6 +218,20 @@ def as_layout(layout: Layout | Mesh | None) -> Layout | None:
     if isinstance(layout, Mesh):
         return Layout(layout)
     raise TypeError(f"expected a parallel.Layout, a jax.sharding.Mesh or None, got {type(layout).__name__}")
+
+
+def traced_under(layout: Layout | None, fn):
+    """`fn` with `layout` active while it runs, so a `jax.jit` of it applies the model code's
+    activation constraints whenever it traces, wherever the call happens (None: `fn` as is)."""
+    if layout is None:
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with layout.activate():
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def current_layout() -> Layout | None:

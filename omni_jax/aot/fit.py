@@ -347,7 +347,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
     if "train" in want:
         say("train: compiling")
         state = pieces.state
-        tr = _compile(jit_train_step(pieces.graphdef, step_cfg, pieces.optimizer, parallel.shardings_of(state)),
+        tr = _compile(jit_train_step(pieces.graphdef, step_cfg, pieces.optimizer, parallel.shardings_of(state), layout),
                       (state, frozen, batch), layout=layout)
         # Forward, remat forward and backward read the weights per micro-batch; AdamW reads and writes its state.
         traffic = 3 * step_cfg.grad_accum * (resident["trainable"] + resident["frozen"]) \
@@ -360,7 +360,7 @@ def check_fit(config, topology: str, *, prompt: inputs_lib.Prompt | None = None,
         else:  # LoRA: the base graph on the base weights (every parameter but the adapters)
             base_frozen = abstract_state(lora.base_state(nnx.state(pieces.model)), layout)
             ref_args, ref_graphdef = (base_frozen, nnx.State({}), batch.seqs), lora.base_graphdef(pieces.model)
-        ref = _compile(jit_logprob_fn(ref_graphdef, step_cfg), ref_args, layout=layout)
+        ref = _compile(jit_logprob_fn(ref_graphdef, step_cfg, layout), ref_args, layout=layout)
         # The GRPO batch's other fields stay live next to the sequences.
         others = _bytes_per_chip(batch) - _bytes_per_chip(batch.seqs)
         report("reference", ref, (0, 1), others,

@@ -19,6 +19,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import NamedSharding, PartitionSpec
 
+from omni_jax import parallel
 from omni_jax.grpo import loss as loss_lib
 from omni_jax.grpo.logprobs import Sequences, completion_logprobs
 from omni_jax.model import lora
@@ -207,14 +208,16 @@ def build_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransfo
     return train_step
 
 
-def jit_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransformation, state_shardings=None):
+def jit_train_step(graphdef, cfg: StepConfig, optimizer: optax.GradientTransformation, state_shardings=None,
+                   layout: parallel.Layout | None = None):
     """The train step as the run compiles it (and `omni_jax.aot` checks it): jitted, TrainState donated.
 
     state_shardings: the TrainState's shardings, pinned on the new state so every step reuses one
-    compilation (None: the compiler chooses).
+    compilation (None: the compiler chooses). layout: the run's layout, active while the step
+    traces (the model's activation constraints); None: no constraints (one device).
     """
     out = {} if state_shardings is None else {"out_shardings": (state_shardings, None)}
-    return jax.jit(build_train_step(graphdef, cfg, optimizer), donate_argnums=0, **out)
+    return jax.jit(parallel.traced_under(layout, build_train_step(graphdef, cfg, optimizer)), donate_argnums=0, **out)
 
 
 def optimizer_from_config(config) -> optax.GradientTransformation:
@@ -267,6 +270,8 @@ def build_logprob_fn(graphdef, temperature: float, logits_chunk: int = 256, micr
     return fn
 
 
-def jit_logprob_fn(graphdef, cfg: StepConfig):
-    """The reference / old-policy log-prob pass as the run compiles it: in cfg.grad_accum row slices."""
-    return jax.jit(build_logprob_fn(graphdef, cfg.temperature, cfg.logits_chunk, cfg.grad_accum, cfg.prefix_share))
+def jit_logprob_fn(graphdef, cfg: StepConfig, layout: parallel.Layout | None = None):
+    """The reference / old-policy log-prob pass as the run compiles it: in cfg.grad_accum row slices,
+    under the run's `layout` (as `jit_train_step`)."""
+    return jax.jit(parallel.traced_under(
+        layout, build_logprob_fn(graphdef, cfg.temperature, cfg.logits_chunk, cfg.grad_accum, cfg.prefix_share)))

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from omni_jax import parallel
 from omni_jax.grpo.logprobs import Sequences, completion_logprobs
 from omni_jax.grpo.step import TrainState, _split_micro
 from omni_jax.model import lora
@@ -107,7 +108,8 @@ def build_sft_step(graphdef, optimizer: optax.GradientTransformation, *, logits_
     return step
 
 
-def jit_sft_step(graphdef, optimizer, state_shardings=None, **kwargs):
-    """The SFT step as runs compile it: jitted, TrainState donated, its shardings pinned (one compile)."""
+def jit_sft_step(graphdef, optimizer, state_shardings=None, layout: parallel.Layout | None = None, **kwargs):
+    """The SFT step as runs compile it: jitted, TrainState donated, its shardings pinned (one compile),
+    traced under the run's `layout` (the model's activation constraints; None: none)."""
     out = {} if state_shardings is None else {"out_shardings": (state_shardings, None)}
-    return jax.jit(build_sft_step(graphdef, optimizer, **kwargs), donate_argnums=0, **out)
+    return jax.jit(parallel.traced_under(layout, build_sft_step(graphdef, optimizer, **kwargs)), donate_argnums=0, **out)

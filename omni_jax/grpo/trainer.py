@@ -236,12 +236,15 @@ class _Steps:
 
 
 def _jit_steps(pieces: RunPieces) -> _Steps:
-    train = jit_train_step(pieces.graphdef, pieces.step_cfg, pieces.optimizer, parallel.shardings_of(pieces.state))
-    logprob = jit_logprob_fn(pieces.graphdef, pieces.step_cfg)
+    layout = pieces.layout  # active while each step traces: the model's activation constraints, as the fit check compiles them
+    train = jit_train_step(pieces.graphdef, pieces.step_cfg, pieces.optimizer, parallel.shardings_of(pieces.state),
+                           layout)
+    logprob = jit_logprob_fn(pieces.graphdef, pieces.step_cfg, layout)
     if pieces.lora_cfg is None:
         return _Steps(train, logprob, logprob, pieces.frozen)
     # The reference pass with LoRA: the base graph (no adapters) on the frozen weights alone.
-    return _Steps(train, logprob, jit_logprob_fn(lora.base_graphdef(pieces.model), pieces.step_cfg), nnx.State({}))
+    return _Steps(train, logprob, jit_logprob_fn(lora.base_graphdef(pieces.model), pieces.step_cfg, layout),
+                  nnx.State({}))
 
 
 # ---- one step's learner batch, checkpoint, metrics; the end of the run ----

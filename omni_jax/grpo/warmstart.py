@@ -86,7 +86,7 @@ def warm_start(config, pieces: RunPieces, tokenizer, save_dir, meta: dict, preem
         graphdef, params, frozen = nnx.split(pieces.policy(), nnx.All(trainable_filter(), nnx.Not(lora.TRAINABLE)), ...)
     state, frozen = layout.place((TrainState(jnp.int32(0), params, init_opt_state(opt, params), jnp.int32(0)),
                                   frozen))
-    sft_step = jit_sft_step(graphdef, opt, parallel.shardings_of(state), logits_chunk=config.grpo.logits_chunk,
+    sft_step = jit_sft_step(graphdef, opt, parallel.shardings_of(state), layout, logits_chunk=config.grpo.logits_chunk,
                             dropout_seed=int(config.seed))
     if jax.process_index() == 0:
         log.info("warm-start: compiling the supervised step ...")

@@ -97,7 +97,7 @@ def run(config, workdir: str) -> dict:
         _save(store, 0, pieces, pieces.state, data, meta, counts)
 
     state = pieces.state
-    sft_step = jit_sft_step(pieces.graphdef, pieces.optimizer, parallel.shardings_of(state),
+    sft_step = jit_sft_step(pieces.graphdef, pieces.optimizer, parallel.shardings_of(state), pieces.layout,
                             logits_chunk=config.sft.logits_chunk, grad_accum=int(config.optim.grad_accum),
                             dropout_seed=int(config.seed))
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main, resume_step=start)

@@ -11,7 +11,10 @@ import jax
 from jax.sharding import NamedSharding
 from configs import default
 from omni_jax import parallel
+from omni_jax.aot.inputs import grpo_batch, with_shardings
+from omni_jax.grpo.experience import row_shardings
 from omni_jax.grpo.pieces import build_run
+from omni_jax.grpo.step import jit_train_step
 from omni_jax.tokenizer import load_tokenizer
 
 
@@ -47,6 +50,25 @@ for rank in (0, 4):
     trained = [d[0] for d in described(real.state.params)]
     assert trained and all(("['lora']" in p) == bool(rank) for p in trained), (rank, trained[:3])
     assert all(p.startswith(("['model']", "['lm_head']")) for p in trained), trained[:3]
+
+# The run's train step traces under its layout wherever it is called (the trainer calls it outside
+# any `activate`): the model's activation constraints are in it, as in the fit check's compile.
+config = default.get_config()
+with config.unlocked():
+    config.mesh.data, config.mesh.fsdp = 2, 2
+pieces = build_run(config, tokenizer, devices=jax.devices(), abstract=True)
+batch = grpo_batch(pieces.model.cfg, 8, 32, 16, with_reference=False, with_old_logp=False)
+batch = with_shardings(batch, row_shardings(batch, pieces.layout))
+
+
+def constraints(layout):
+    step = jit_train_step(pieces.graphdef, pieces.step_cfg, pieces.optimizer, parallel.shardings_of(pieces.state),
+                          layout)
+    return str(step.trace(pieces.state, pieces.frozen, batch).jaxpr).count("sharding_constraint")
+
+
+assert parallel.current_layout() is None
+assert constraints(pieces.layout) > 0 and constraints(None) == 0, (constraints(pieces.layout), constraints(None))
 print("ok")
 """
 
