@@ -11,8 +11,8 @@ raises the reward (format + accuracy + people_focus) from there.
 Variant `lora`: the same warm-start (the model's own weights: it stands for the pretrained base a
 real run starts from), then GRPO trains LoRA adapters only (rank 8, α 16 on every projection of
 the text decoder: 58,368 trainable parameters against the full run's 771,712) at a learning
-rate 5× the full run's (1e-3: 5e-4 barely moved the reward in 100 steps, 2e-3 raised it faster
-but then lost the answer format on some steps).
+rate 5× the full run's (1e-3: 5e-4 barely moved the reward in 100 steps, 2e-3 lost the answer
+format late in the run; benchmarks/RESULTS.md).
 """
 
 from omni_jax import config_utils
