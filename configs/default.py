@@ -59,7 +59,7 @@ def get_config(arg=None):
         c.warmstart.lora = False
     c.data = data_defaults("tiny")
     # A one-line system prompt instead of HumanOmniV2's ~450-token one: the same three-block
-    # answer form at a fifth of the prompt length, which is what a 2½-minute run on 2 CPU cores can afford.
+    # answer form at a fifth of the prompt length, which is what a 2½-to-3-minute run on 2 CPU cores can afford.
     c.data.system_prompt = ("You are a helpful assistant. Describe the video and audio in <context> </context>, "
                             "reason in <think> </think>, then give the answer in <answer> </answer>.")
     c.lock()
