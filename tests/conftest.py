@@ -24,16 +24,3 @@ def pytest_configure(config):
         import jax
 
         jax.config.update("jax_compilation_cache_dir", path)
-
-
-# The whole training runs (subprocesses of a minute or two each) start first: with `-n 2`, a long
-# test left for the end runs on one worker while the other has nothing left to do.
-LONG_FIRST = ("tests/train/",)
-
-
-def pytest_collection_modifyitems(config, items):
-    def long(item):
-        path = item.nodeid.replace("\\", "/")
-        return any(path.startswith(prefix) or f"/{prefix}" in path for prefix in LONG_FIRST)
-
-    items.sort(key=lambda item: not long(item))  # stable: the order within each group is kept
