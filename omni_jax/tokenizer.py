@@ -81,6 +81,21 @@ def quiet_transformers_import():
             os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = old
 
 
+def _from_pretrained(p: pathlib.Path, fast_class):
+    """The directory's tokenizer class; the generic fast one without importing transformers' auto
+    classes (3 s of imports) when the directory asks for nothing else, as the shipped tiny one does."""
+    try:
+        wanted = json.loads((p / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p / 'tokenizer_config.json'} is not readable JSON: {e}") from None
+    if wanted in ("PreTrainedTokenizerFast", fast_class.__name__):
+        return fast_class.from_pretrained(str(p))
+    with quiet_transformers_import():
+        from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(p))
+
+
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(path: str = "tiny"):
     """Load a tokenizer: "tiny" (shipped), or a local directory with tokenizer.json (an HF checkpoint).
@@ -88,8 +103,8 @@ def load_tokenizer(path: str = "tiny"):
     Returns a `transformers.PreTrainedTokenizerFast` with eos = <|im_end|> and pad = <|endoftext|>,
     as Qwen2.5-Omni's own.
     """
-    with quiet_transformers_import():
-        from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    with quiet_transformers_import():  # the submodule: `from transformers import ...` would also import torch
+        from transformers.tokenization_utils_fast import PreTrainedTokenizerFast
 
     if path == "tiny":
         path = str(TINY_TOKENIZER_DIR)
@@ -100,7 +115,7 @@ def load_tokenizer(path: str = "tiny"):
             "directory holding tokenizer.json (hub names are not fetched at run time)"
         )
     if (p / "tokenizer_config.json").exists():
-        tok = AutoTokenizer.from_pretrained(str(p))
+        tok = _from_pretrained(p, PreTrainedTokenizerFast)
     elif (p / "tokenizer.json").exists():
         tok = PreTrainedTokenizerFast(tokenizer_file=str(p / "tokenizer.json"))
     else:
