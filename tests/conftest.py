@@ -30,7 +30,8 @@ def pytest_configure(config):
     if "jax" in sys.modules:  # imported before this hook (a plugin): tell the live config too
         import jax
 
-        jax.config.update("jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] != "0")
+        off = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].strip().lower() not in ("0", "false", "no", "off", "")
+        jax.config.update("jax_disable_most_optimizations", off)
     if os.environ.get("OMNI_JAX_TEST_COMPILATION_CACHE", "1") == "0":
         return
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:

@@ -54,3 +54,22 @@ def test_no_pytorch_notice_where_torch_is_not_needed():
     proc = subprocess.run([sys.executable, "-c", NO_TORCH], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
     assert "PyTorch was not found" not in proc.stderr + proc.stdout
+
+
+def test_a_checkpoint_naming_another_tokenizer_class_loads_through_the_auto_classes(tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tk.TINY_TOKENIZER_DIR, ckpt)
+    config = json.loads((ckpt / "tokenizer_config.json").read_text())
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "Qwen2Tokenizer"}))
+    tiny, qwen = tk.load_tokenizer("tiny"), tk.load_tokenizer(str(ckpt))
+    assert type(tiny).__name__ != type(qwen).__name__ == "Qwen2Tokenizer"  # the class the checkpoint names
+    text = "<|im_start|>user\nwho smiles?<|im_end|>"
+    assert qwen(text)["input_ids"] == tiny(text)["input_ids"] and qwen.eos_token == "<|im_end|>"
+
+
+def test_an_unreadable_tokenizer_config_is_a_clear_error(tmp_path):
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="tokenizer_config.json is not readable JSON"):
+        tk.load_tokenizer(str(tmp_path))
