@@ -19,7 +19,7 @@ SFT = ["--config.total_steps=4", "--config.checkpoint_every_steps=1", "--config.
        "--config.sft.max_completion_tokens=48"]
 
 
-@pytest.mark.slow  # ~60-70 s of three runs; the SFT and full GRPO kill -9 tests cover resume in the default run
+@pytest.mark.slow  # ~60-70 s of three runs; the GRPO kill -9 and SFT SIGTERM tests cover resume in the default run
 def test_lora_grpo_kill_9_then_resume_gives_the_same_metrics(tmp_path):
     ref = tmp_path / "ref"
     _train(ref, *LORA)
